@@ -1,0 +1,407 @@
+//! Typed form of `supervisor.toml` (SPEC §3).
+//!
+//! These structs are what the rest of warden reads. They are produced by
+//! [`crate::config::load`], which expands `${VAR}`, resolves `*_file` secrets and relative
+//! paths, rejects unknown keys and cross-checks the result before anything here is used.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A credential read from the config. Its `Debug` never shows the value, so a stray
+/// `{:?}` in a log line cannot leak it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value itself: call only where it is sent to its one legitimate peer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// `"5s"`, `"1m30s"`, `"500ms"`, `"24h"`.
+pub mod duration {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s.trim())
+            .map_err(|e| format!("invalid duration {s:?} ({e}); use forms like \"500ms\", \"5s\", \"1m30s\", \"24h\""))
+    }
+}
+
+fn d(secs: u64) -> Duration {
+    Duration::from_secs(secs)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    pub supervisor: SupervisorConfig,
+    pub http: HttpConfig,
+    /// Absent section: warden supervises programs and manages no token.
+    pub token: Option<TokenConfig>,
+    pub notify: NotifyConfig,
+    pub programs: BTreeMap<String, ProgramConfig>,
+    /// The file this was read from (absolute). Set by the loader.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SupervisorConfig {
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+    /// Resolved against the config file's directory by the loader.
+    pub state_dir: PathBuf,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            shutdown_timeout: d(20),
+            log_format: LogFormat::Text,
+            state_dir: PathBuf::from(".warden"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Empty means unset.
+    pub api_token: Secret,
+    /// Empty means `http://{listen}`.
+    pub public_url: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9180".parse().expect("valid literal"),
+            api_token: Secret::default(),
+            public_url: String::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_string()
+        }
+    }
+    pub fn api_token(&self) -> Option<&Secret> {
+        (!self.api_token.is_empty()).then_some(&self.api_token)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenProviderKind {
+    #[default]
+    Kite,
+    Command,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TokenConfig {
+    pub provider: TokenProviderKind,
+    /// Resolved against the config file's directory by the loader.
+    pub env_file: PathBuf,
+    pub env_key: String,
+    pub timezone: String,
+    /// "HH:MM" in `timezone`.
+    pub expires_at: String,
+    /// "HH:MM" in `timezone`.
+    pub refresh_at: String,
+    #[serde(with = "duration")]
+    pub check_interval: Duration,
+    #[serde(with = "duration")]
+    pub min_interval: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "duration")]
+    pub attempt_window: Duration,
+    #[serde(with = "duration")]
+    pub verify_timeout: Duration,
+    pub store: StoreConfig,
+    pub kite: Option<KiteConfig>,
+    pub command: Option<CommandProviderConfig>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            provider: TokenProviderKind::Kite,
+            env_file: PathBuf::from(".env"),
+            env_key: "KITE_ACCESS_TOKEN".into(),
+            timezone: "Asia/Kolkata".into(),
+            expires_at: "06:00".into(),
+            refresh_at: "06:05".into(),
+            check_interval: d(300),
+            min_interval: d(30),
+            max_attempts: 3,
+            attempt_window: d(3600),
+            verify_timeout: d(30),
+            store: StoreConfig::default(),
+            kite: None,
+            command: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    File,
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// redis:// or rediss:// (may carry a password, hence Secret).
+    pub url: Secret,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginMode {
+    #[default]
+    Manual,
+    Totp,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct KiteConfig {
+    pub api_key: String,
+    pub api_secret: Secret,
+    pub user_id: String,
+    pub login: LoginMode,
+    pub password: Secret,
+    pub totp_secret: Secret,
+    pub login_base: String,
+    pub api_base: String,
+}
+
+impl Default for KiteConfig {
+    fn default() -> Self {
+        KiteConfig {
+            api_key: String::new(),
+            api_secret: Secret::default(),
+            user_id: String::new(),
+            login: LoginMode::Manual,
+            password: Secret::default(),
+            totp_secret: Secret::default(),
+            login_base: "https://kite.zerodha.com".into(),
+            api_base: "https://api.kite.trade".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CommandProviderConfig {
+    pub command: CommandLine,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Resolved against the config file's directory by the loader; empty = config dir.
+    pub cwd: PathBuf,
+}
+
+impl Default for CommandProviderConfig {
+    fn default() -> Self {
+        CommandProviderConfig {
+            command: CommandLine::default(),
+            timeout: d(120),
+            cwd: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct NotifyConfig {
+    pub webhook_url: Secret,
+    pub telegram_bot_token: Secret,
+    pub telegram_chat_id: String,
+    /// Where the Telegram Bot API lives (tests point it at a local sink).
+    pub telegram_api_base: String,
+}
+
+/// argv: given as an array, or as a string split like a POSIX shell would (no shell runs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandLine(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for CommandLine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Argv(Vec<String>),
+            Line(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Argv(v) => Ok(CommandLine(v)),
+            Raw::Line(s) => shell_words::split(&s)
+                .map(CommandLine)
+                .map_err(|e| serde::de::Error::custom(format!("cannot split command {s:?}: {e}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTokenChange {
+    #[default]
+    Signal,
+    Restart,
+    None,
+}
+
+/// A signal name as written in the config: "SIGTERM" or "TERM".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalName(pub nix::sys::signal::Signal);
+
+impl<'de> Deserialize<'de> for SignalName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let upper = s.trim().to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        full.parse::<nix::sys::signal::Signal>()
+            .map(SignalName)
+            .map_err(|_| serde::de::Error::custom(format!("unknown signal {s:?}; use a name like \"SIGTERM\"")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ProgramConfig {
+    pub command: CommandLine,
+    /// Resolved against the config file's directory by the loader; empty = config dir.
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Resolved against the config file's directory by the loader.
+    pub env_file: Option<PathBuf>,
+    pub depends_on: Vec<String>,
+    pub restart: RestartPolicy,
+    #[serde(with = "duration")]
+    pub backoff_initial: Duration,
+    #[serde(with = "duration")]
+    pub backoff_max: Duration,
+    pub max_restarts: u32,
+    #[serde(with = "duration")]
+    pub restart_window: Duration,
+    pub stop_signal: SignalName,
+    #[serde(with = "duration")]
+    pub stop_timeout: Duration,
+    pub on_token_change: OnTokenChange,
+    pub reload_signal: SignalName,
+    pub health: Option<HealthConfig>,
+}
+
+impl Default for ProgramConfig {
+    fn default() -> Self {
+        use nix::sys::signal::Signal;
+        ProgramConfig {
+            command: CommandLine::default(),
+            cwd: PathBuf::new(),
+            env: BTreeMap::new(),
+            env_file: None,
+            depends_on: Vec::new(),
+            restart: RestartPolicy::Always,
+            backoff_initial: d(1),
+            backoff_max: d(60),
+            max_restarts: 10,
+            restart_window: d(300),
+            stop_signal: SignalName(Signal::SIGTERM),
+            stop_timeout: d(10),
+            on_token_change: OnTokenChange::Signal,
+            reload_signal: SignalName(Signal::SIGHUP),
+            health: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct HealthConfig {
+    pub url: String,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    #[serde(with = "duration")]
+    pub initial_delay: Duration,
+    pub failure_threshold: u32,
+    pub auth_status: Vec<u16>,
+    /// Regex; empty = unused.
+    pub auth_body: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            url: String::new(),
+            interval: d(5),
+            timeout: d(2),
+            initial_delay: d(5),
+            failure_threshold: 3,
+            auth_status: vec![403],
+            auth_body: String::new(),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! warden: a supervisor for trading stacks. See README.md for the theory of operation.
+
+pub mod config;
