@@ -1,1 +1,122 @@
-fn main() {}
+//! The `warden` binary: command-line parsing and dispatch. `anyhow` lives only here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Supervisor for trading stacks that keeps the Kite access token alive"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ConfigArg {
+    /// Config file [default: $WARDEN_CONFIG or ./supervisor.toml]
+    #[arg(short = 'c', long = "config", global = true)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("WARDEN_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("supervisor.toml"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Supervise the programs of the config (the default)
+    Run,
+    /// Validate the config; print each problem with its key path and line
+    Check,
+    /// Show programs and token state of the running warden
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart one program via the running warden
+    Restart { name: String },
+    /// Token operations on the running warden
+    Token {
+        #[command(subcommand)]
+        op: TokenOp,
+    },
+    /// Print the Kite login URL for a manual login
+    LoginUrl,
+    /// Local stand-ins for Kite Connect and a backend
+    Sandbox {
+        #[command(subcommand)]
+        what: SandboxCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenOp {
+    /// Ask the running warden to refresh the token now
+    Refresh,
+    /// Token state, expiry and last error (never the token itself)
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCmd {
+    /// A local Kite Connect simulator
+    Kite(warden::sandbox::kite::KiteArgs),
+    /// The demo backend child
+    Backend(warden::sandbox::backend::BackendArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = cli.config.path();
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Check => return check(&config),
+        Command::Sandbox { what } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                match what {
+                    SandboxCmd::Kite(a) => warden::sandbox::kite::run(a).await,
+                    SandboxCmd::Backend(a) => warden::sandbox::backend::run(a).await,
+                }
+            })
+            .map_err(anyhow::Error::from)
+        }),
+        other => Err(anyhow::anyhow!("{other:?} is not implemented yet")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match warden::config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}

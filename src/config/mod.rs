@@ -37,7 +37,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} problem(s)", self.file.display(), self.problems.len())?;
+        write!(
+            f,
+            "{}: {} problem(s)",
+            self.file.display(),
+            self.problems.len()
+        )?;
         for p in &self.problems {
             write!(f, "\n  {}: {p}", self.file.display())?;
         }
@@ -49,7 +54,11 @@ impl fmt::Display for ConfigError {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let fail = |key: &str, message: String| ConfigError {
         file: path.to_path_buf(),
-        problems: vec![Problem { key: key.into(), line: None, message }],
+        problems: vec![Problem {
+            key: key.into(),
+            line: None,
+            message,
+        }],
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail("", format!("cannot read: {e}")))?;
     let mut cfg: Config = toml::from_str(&text).map_err(|e| fail("", e.to_string()))?;

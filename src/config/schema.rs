@@ -320,10 +320,18 @@ impl<'de> Deserialize<'de> for SignalName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let upper = s.trim().to_ascii_uppercase();
-        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
         full.parse::<nix::sys::signal::Signal>()
             .map(SignalName)
-            .map_err(|_| serde::de::Error::custom(format!("unknown signal {s:?}; use a name like \"SIGTERM\"")))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "unknown signal {s:?}; use a name like \"SIGTERM\""
+                ))
+            })
     }
 }
 

@@ -1,0 +1,38 @@
+//! The broker access token: obtaining it, validating it, storing it, handing it to programs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+
+/// Where a token came from (`token.json`'s `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    Totp,
+    Manual,
+    Command,
+    EnvFile,
+}
+
+impl TokenSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Totp => "totp",
+            TokenSource::Manual => "manual",
+            TokenSource::Command => "command",
+            TokenSource::EnvFile => "env_file",
+        }
+    }
+}
+
+/// A token plus what warden knows about it. `Debug` redacts the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub access_token: Secret,
+    pub user_id: String,
+    /// Unix seconds.
+    pub obtained_at: i64,
+    /// Unix seconds: the next daily expiry after `obtained_at` (a hint).
+    pub expires_at: i64,
+    pub source: TokenSource,
+}
