@@ -1,5 +1,12 @@
 //! warden: a supervisor for trading stacks. See README.md for the theory of operation.
 
 pub mod config;
+pub mod config_watch;
+pub mod logs;
+pub mod program;
+pub mod reaper;
 pub mod sandbox;
+pub mod signals;
+pub mod supervisor;
 pub mod token;
+pub mod http;

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
     let config = cli.config.path();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Check => return check(&config),
+        Command::Run => return run(&config),
         Command::Sandbox { what } => runtime().and_then(|rt| {
             rt.block_on(async {
                 match what {
@@ -97,6 +98,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("warden: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `warden run`: exit 2 for a bad config, 1 for a runtime failure, 0 after a graceful stop.
+fn run(path: &std::path::Path) -> ExitCode {
+    let cfg = match warden::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    warden::logs::init(cfg.supervisor.log_format);
+    if let Err(e) = warden::reaper::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper ({e}); orphans of programs will not be reaped by warden");
+    }
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let reaper = warden::reaper::Reaper::start()?;
+            warden::supervisor::Supervisor::new(cfg, reaper).run().await?;
+            Ok(())
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
             ExitCode::from(1)
         }
     }

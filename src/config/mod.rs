@@ -1,6 +1,9 @@
 //! `supervisor.toml`: schema, loading (expansion, secrets, validation) and diffing.
 
+pub mod diff;
 pub mod schema;
+
+pub use diff::{diff, ConfigDiff};
 
 pub use schema::*;
 

@@ -36,3 +36,4 @@ pub struct TokenRecord {
     pub expires_at: i64,
     pub source: TokenSource,
 }
+pub mod store;

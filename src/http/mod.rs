@@ -1,0 +1,54 @@
+//! The one HTTP listener (SPEC §5): metrics, health, the control API, the status page and the
+//! Kite login callback. Handlers read snapshots and send commands; they never own state.
+
+pub mod api;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Secret;
+use crate::supervisor::ProgramsView;
+
+/// Requests from HTTP handlers to the supervisor loop.
+#[derive(Debug)]
+pub enum Request {
+    /// Restart a program; the reply says whether it exists.
+    Restart { name: String, reply: oneshot::Sender<bool> },
+    /// Refresh the token now (single-flight in the keeper).
+    RefreshToken,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub programs: watch::Receiver<ProgramsView>,
+    pub requests: UnboundedSender<Request>,
+    pub api_token: Option<Secret>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source} (set [http] listen to a free address)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+pub fn router(state: AppState) -> Router {
+    api::routes().with_state(state)
+}
+
+/// Bind now (so a busy port fails start-up), serve in the background. Returns the bound address.
+pub async fn serve(addr: SocketAddr, state: AppState) -> Result<SocketAddr, HttpError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
+    let app = router(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("http server failed: {e}");
+        }
+    });
+    tracing::info!("http listening on {local}");
+    Ok(local)
+}

@@ -1,0 +1,103 @@
+//! One supervised program: its states, the messages it takes and the events it reports.
+
+pub mod actor;
+pub mod backoff;
+pub mod group;
+pub mod spawn;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use crate::reaper::ExitStatus;
+
+/// SPEC §5 program states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgramState {
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Stopped,
+    Exited,
+    Fatal,
+}
+
+impl ProgramState {
+    pub const ALL: [ProgramState; 7] = [
+        ProgramState::Starting,
+        ProgramState::Running,
+        ProgramState::Backoff,
+        ProgramState::Stopping,
+        ProgramState::Stopped,
+        ProgramState::Exited,
+        ProgramState::Fatal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgramState::Starting => "starting",
+            ProgramState::Running => "running",
+            ProgramState::Backoff => "backoff",
+            ProgramState::Stopping => "stopping",
+            ProgramState::Stopped => "stopped",
+            ProgramState::Exited => "exited",
+            ProgramState::Fatal => "fatal",
+        }
+    }
+}
+
+/// Why a program was restarted (the `reason` label of `warden_program_restarts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    Exit,
+    Unhealthy,
+    Token,
+    Config,
+    Manual,
+}
+
+impl RestartReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Exit => "exit",
+            RestartReason::Unhealthy => "unhealthy",
+            RestartReason::Token => "token",
+            RestartReason::Config => "config",
+            RestartReason::Manual => "manual",
+        }
+    }
+
+    /// Automatic restarts spend the restart budget; a person's or warden's deliberate ones don't.
+    pub fn counts_against_budget(self) -> bool {
+        matches!(self, RestartReason::Exit | RestartReason::Unhealthy)
+    }
+}
+
+/// What the supervisor tells a program actor.
+#[derive(Debug)]
+pub enum Control {
+    /// Start if not running (also leaves `fatal`, with a fresh budget).
+    Start,
+    /// Stop the process (stop_signal, then SIGKILL after stop_timeout) and stay stopped.
+    Stop,
+    /// Stop if running, then start again at once.
+    Restart(RestartReason),
+    /// Deliver a signal to the program's process group (if running).
+    Signal(Signal),
+    /// Stop the process and end the actor (program removed or warden shutting down).
+    Shutdown,
+    /// SIGKILL the group now and end the actor.
+    Kill,
+}
+
+/// What a program actor reports. The supervisor is the only reader.
+#[derive(Debug, Clone)]
+pub enum ProgramEvent {
+    State { state: ProgramState, pid: Option<i32> },
+    Spawned { pid: i32 },
+    Exited { pid: i32, status: ExitStatus },
+    Restarting { reason: RestartReason },
+    /// The actor has ended; its process group is gone.
+    Gone,
+}
