@@ -15,14 +15,21 @@ pub struct ConfigWatch {
 
 /// Send `()` whenever `file` may have changed. Bursts are debounced by the receiver.
 pub fn watch(file: &Path, tx: UnboundedSender<()>) -> notify::Result<ConfigWatch> {
-    let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let name = file.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
         if matches!(ev.kind, EventKind::Access(_)) {
             return;
         }
-        if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+        if ev
+            .paths
+            .iter()
+            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+        {
             let _ = tx.send(());
         }
     })?;

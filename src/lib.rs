@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod config_watch;
+pub mod http;
 pub mod logs;
 pub mod program;
 pub mod reaper;
@@ -9,4 +10,3 @@ pub mod sandbox;
 pub mod signals;
 pub mod supervisor;
 pub mod token;
-pub mod http;

@@ -119,7 +119,9 @@ fn run(path: &std::path::Path) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let reaper = warden::reaper::Reaper::start()?;
-            warden::supervisor::Supervisor::new(cfg, reaper).run().await?;
+            warden::supervisor::Supervisor::new(cfg, reaper)
+                .run()
+                .await?;
             Ok(())
         })
     });

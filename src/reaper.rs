@@ -21,8 +21,9 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, Notify};
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a process ended. Serialises as `{"code": N}` or `{"signal": N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExitStatus {
     Code(i32),
     Signal(i32),
@@ -87,7 +88,10 @@ impl Reaper {
     }
 
     /// Spawn `cmd` and register its pid; the receiver yields its exit status exactly once.
-    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+    pub fn spawn(
+        &self,
+        cmd: &mut Command,
+    ) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
         let mut routes = self.lock();
         let child = cmd.spawn()?;
         let (tx, rx) = oneshot::channel();

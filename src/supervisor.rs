@@ -47,7 +47,7 @@ pub struct ProgramStatus {
     pub health: Health,
     /// RFC 3339 time of the last state change.
     pub since: String,
-    #[serde(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<ExitStatus>,
 }
 
@@ -86,7 +86,10 @@ pub struct Supervisor {
 }
 
 fn now_rfc3339() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 impl Supervisor {
@@ -102,7 +105,12 @@ impl Supervisor {
             replacing: BTreeMap::new(),
             view,
         };
-        let programs: Vec<_> = sup.cfg.programs.iter().map(|(n, c)| (n.clone(), c.clone())).collect();
+        let programs: Vec<_> = sup
+            .cfg
+            .programs
+            .iter()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
         for (name, cfg) in programs {
             sup.add_program(name, cfg);
         }
@@ -117,9 +125,24 @@ impl Supervisor {
     fn add_program(&mut self, name: String, cfg: ProgramConfig) {
         let cfg = Arc::new(cfg);
         let (tx, rx) = unbounded_channel();
-        let actor = ProgramActor::new(name.clone(), cfg.clone(), self.reaper.clone(), self.events_tx.clone(), rx);
+        let actor = ProgramActor::new(
+            name.clone(),
+            cfg.clone(),
+            self.reaper.clone(),
+            self.events_tx.clone(),
+            rx,
+        );
         tokio::spawn(actor.run());
-        self.entries.insert(name.clone(), Entry { cfg, control: tx, wanted: true, start_sent: false, gone: false });
+        self.entries.insert(
+            name.clone(),
+            Entry {
+                cfg,
+                control: tx,
+                wanted: true,
+                start_sent: false,
+                gone: false,
+            },
+        );
         let status = ProgramStatus {
             name: name.clone(),
             state: ProgramState::Stopped,
@@ -144,7 +167,8 @@ impl Supervisor {
         match self.status(name) {
             Some(s) => {
                 s.state == ProgramState::Running
-                    || (s.state == ProgramState::Exited && s.last_exit.is_some_and(ExitStatus::success))
+                    || (s.state == ProgramState::Exited
+                        && s.last_exit.is_some_and(ExitStatus::success))
             }
             None => false,
         }
@@ -278,7 +302,9 @@ impl Supervisor {
                 }
                 let _ = reply.send(ok);
             }
-            crate::http::Request::RefreshToken => tracing::info!("token refresh requested: no token provider configured"),
+            crate::http::Request::RefreshToken => {
+                tracing::info!("token refresh requested: no token provider configured")
+            }
         }
     }
 
@@ -312,7 +338,10 @@ impl Supervisor {
         let _watch = match crate::config_watch::watch(&self.cfg.source, watch_tx) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!("cannot watch {} for changes ({e}); reload with SIGHUP", self.cfg.source.display());
+                tracing::warn!(
+                    "cannot watch {} for changes ({e}); reload with SIGHUP",
+                    self.cfg.source.display()
+                );
                 None
             }
         };
@@ -321,9 +350,14 @@ impl Supervisor {
             programs: self.view(),
             requests: req_tx,
             api_token: self.cfg.http.api_token().cloned(),
+            reaper: self.reaper.clone(),
         };
         crate::http::serve(self.cfg.http.listen, app).await?;
-        tracing::info!(programs = self.entries.len(), "warden {} supervising", env!("CARGO_PKG_VERSION"));
+        tracing::info!(
+            programs = self.entries.len(),
+            "warden {} supervising",
+            env!("CARGO_PKG_VERSION")
+        );
         self.start_ready();
         let mut reload_at: Option<Instant> = None;
         loop {
@@ -372,7 +406,12 @@ impl Supervisor {
         }
         let mut stop_sent = BTreeSet::new();
         loop {
-            let live: BTreeSet<String> = self.entries.iter().filter(|(_, e)| !e.gone).map(|(n, _)| n.clone()).collect();
+            let live: BTreeSet<String> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.gone)
+                .map(|(n, _)| n.clone())
+                .collect();
             if live.is_empty() {
                 break;
             }
@@ -380,9 +419,9 @@ impl Supervisor {
                 if stop_sent.contains(name) {
                     continue;
                 }
-                let has_live_dependent = live
-                    .iter()
-                    .any(|other| other != name && self.entries[other].cfg.depends_on.iter().any(|d| d == name));
+                let has_live_dependent = live.iter().any(|other| {
+                    other != name && self.entries[other].cfg.depends_on.iter().any(|d| d == name)
+                });
                 if !has_live_dependent {
                     let _ = self.entries[name].control.send(Control::Shutdown);
                     stop_sent.insert(name.clone());

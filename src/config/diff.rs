@@ -19,6 +19,11 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             Some(_) => d.unchanged.push(name.clone()),
         }
     }
-    d.removed = old.programs.keys().filter(|n| !new.programs.contains_key(*n)).cloned().collect();
+    d.removed = old
+        .programs
+        .keys()
+        .filter(|n| !new.programs.contains_key(*n))
+        .cloned()
+        .collect();
     d
 }

@@ -39,19 +39,31 @@ async fn readyz(State(st): State<AppState>) -> Response {
     if not_ready.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true}))).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "programs not ready", "programs": not_ready})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": "programs not ready", "programs": not_ready})),
+        )
             .into_response()
     }
 }
 
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
     let programs: Vec<_> = st.programs.borrow().values().cloned().collect();
-    Json(json!({ "programs": programs }))
+    Json(json!({
+        "programs": programs,
+        "warden": {
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "orphans_reaped": st.reaper.orphans_reaped(),
+        },
+    }))
 }
 
 /// Mutating endpoints need `Authorization: Bearer {api_token}` whenever one is configured.
 fn authorized(st: &AppState, headers: &HeaderMap) -> bool {
-    let Some(token) = &st.api_token else { return true };
+    let Some(token) = &st.api_token else {
+        return true;
+    };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -65,21 +77,43 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token (Authorization: Bearer <api_token>)"})))
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "missing or wrong bearer token (Authorization: Bearer <api_token>)"})),
+    )
         .into_response()
 }
 
-async fn restart(State(st): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+async fn restart(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     if !authorized(&st, &headers) {
         return unauthorized();
     }
     let (reply, rx) = oneshot::channel();
-    if st.requests.send(Request::Restart { name: name.clone(), reply }).is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "warden is shutting down"}))).into_response();
+    if st
+        .requests
+        .send(Request::Restart {
+            name: name.clone(),
+            reply,
+        })
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "warden is shutting down"})),
+        )
+            .into_response();
     }
     match rx.await {
         Ok(true) => (StatusCode::ACCEPTED, Json(json!({"restarting": name}))).into_response(),
-        _ => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no program named {name:?}")}))).into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no program named {name:?}")})),
+        )
+            .into_response(),
     }
 }
 

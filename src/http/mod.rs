@@ -17,7 +17,10 @@ use crate::supervisor::ProgramsView;
 #[derive(Debug)]
 pub enum Request {
     /// Restart a program; the reply says whether it exists.
-    Restart { name: String, reply: oneshot::Sender<bool> },
+    Restart {
+        name: String,
+        reply: oneshot::Sender<bool>,
+    },
     /// Refresh the token now (single-flight in the keeper).
     RefreshToken,
 }
@@ -27,12 +30,16 @@ pub struct AppState {
     pub programs: watch::Receiver<ProgramsView>,
     pub requests: UnboundedSender<Request>,
     pub api_token: Option<Secret>,
+    pub reaper: crate::reaper::Reaper,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("cannot listen on {addr}: {source} (set [http] listen to a free address)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,8 +48,12 @@ pub fn router(state: AppState) -> Router {
 
 /// Bind now (so a busy port fails start-up), serve in the background. Returns the bound address.
 pub async fn serve(addr: SocketAddr, state: AppState) -> Result<SocketAddr, HttpError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(|source| HttpError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
     let app = router(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

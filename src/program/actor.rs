@@ -62,7 +62,11 @@ impl ProgramActor {
         ProgramActor {
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
             budget: RestartBudget::new(cfg.max_restarts, cfg.restart_window),
-            starts_as: if cfg.health.is_some() { ProgramState::Starting } else { ProgramState::Running },
+            starts_as: if cfg.health.is_some() {
+                ProgramState::Starting
+            } else {
+                ProgramState::Running
+            },
             name,
             cfg,
             reaper,
@@ -167,7 +171,11 @@ impl ProgramActor {
                 }
                 self.report(ProgramEvent::Spawned { pid: sp.pid });
                 self.state(self.starts_as, Some(sp.pid));
-                Phase::Running(Running { pid: sp.pid, exit: sp.exit, started: Instant::now() })
+                Phase::Running(Running {
+                    pid: sp.pid,
+                    exit: sp.exit,
+                    started: Instant::now(),
+                })
             }
             Err(e) => {
                 tracing::error!(program = %self.name, "cannot start: {e}");
@@ -210,7 +218,9 @@ impl ProgramActor {
             return self.go_fatal();
         }
         let delay = self.backoff.next_delay(ran_for);
-        self.report(ProgramEvent::Restarting { reason: RestartReason::Exit });
+        self.report(ProgramEvent::Restarting {
+            reason: RestartReason::Exit,
+        });
         if delay.is_zero() {
             return Phase::Spawn;
         }
@@ -257,7 +267,11 @@ impl ProgramActor {
                 break;
             }
             if now >= nag {
-                let who = if leader_done { "its process group" } else { "it" };
+                let who = if leader_done {
+                    "its process group"
+                } else {
+                    "it"
+                };
                 tracing::info!(program = %self.name, pid = run.pid, "waiting for {who} to exit after {sig}; SIGKILL in {:.0?}", deadline - now);
                 nag = now + STOP_NAG;
             }
@@ -281,7 +295,10 @@ impl ProgramActor {
     async fn kill(&mut self, mut run: Running) {
         signal_group(run.pid, Signal::SIGKILL);
         if let Ok(Ok(status)) = tokio::time::timeout(KILL_GRACE, &mut run.exit).await {
-            self.report(ProgramEvent::Exited { pid: run.pid, status });
+            self.report(ProgramEvent::Exited {
+                pid: run.pid,
+                status,
+            });
         }
         wait_group_empty(&self.reaper, run.pid, Instant::now() + KILL_GRACE).await;
         self.state(ProgramState::Stopped, None);

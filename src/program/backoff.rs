@@ -17,7 +17,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max: max.max(initial), consecutive: 0 }
+        Backoff {
+            initial,
+            max: max.max(initial),
+            consecutive: 0,
+        }
     }
 
     /// Delay before the next start after a failure. `ran_for` is how long the last run lasted.
@@ -27,7 +31,10 @@ impl Backoff {
         }
         let exp = self.consecutive.min(30);
         self.consecutive = self.consecutive.saturating_add(1);
-        let ceiling = self.initial.saturating_mul(1u32 << exp.min(20)).min(self.max);
+        let ceiling = self
+            .initial
+            .saturating_mul(1u32 << exp.min(20))
+            .min(self.max);
         if ceiling.is_zero() {
             return Duration::ZERO;
         }
@@ -52,7 +59,11 @@ pub struct RestartBudget {
 
 impl RestartBudget {
     pub fn new(max: u32, window: Duration) -> Self {
-        RestartBudget { max, window, history: VecDeque::new() }
+        RestartBudget {
+            max,
+            window,
+            history: VecDeque::new(),
+        }
     }
 
     /// Record a restart at `now`; false when this one would exceed the budget.
@@ -110,7 +121,10 @@ mod tests {
         assert!(first <= Duration::from_millis(100));
         assert!(late >= Duration::from_secs(5), "{late:?}");
         let after_stable = b.next_delay(STABLE_AFTER);
-        assert!(after_stable <= Duration::from_millis(100), "{after_stable:?}");
+        assert!(
+            after_stable <= Duration::from_millis(100),
+            "{after_stable:?}"
+        );
     }
 
     #[test]

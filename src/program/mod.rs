@@ -94,10 +94,20 @@ pub enum Control {
 /// What a program actor reports. The supervisor is the only reader.
 #[derive(Debug, Clone)]
 pub enum ProgramEvent {
-    State { state: ProgramState, pid: Option<i32> },
-    Spawned { pid: i32 },
-    Exited { pid: i32, status: ExitStatus },
-    Restarting { reason: RestartReason },
+    State {
+        state: ProgramState,
+        pid: Option<i32>,
+    },
+    Spawned {
+        pid: i32,
+    },
+    Exited {
+        pid: i32,
+        status: ExitStatus,
+    },
+    Restarting {
+        reason: RestartReason,
+    },
     /// The actor has ended; its process group is gone.
     Gone,
 }

@@ -1,8 +1,8 @@
 //! Turning a `ProgramConfig` into a running process in its own process group.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::config::ProgramConfig;
@@ -19,9 +19,16 @@ pub struct Spawned {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot read env_file {path}: {source}")]
-    EnvFile { path: String, source: std::io::Error },
+    EnvFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot start {argv0:?} in {cwd}: {source}")]
-    Exec { argv0: String, cwd: String, source: std::io::Error },
+    Exec {
+        argv0: String,
+        cwd: String,
+        source: std::io::Error,
+    },
     #[error("empty command")]
     EmptyCommand,
 }
@@ -29,7 +36,11 @@ pub enum SpawnError {
 /// Build the command: argv, cwd, environment (warden's own, then `env_file`, then `env`), its
 /// own process group (so stop and kill reach grandchildren) and piped output.
 pub fn command_for(cfg: &ProgramConfig) -> Result<Command, SpawnError> {
-    let (argv0, args) = cfg.command.0.split_first().ok_or(SpawnError::EmptyCommand)?;
+    let (argv0, args) = cfg
+        .command
+        .0
+        .split_first()
+        .ok_or(SpawnError::EmptyCommand)?;
     let mut cmd = Command::new(argv0);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -53,7 +64,10 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, SpawnError> {
         Ok(text) => Ok(crate::token::store::parse_dotenv(&text)),
         // A missing env file is normal before the first token is written.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(SpawnError::EnvFile { path: path.display().to_string(), source }),
+        Err(source) => Err(SpawnError::EnvFile {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 
