@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod config_watch;
+pub mod health;
 pub mod http;
 pub mod logs;
 pub mod program;

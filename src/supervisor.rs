@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{self, Config, ProgramConfig};
+use crate::health::HealthEvent;
 use crate::program::actor::ProgramActor;
 use crate::program::group::signal_group;
 use crate::program::{Control, ProgramEvent, ProgramState, RestartReason};
@@ -72,6 +73,8 @@ struct Entry {
     start_sent: bool,
     /// The actor has ended.
     gone: bool,
+    /// The running health probe of the current process.
+    probe: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct Supervisor {
@@ -83,6 +86,9 @@ pub struct Supervisor {
     /// Changed programs whose old actor is still stopping; started with this config once gone.
     replacing: BTreeMap<String, ProgramConfig>,
     view: watch::Sender<ProgramsView>,
+    probe_client: crate::health::ProbeClient,
+    health_tx: UnboundedSender<HealthEvent>,
+    health_rx: UnboundedReceiver<HealthEvent>,
 }
 
 fn now_rfc3339() -> String {
@@ -96,7 +102,11 @@ impl Supervisor {
     pub fn new(cfg: Config, reaper: Reaper) -> Self {
         let (events_tx, events) = unbounded_channel();
         let (view, _) = watch::channel(ProgramsView::new());
+        let (health_tx, health_rx) = unbounded_channel();
         let mut sup = Supervisor {
+            probe_client: crate::health::client(),
+            health_tx,
+            health_rx,
             cfg,
             reaper,
             events_tx,
@@ -141,6 +151,7 @@ impl Supervisor {
                 wanted: true,
                 start_sent: false,
                 gone: false,
+                probe: None,
             },
         );
         let status = ProgramStatus {
@@ -193,6 +204,9 @@ impl Supervisor {
     fn on_program_event(&mut self, name: String, ev: ProgramEvent) {
         match ev {
             ProgramEvent::State { state, pid } => {
+                if !matches!(state, ProgramState::Running | ProgramState::Starting) {
+                    self.stop_probe(&name);
+                }
                 self.view.send_modify(|v| {
                     if let Some(s) = v.get_mut(&name) {
                         if s.state != state {
@@ -209,7 +223,7 @@ impl Supervisor {
                     tracing::error!(program = %name, "program is fatal");
                 }
             }
-            ProgramEvent::Spawned { .. } => {}
+            ProgramEvent::Spawned { pid } => self.start_probe(&name, pid),
             ProgramEvent::Exited { status, .. } => {
                 self.view.send_modify(|v| {
                     if let Some(s) = v.get_mut(&name) {
@@ -230,7 +244,68 @@ impl Supervisor {
         self.start_ready();
     }
 
+    fn start_probe(&mut self, name: &str, pid: i32) {
+        let client = self.probe_client.clone();
+        let events = self.health_tx.clone();
+        if let Some(e) = self.entries.get_mut(name) {
+            if let Some(old) = e.probe.take() {
+                old.abort();
+            }
+            if let Some(h) = &e.cfg.health {
+                e.probe = Some(crate::health::spawn_probe(
+                    name.to_string(),
+                    pid,
+                    h.clone(),
+                    client,
+                    events,
+                    None,
+                ));
+            }
+        }
+    }
+
+    fn stop_probe(&mut self, name: &str) {
+        if let Some(p) = self.entries.get_mut(name).and_then(|e| e.probe.take()) {
+            p.abort();
+        }
+    }
+
+    fn on_health(&mut self, ev: HealthEvent) {
+        let Some(current) = self.status(&ev.program) else {
+            return;
+        };
+        if current.pid != Some(ev.pid) {
+            return; // a probe result about a process that is already gone
+        }
+        let name = ev.program.clone();
+        self.view.send_modify(|v| {
+            if let Some(s) = v.get_mut(&name) {
+                s.health = ev.health;
+                if ev.health == Health::Healthy && s.state == ProgramState::Starting {
+                    s.state = ProgramState::Running;
+                    s.since = now_rfc3339();
+                }
+            }
+        });
+        match ev.health {
+            Health::Healthy => tracing::info!(program = %name, "healthy ({})", ev.detail),
+            Health::Unhealthy => {
+                tracing::warn!(program = %name, "unhealthy ({}); restarting", ev.detail);
+                self.stop_probe(&name);
+                if let Some(e) = self.entries.get(&name) {
+                    let _ = e.control.send(Control::Restart(RestartReason::Unhealthy));
+                }
+            }
+            Health::AuthFailed => {
+                tracing::warn!(program = %name, "health check says the broker token is bad ({})", ev.detail)
+            }
+            Health::Unknown => {}
+        }
+        self.start_ready();
+    }
+
     fn on_gone(&mut self, name: String) {
+        self.stop_probe(&name);
         if let Some(e) = self.entries.get_mut(&name) {
             e.gone = true;
         }
@@ -383,6 +458,7 @@ impl Supervisor {
                     }
                 },
                 Some(req) = requests.recv() => self.on_request(req),
+                Some(ev) = self.health_rx.recv() => self.on_health(ev),
                 Some(()) = config_changes.recv() => {
                     reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
                 }
