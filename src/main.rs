@@ -78,6 +78,13 @@ enum SandboxCmd {
 }
 
 fn main() -> ExitCode {
+    // Programs (and `${WARDEN_EXE}` in the config) can find this very binary, e.g. to run
+    // `warden sandbox …` as a child. Set before any thread exists.
+    if std::env::var_os("WARDEN_EXE").is_none() {
+        if let Ok(exe) = std::env::current_exe() {
+            std::env::set_var("WARDEN_EXE", exe);
+        }
+    }
     let cli = Cli::parse();
     let config = cli.config.path();
     let result = match cli.command.unwrap_or(Command::Run) {
