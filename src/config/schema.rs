@@ -46,12 +46,26 @@ impl<'de> Deserialize<'de> for Secret {
 pub mod duration {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).map_err(serde::de::Error::custom)
+        // A visitor rather than `String::deserialize`, so that `timeout = 5` is reported as
+        // "expected a duration string" instead of a bare "expected a string".
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string with a unit, like \"5s\", \"1m30s\" or \"500ms\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+                parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
     pub fn parse(s: &str) -> Result<Duration, String> {
-        humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?} ({e}); use forms like \"500ms\", \"5s\", \"1m30s\", \"24h\""))
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            format!(
+                "invalid duration {s:?} ({e}); use forms like \"500ms\", \"5s\", \"1m30s\", \"24h\""
+            )
+        })
     }
 }
 
@@ -279,18 +293,35 @@ pub struct CommandLine(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for CommandLine {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Argv(Vec<String>),
-            Line(String),
+        // A visitor rather than an untagged enum: untagged errors say only "did not match any
+        // variant", and lose the index of a bad array element.
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CommandLine;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a command: an array of strings like [\"uvicorn\", \"app.main:app\"] or a string",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CommandLine, E> {
+                shell_words::split(s).map(CommandLine).map_err(|e| {
+                    E::custom(format!(
+                        "cannot split command {s:?}: {e}; close the quote, or write an array"
+                    ))
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CommandLine, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(CommandLine(argv))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Argv(v) => Ok(CommandLine(v)),
-            Raw::Line(s) => shell_words::split(&s)
-                .map(CommandLine)
-                .map_err(|e| serde::de::Error::custom(format!("cannot split command {s:?}: {e}"))),
-        }
+        d.deserialize_any(V)
     }
 }
 
