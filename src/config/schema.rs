@@ -444,3 +444,60 @@ impl Default for HealthConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn durations_parse_in_the_spec_forms() {
+        assert_eq!(duration::parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration::parse("5s"), Ok(d(5)));
+        assert_eq!(duration::parse("1m30s"), Ok(d(90)));
+        assert_eq!(duration::parse(" 24h "), Ok(d(86_400)));
+        for bad in ["", "5", "soon", "-1s", "1x"] {
+            assert!(duration::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn command_line_from_array_or_shell_words() {
+        let c: CommandLine = toml::Value::from("uvicorn 'app main' --port 8000")
+            .try_into()
+            .unwrap();
+        assert_eq!(c.0, ["uvicorn", "app main", "--port", "8000"]);
+        let c: CommandLine = toml::Value::from(vec!["a b", "c"]).try_into().unwrap();
+        assert_eq!(c.0, ["a b", "c"]);
+        assert!(toml::Value::from(5).try_into::<CommandLine>().is_err());
+    }
+
+    #[test]
+    fn signal_names_with_or_without_sig() {
+        use nix::sys::signal::Signal;
+        let s: SignalName = toml::Value::from("hup").try_into().unwrap();
+        assert_eq!(s.0, Signal::SIGHUP);
+        let s: SignalName = toml::Value::from("SIGUSR1").try_into().unwrap();
+        assert_eq!(s.0, Signal::SIGUSR1);
+        assert!(toml::Value::from("SIGNOPE")
+            .try_into::<SignalName>()
+            .is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+    }
+
+    proptest! {
+        #[test]
+        fn duration_parsing_never_panics(s in ".{0,64}") {
+            let _ = duration::parse(&s);
+        }
+
+        #[test]
+        fn duration_parsing_never_panics_on_number_like_input(s in "[0-9 .]{0,30}(ns|us|ms|s|m|h|d|w|y|)") {
+            let _ = duration::parse(&s);
+        }
+    }
+}

@@ -138,7 +138,7 @@ fn type_message(path: &[Seg], raw: &str) -> String {
             "{head}, expected a table: write a [section] or an inline {{ key = value }}"
         );
     }
-    let hint = if raw.contains("expected a string") {
+    let hint = if raw.contains("expected a string") || raw.contains("expected path string") {
         "; put the value in quotes"
     } else if raw.contains("expected u8")
         || raw.contains("expected u16")
@@ -272,8 +272,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -288,4 +288,61 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::keypath::at;
+
+    #[test]
+    fn field_names_come_from_the_schema() {
+        let program = fields_of::<ProgramConfig>();
+        assert!(program.contains(&"restart") && program.contains(&"health"));
+        let root = fields_of::<Config>();
+        assert!(root.contains(&"programs") && !root.contains(&"source"));
+        assert_eq!(
+            known_keys(&at(&["programs", "any name", "health"])),
+            Some(fields_of::<HealthConfig>())
+        );
+        assert_eq!(known_keys(&at(&["programs", "a", "env"])), None);
+    }
+
+    #[test]
+    fn suggestions_allow_small_typos_only() {
+        let known = fields_of::<ProgramConfig>();
+        assert_eq!(suggest("restrat", known), Some("restart"));
+        assert_eq!(suggest("Command", known), Some("command"));
+        assert_eq!(suggest("dependson", known), Some("depends_on"));
+        assert_eq!(suggest("cdw", known), Some("cwd"));
+        assert_eq!(suggest("banana", known), None);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn removing_an_array_element_removes_the_array() {
+        let mut t: toml::Table = toml::from_str("[a.b]\nc = [1, 2]\nd = 1\n").unwrap();
+        let mut path = at(&["a", "b", "c"]);
+        path.push(Seg::Index(1));
+        assert!(remove(&mut t, &path));
+        assert!(t["a"]["b"].get("c").is_none());
+        assert!(remove(&mut t, &at(&["a", "b", "d"])));
+        assert!(!remove(&mut t, &at(&["a", "b", "d"])));
+        assert!(!remove(&mut t, &[]));
+    }
+
+    #[test]
+    fn non_table_program_is_one_problem_and_others_still_load() {
+        let t: toml::Table =
+            toml::from_str("[programs]\nweb = 5\n[programs.api]\ncommand = \"x\"\n").unwrap();
+        let (cfg, found) = deserialize(t);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].message.contains("expected a table"),
+            "{}",
+            found[0].message
+        );
+        assert!(cfg.programs.contains_key("api"));
+    }
 }

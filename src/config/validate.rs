@@ -351,7 +351,11 @@ fn health(name: &str, h: &HealthConfig, v: &mut Vec<Found>) {
     non_zero(v, &k("interval"), h.interval);
     non_zero(v, &k("timeout"), h.timeout);
     if h.failure_threshold == 0 {
-        push(v, &k("failure_threshold"), "must be at least 1");
+        push(
+            v,
+            &k("failure_threshold"),
+            "must be at least 1 (consecutive failed probes before a restart)",
+        );
     }
     for code in &h.auth_status {
         if !(100..=599).contains(code) {
@@ -453,5 +457,317 @@ fn web_url(s: &str) -> Result<(), String> {
         _ => Err(format!(
             "{s:?} is not an http:// or https:// URL with a host"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load::testutil::{load_text, ok, problem_at, problems};
+
+    /// A valid token section to break one key at a time.
+    const KITE: &str = "[token]\nprovider = \"kite\"\n[token.kite]\napi_key = \"k\"\n\
+                        api_secret = \"SECRET-VALUE-1\"\nuser_id = \"AB1234\"\n";
+
+    fn no_leak(text: &str, secret: &str) {
+        if let Err(e) = load_text(text, &[]) {
+            assert!(!e.to_string().contains(secret), "{secret} leaked:\n{e}");
+        }
+    }
+
+    #[test]
+    fn the_baseline_token_section_is_valid() {
+        let c = ok(KITE);
+        assert_eq!(c.token.unwrap().kite.unwrap().user_id, "AB1234");
+    }
+
+    #[test]
+    fn program_names_are_restricted() {
+        ok("[programs.\"api.v2_x-1\"]\ncommand = \"x\"\n");
+        let p = problem_at("[programs.\"a b\"]\ncommand = \"x\"\n", "programs.\"a b\"");
+        assert_eq!(p.line, Some(1));
+        assert!(p.message.contains("rename"));
+    }
+
+    #[test]
+    fn command_must_not_be_empty() {
+        for cmd in ["\"\"", "[]", "[\"\"]", "\"   \""] {
+            let p = problem_at(
+                &format!("[programs.a]\ncommand = {cmd}\n"),
+                "programs.a.command",
+            );
+            assert!(
+                p.message.contains("must name the program"),
+                "{cmd}: {}",
+                p.message
+            );
+        }
+        problem_at("[programs.a]\ncwd = \"x\"\n", "programs.a.command");
+    }
+
+    #[test]
+    fn env_names_must_be_usable() {
+        problem_at(
+            "[programs.a]\ncommand = \"x\"\nenv = { \"A=B\" = \"1\" }\n",
+            "programs.a.env.\"A=B\"",
+        );
+    }
+
+    #[test]
+    fn depends_on_must_name_other_existing_programs() {
+        let text = "[programs.a]\ncommand = \"x\"\ndepends_on = [\"ghost\"]\n";
+        let p = problem_at(text, "programs.a.depends_on");
+        assert!(p.message.contains("`ghost`"), "{}", p.message);
+        assert_eq!(p.line, Some(3));
+        let p = problem_at(
+            "[programs.a]\ncommand = \"x\"\ndepends_on = [\"a\"]\n",
+            "programs.a.depends_on",
+        );
+        assert!(p.message.contains("itself"), "{}", p.message);
+    }
+
+    #[test]
+    fn every_cycle_is_reported_once_with_its_path() {
+        let text = "[programs.a]\ncommand = \"x\"\ndepends_on = [\"b\"]\n\
+                    [programs.b]\ncommand = \"x\"\ndepends_on = [\"a\"]\n\
+                    [programs.x]\ncommand = \"x\"\ndepends_on = [\"z\"]\n\
+                    [programs.y]\ncommand = \"x\"\ndepends_on = [\"x\"]\n\
+                    [programs.z]\ncommand = \"x\"\ndepends_on = [\"y\", \"a\"]\n";
+        let all = problems(text);
+        let msgs: Vec<&str> = all.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(all.len(), 2, "{all:#?}");
+        assert!(msgs[0].contains("a -> b -> a"), "{msgs:?}");
+        assert!(msgs[1].contains("x -> z -> y -> x"), "{msgs:?}");
+        assert_eq!(all[1].key, "programs.x.depends_on");
+        // A chain is not a cycle.
+        ok("[programs.a]\ncommand = \"x\"\ndepends_on = [\"b\"]\n\
+            [programs.b]\ncommand = \"x\"\ndepends_on = [\"c\"]\n[programs.c]\ncommand = \"x\"\n");
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_an_api_token() {
+        let p = problem_at("[http]\nlisten = \"0.0.0.0:9180\"\n", "http.api_token");
+        assert!(p.message.contains("0.0.0.0:9180") && p.message.contains("refuses"));
+        assert_eq!(p.line, Some(1));
+        ok("[http]\nlisten = \"0.0.0.0:9180\"\napi_token = \"t\"\n");
+        ok("[http]\nlisten = \"[::1]:9180\"\n");
+        no_leak(
+            "[http]\nlisten = \"0.0.0.0:9180\"\napi_token = 123456789\n",
+            "123456789",
+        );
+    }
+
+    #[test]
+    fn public_url_must_be_a_web_url() {
+        problem_at(
+            "[http]\npublic_url = \"127.0.0.1:9180\"\n",
+            "http.public_url",
+        );
+        ok("[http]\npublic_url = \"https://warden.example.com/\"\n");
+    }
+
+    #[test]
+    fn kite_provider_needs_its_section_and_credentials() {
+        let p = problem_at("[token]\nprovider = \"kite\"\n", "token.kite");
+        assert_eq!(p.line, Some(1));
+        for key in ["api_key", "api_secret", "user_id"] {
+            let text = KITE.replace(&format!("{key} = "), &format!("{key}_unused = \"\"\n#"));
+            let all = problems(&text);
+            assert!(
+                all.iter().any(|p| p.key == format!("token.kite.{key}")),
+                "{key}: {all:#?}"
+            );
+        }
+        ok("[token]\nprovider = \"none\"\n");
+    }
+
+    #[test]
+    fn totp_login_needs_password_and_a_base32_secret() {
+        let totp = format!("{KITE}login = \"totp\"\n");
+        problem_at(&totp, "token.kite.password");
+        problem_at(&totp, "token.kite.totp_secret");
+        let bad = format!("{totp}password = \"p\"\ntotp_secret = \"NOT-BASE32-SECRET-189\"\n");
+        let p = problem_at(&bad, "token.kite.totp_secret");
+        assert!(p.message.contains("base32"));
+        no_leak(&bad, "NOT-BASE32-SECRET-189");
+        // Spaces, lowercase and padding are accepted and normalized.
+        let c = ok(&format!(
+            "{totp}password = \"p\"\ntotp_secret = \"jbsw y3dp ehpk 3pxp\"\n"
+        ));
+        let kite = c.token.unwrap().kite.unwrap();
+        assert_eq!(kite.totp_secret.expose(), "JBSWY3DPEHPK3PXP");
+        // Manual login needs neither.
+        ok(KITE);
+    }
+
+    #[test]
+    fn kite_urls_must_be_web_urls() {
+        problem_at(
+            &format!("{KITE}login_base = \"kite.zerodha.com\"\n"),
+            "token.kite.login_base",
+        );
+        ok(&format!("{KITE}api_base = \"http://127.0.0.1:5000\"\n"));
+    }
+
+    #[test]
+    fn command_provider_needs_a_command() {
+        problem_at("[token]\nprovider = \"command\"\n", "token.command");
+        problem_at(
+            "[token]\nprovider = \"command\"\n[token.command]\ncommand = []\n",
+            "token.command.command",
+        );
+        problem_at(
+            "[token]\nprovider = \"command\"\n[token.command]\ncommand = \"x\"\ntimeout = \"0s\"\n",
+            "token.command.timeout",
+        );
+        ok("[token]\nprovider = \"command\"\n[token.command]\ncommand = \"./refresh.sh\"\n");
+    }
+
+    #[test]
+    fn token_times_zone_and_env_key_are_checked() {
+        let none = "[token]\nprovider = \"none\"\n";
+        problem_at(
+            &format!("{none}timezone = \"Mars/Olympus\"\n"),
+            "token.timezone",
+        );
+        problem_at(
+            &format!("{none}expires_at = \"25:00\"\n"),
+            "token.expires_at",
+        );
+        problem_at(
+            &format!("{none}refresh_at = \"7.45\"\n"),
+            "token.refresh_at",
+        );
+        problem_at(
+            &format!("{none}env_key = \"KITE-TOKEN\"\n"),
+            "token.env_key",
+        );
+        problem_at(&format!("{none}env_file = \"\"\n"), "token.env_file");
+        ok(&format!(
+            "{none}timezone = \"UTC\"\nexpires_at = \"7:30\"\nrefresh_at = \"07:45\"\nenv_key = \"_T1\"\n"
+        ));
+    }
+
+    #[test]
+    fn max_attempts_is_capped() {
+        let none = "[token]\nprovider = \"none\"\n";
+        for n in [0, 11, 1000] {
+            problem_at(&format!("{none}max_attempts = {n}\n"), "token.max_attempts");
+        }
+        for n in [1, 10] {
+            ok(&format!("{none}max_attempts = {n}\n"));
+        }
+    }
+
+    #[test]
+    fn zero_durations_are_rejected_where_they_make_no_sense() {
+        let none = "[token]\nprovider = \"none\"\n";
+        for key in ["check_interval", "attempt_window", "verify_timeout"] {
+            problem_at(&format!("{none}{key} = \"0s\"\n"), &format!("token.{key}"));
+        }
+        for key in ["backoff_initial", "restart_window"] {
+            problem_at(
+                &format!("[programs.a]\ncommand = \"x\"\n{key} = \"0s\"\n"),
+                &format!("programs.a.{key}"),
+            );
+        }
+        for key in ["interval", "timeout"] {
+            problem_at(
+                &format!(
+                    "[programs.a]\ncommand = \"x\"\n[programs.a.health]\nurl = \"http://127.0.0.1:1/\"\n\
+                     {key} = \"0s\"\n"
+                ),
+                &format!("programs.a.health.{key}"),
+            );
+        }
+        // Zero is meaningful here: stop at once, probe at once, no spacing.
+        ok("[supervisor]\nshutdown_timeout = \"0s\"\n[token]\nprovider = \"none\"\nmin_interval = \"0s\"\n\
+            [programs.a]\ncommand = \"x\"\nstop_timeout = \"0s\"\n\
+            [programs.a.health]\nurl = \"http://127.0.0.1:1/\"\ninitial_delay = \"0s\"\n");
+    }
+
+    #[test]
+    fn backoff_initial_must_not_exceed_backoff_max() {
+        let p = problem_at(
+            "[programs.a]\ncommand = \"x\"\nbackoff_initial = \"2m\"\nbackoff_max = \"1m\"\n",
+            "programs.a.backoff_max",
+        );
+        assert_eq!(p.line, Some(4));
+        ok("[programs.a]\ncommand = \"x\"\nbackoff_initial = \"1m\"\nbackoff_max = \"1m\"\n");
+    }
+
+    #[test]
+    fn health_checks_are_checked() {
+        let base = "[programs.a]\ncommand = \"x\"\n[programs.a.health]\n";
+        let url = "url = \"http://127.0.0.1:8000/h\"\n";
+        problem_at(base, "programs.a.health.url");
+        for bad in [
+            "https://127.0.0.1:8000/h",
+            "127.0.0.1:8000",
+            "http://",
+            "file:///x",
+        ] {
+            problem_at(&format!("{base}url = \"{bad}\"\n"), "programs.a.health.url");
+        }
+        ok(&format!("{base}url = \"http://localhost/h\"\n"));
+        problem_at(
+            &format!("{base}{url}failure_threshold = 0\n"),
+            "programs.a.health.failure_threshold",
+        );
+        let p = problem_at(
+            &format!("{base}{url}auth_status = [403, 600]\n"),
+            "programs.a.health.auth_status",
+        );
+        assert!(p.message.contains("600"));
+        problem_at(
+            &format!("{base}{url}auth_status = [99]\n"),
+            "programs.a.health.auth_status",
+        );
+        problem_at(
+            &format!("{base}{url}auth_body = \"(EXPIRED\"\n"),
+            "programs.a.health.auth_body",
+        );
+        let c = ok(&format!(
+            "{base}{url}auth_status = [401, 403]\nauth_body = '\"auth\"\\s*:\\s*\"EXPIRED\"'\n"
+        ));
+        let h = c.programs["a"].health.as_ref().unwrap();
+        assert_eq!(h.auth_status, [401, 403]);
+    }
+
+    #[test]
+    fn redis_store_needs_a_redis_url_and_never_shows_it() {
+        let none = "[token]\nprovider = \"none\"\n[token.store]\nkind = \"redis\"\n";
+        problem_at(none, "token.store.url");
+        let bad = format!("{none}url = \"http://:PASS-WORD-9@host\"\n");
+        problem_at(&bad, "token.store.url");
+        no_leak(&bad, "PASS-WORD-9");
+        ok(&format!(
+            "{none}url = \"redis://:pw@127.0.0.1:6379/0\"\nkey_prefix = \"w:\"\n"
+        ));
+        ok(&format!("{none}url = \"rediss://host:6380\"\n"));
+    }
+
+    #[test]
+    fn telegram_needs_both_or_neither() {
+        problem_at(
+            "[notify]\ntelegram_bot_token = \"BOT-TOKEN-8\"\n",
+            "notify.telegram_chat_id",
+        );
+        no_leak(
+            "[notify]\ntelegram_bot_token = \"BOT-TOKEN-8\"\n",
+            "BOT-TOKEN-8",
+        );
+        problem_at(
+            "[notify]\ntelegram_chat_id = \"42\"\n",
+            "notify.telegram_bot_token",
+        );
+        ok("[notify]\ntelegram_chat_id = \"42\"\ntelegram_bot_token = \"t\"\n");
+    }
+
+    #[test]
+    fn webhook_must_be_a_web_url_and_is_never_shown() {
+        let bad = "[notify]\nwebhook_url = \"hooks.slack.com/HOOK-SECRET-7\"\n";
+        problem_at(bad, "notify.webhook_url");
+        no_leak(bad, "HOOK-SECRET-7");
+        ok("[notify]\nwebhook_url = \"https://hooks.slack.com/services/x\"\n");
     }
 }
