@@ -1,14 +1,37 @@
 //! `supervisor.toml`: schema, loading (expansion, secrets, validation) and diffing.
+//!
+//! [`load`] runs a file through a fixed pipeline and collects every problem on the way instead
+//! of stopping at the first one, so `warden check` can show them all at once:
+//!
+//! 1. parse the TOML (a syntax error is the only thing that stops early: nothing else can be
+//!    known about a file that does not parse);
+//! 2. expand `${VAR}` / `${VAR:-default}` in every string value ([`expand`]);
+//! 3. read `X_file` secrets into `X` ([`secrets`]);
+//! 4. deserialize into the typed [`schema`], reporting every type error and every unknown key
+//!    ([`typed`]);
+//! 5. resolve relative paths against the config file's directory;
+//! 6. cross-check the typed result ([`validate`]).
+//!
+//! Problems are located by key path; [`locate`] maps a path back to its line in the file.
 
 pub mod diff;
+mod expand;
+mod keypath;
+mod load;
+mod locate;
 pub mod schema;
+mod secrets;
+mod token_times;
+mod typed;
+mod validate;
 
 pub use diff::{diff, ConfigDiff};
-
+pub use load::load;
 pub use schema::*;
+pub use token_times::parse_hhmm;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One thing wrong with a config file, located by its dotted key path and line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,61 +45,82 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.key.is_empty(), self.line) {
-            (true, Some(l)) => write!(f, "line {l}: {}", self.message),
-            (true, None) => write!(f, "{}", self.message),
-            (false, Some(l)) => write!(f, "{} (line {l}): {}", self.key, self.message),
-            (false, None) => write!(f, "{}: {}", self.key, self.message),
+        if let Some(l) = self.line {
+            write!(f, "line {l}: ")?;
         }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
     }
 }
 
 /// Every problem found in one file. Loading never stops at the first one.
+///
+/// Its `Display` is what `warden check` prints: one problem per line in compiler style,
+/// `FILE:LINE: KEY: message` (parts that are unknown are left out), then a summary line.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
+    /// The file as it was named on the command line.
     pub file: PathBuf,
     pub problems: Vec<Problem>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        for p in &self.problems {
+            write!(f, "{file}")?;
+            if let Some(l) = p.line {
+                write!(f, ":{l}")?;
+            }
+            if !p.key.is_empty() {
+                write!(f, ": {}", p.key)?;
+            }
+            writeln!(f, ": {}", p.message)?;
+        }
+        let n = self.problems.len();
         write!(
             f,
-            "{}: {} problem(s)",
-            self.file.display(),
-            self.problems.len()
-        )?;
-        for p in &self.problems {
-            write!(f, "\n  {}: {p}", self.file.display())?;
-        }
-        Ok(())
+            "{file}: {n} problem{} found; fix {} and run `warden check` again",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "it" } else { "them" }
+        )
     }
 }
 
-/// Read, expand, resolve and validate a config file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let fail = |key: &str, message: String| ConfigError {
-        file: path.to_path_buf(),
-        problems: vec![Problem {
-            key: key.into(),
-            line: None,
-            message,
-        }],
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail("", format!("cannot read: {e}")))?;
-    let mut cfg: Config = toml::from_str(&text).map_err(|e| fail("", e.to_string()))?;
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-    cfg.source = abs;
-    cfg.supervisor.state_dir = base.join(&cfg.supervisor.state_dir);
-    for p in cfg.programs.values_mut() {
-        p.cwd = base.join(&p.cwd);
-        if let Some(f) = &p.env_file {
-            p.env_file = Some(base.join(f));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_compiler_style_and_omits_unknown_parts() {
+        let e = ConfigError {
+            file: PathBuf::from("supervisor.toml"),
+            problems: vec![
+                Problem {
+                    key: "programs.backend.restrat".into(),
+                    line: Some(12),
+                    message: "unknown key".into(),
+                },
+                Problem {
+                    key: "programs.a.depends_on".into(),
+                    line: None,
+                    message: "cycle".into(),
+                },
+                Problem {
+                    key: String::new(),
+                    line: Some(3),
+                    message: "syntax".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "supervisor.toml:12: programs.backend.restrat: unknown key\n\
+             supervisor.toml: programs.a.depends_on: cycle\n\
+             supervisor.toml:3: syntax\n\
+             supervisor.toml: 3 problems found; fix them and run `warden check` again"
+        );
     }
-    if let Some(t) = &mut cfg.token {
-        t.env_file = base.join(&t.env_file);
-    }
-    Ok(cfg)
 }

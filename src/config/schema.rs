@@ -46,12 +46,26 @@ impl<'de> Deserialize<'de> for Secret {
 pub mod duration {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).map_err(serde::de::Error::custom)
+        // A visitor rather than `String::deserialize`, so that `timeout = 5` is reported as
+        // "expected a duration string" instead of a bare "expected a string".
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string with a unit, like \"5s\", \"1m30s\" or \"500ms\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+                parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
     pub fn parse(s: &str) -> Result<Duration, String> {
-        humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?} ({e}); use forms like \"500ms\", \"5s\", \"1m30s\", \"24h\""))
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            format!(
+                "invalid duration {s:?} ({e}); use forms like \"500ms\", \"5s\", \"1m30s\", \"24h\""
+            )
+        })
     }
 }
 
@@ -279,18 +293,35 @@ pub struct CommandLine(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for CommandLine {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Argv(Vec<String>),
-            Line(String),
+        // A visitor rather than an untagged enum: untagged errors say only "did not match any
+        // variant", and lose the index of a bad array element.
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CommandLine;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a command: an array of strings like [\"uvicorn\", \"app.main:app\"] or a string",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CommandLine, E> {
+                shell_words::split(s).map(CommandLine).map_err(|e| {
+                    E::custom(format!(
+                        "cannot split command {s:?}: {e}; close the quote, or write an array"
+                    ))
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CommandLine, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(CommandLine(argv))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Argv(v) => Ok(CommandLine(v)),
-            Raw::Line(s) => shell_words::split(&s)
-                .map(CommandLine)
-                .map_err(|e| serde::de::Error::custom(format!("cannot split command {s:?}: {e}"))),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -410,6 +441,63 @@ impl Default for HealthConfig {
             failure_threshold: 3,
             auth_status: vec![403],
             auth_body: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn durations_parse_in_the_spec_forms() {
+        assert_eq!(duration::parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration::parse("5s"), Ok(d(5)));
+        assert_eq!(duration::parse("1m30s"), Ok(d(90)));
+        assert_eq!(duration::parse(" 24h "), Ok(d(86_400)));
+        for bad in ["", "5", "soon", "-1s", "1x"] {
+            assert!(duration::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn command_line_from_array_or_shell_words() {
+        let c: CommandLine = toml::Value::from("uvicorn 'app main' --port 8000")
+            .try_into()
+            .unwrap();
+        assert_eq!(c.0, ["uvicorn", "app main", "--port", "8000"]);
+        let c: CommandLine = toml::Value::from(vec!["a b", "c"]).try_into().unwrap();
+        assert_eq!(c.0, ["a b", "c"]);
+        assert!(toml::Value::from(5).try_into::<CommandLine>().is_err());
+    }
+
+    #[test]
+    fn signal_names_with_or_without_sig() {
+        use nix::sys::signal::Signal;
+        let s: SignalName = toml::Value::from("hup").try_into().unwrap();
+        assert_eq!(s.0, Signal::SIGHUP);
+        let s: SignalName = toml::Value::from("SIGUSR1").try_into().unwrap();
+        assert_eq!(s.0, Signal::SIGUSR1);
+        assert!(toml::Value::from("SIGNOPE")
+            .try_into::<SignalName>()
+            .is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+    }
+
+    proptest! {
+        #[test]
+        fn duration_parsing_never_panics(s in ".{0,64}") {
+            let _ = duration::parse(&s);
+        }
+
+        #[test]
+        fn duration_parsing_never_panics_on_number_like_input(s in "[0-9 .]{0,30}(ns|us|ms|s|m|h|d|w|y|)") {
+            let _ = duration::parse(&s);
         }
     }
 }

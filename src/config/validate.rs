@@ -1,0 +1,773 @@
+//! Cross-checks on the typed config: everything serde cannot see on its own.
+//!
+//! Each rule reports at the key to change and says how to fix it. Messages about secret keys
+//! never include their value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::keypath::{at, Found};
+use super::schema::*;
+use super::token_times::parse_hhmm;
+
+pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
+    let mut v = Vec::new();
+    supervisor(&cfg.supervisor, &mut v);
+    http(&cfg.http, &mut v);
+    if let Some(t) = &cfg.token {
+        token(t, &mut v);
+    }
+    notify(&cfg.notify, &mut v);
+    programs(&cfg.programs, &mut v);
+    v
+}
+
+fn push(v: &mut Vec<Found>, keys: &[&str], message: impl Into<String>) {
+    v.push(Found::new(at(keys), message));
+}
+
+fn non_zero(v: &mut Vec<Found>, keys: &[&str], d: Duration) {
+    if d.is_zero() {
+        push(
+            v,
+            keys,
+            "must be longer than zero: write a duration like \"5s\"",
+        );
+    }
+}
+
+fn supervisor(s: &SupervisorConfig, v: &mut Vec<Found>) {
+    if s.state_dir.as_os_str().is_empty() {
+        push(
+            v,
+            &["supervisor", "state_dir"],
+            "must not be empty: name a directory, like \".warden\"",
+        );
+    }
+}
+
+fn http(h: &HttpConfig, v: &mut Vec<Found>) {
+    if !h.listen.ip().is_loopback() && h.api_token.is_empty() {
+        push(
+            v,
+            &["http", "api_token"],
+            format!(
+                "required because http.listen ({}) is not a loopback address (warden refuses to \
+                 start without it): set api_token or api_token_file, or listen on 127.0.0.1",
+                h.listen
+            ),
+        );
+    }
+    if !h.public_url.is_empty() {
+        if let Err(e) = web_url(&h.public_url) {
+            push(
+                v,
+                &["http", "public_url"],
+                format!("{e}; it is how a browser reaches warden"),
+            );
+        }
+    }
+}
+
+fn token(t: &TokenConfig, v: &mut Vec<Found>) {
+    let k = |key: &'static str| ["token", key];
+    if t.env_file.as_os_str().is_empty() {
+        push(
+            v,
+            &k("env_file"),
+            "must not be empty: name the dotenv file the programs read, like \".env\"",
+        );
+    }
+    if !is_env_name(&t.env_key) {
+        push(
+            v,
+            &k("env_key"),
+            format!(
+                "{:?} is not a valid environment variable name: use letters, digits and _, \
+                 not starting with a digit (like \"KITE_ACCESS_TOKEN\")",
+                t.env_key
+            ),
+        );
+    }
+    if jiff::tz::TimeZone::get(&t.timezone).is_err() {
+        push(
+            v,
+            &k("timezone"),
+            format!(
+                "unknown time zone {:?}: use an IANA name like \"Asia/Kolkata\"",
+                t.timezone
+            ),
+        );
+    }
+    for (key, value) in [("expires_at", &t.expires_at), ("refresh_at", &t.refresh_at)] {
+        if let Err(e) = parse_hhmm(value) {
+            push(v, &k(key), e);
+        }
+    }
+    non_zero(v, &k("check_interval"), t.check_interval);
+    non_zero(v, &k("attempt_window"), t.attempt_window);
+    non_zero(v, &k("verify_timeout"), t.verify_timeout);
+    if !(1..=10).contains(&t.max_attempts) {
+        push(
+            v,
+            &k("max_attempts"),
+            "must be between 1 and 10: automated logins are capped (5 wrong attempts lock a \
+             Zerodha account)",
+        );
+    }
+    if t.store.kind == StoreKind::Redis {
+        let url = t.store.url.expose();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+            || url::Url::parse(url).is_err()
+        {
+            push(
+                v,
+                &["token", "store", "url"],
+                "kind = \"redis\" needs url = \"redis://HOST:PORT\" (or rediss:// for TLS); \
+                 set url or url_file",
+            );
+        }
+    }
+    match t.provider {
+        TokenProviderKind::Kite => kite(t.kite.as_ref(), v),
+        TokenProviderKind::Command => command_provider(t.command.as_ref(), v),
+        TokenProviderKind::None => {}
+    }
+}
+
+fn kite(kite: Option<&KiteConfig>, v: &mut Vec<Found>) {
+    let Some(kc) = kite else {
+        push(
+            v,
+            &["token", "kite"],
+            "provider = \"kite\" needs a [token.kite] section with api_key, api_secret and \
+             user_id (or set provider = \"command\" or \"none\")",
+        );
+        return;
+    };
+    let k = |key: &'static str| ["token", "kite", key];
+    if kc.api_key.is_empty() {
+        push(
+            v,
+            &k("api_key"),
+            "must not be empty: set it to your Kite Connect app's api_key",
+        );
+    }
+    if kc.api_secret.is_empty() {
+        push(
+            v,
+            &k("api_secret"),
+            "must not be empty: set api_secret or api_secret_file",
+        );
+    }
+    if kc.user_id.is_empty() {
+        push(
+            v,
+            &k("user_id"),
+            "must not be empty: set it to the Zerodha user id the token is for",
+        );
+    }
+    if kc.login == LoginMode::Totp {
+        if kc.password.is_empty() {
+            push(
+                v,
+                &k("password"),
+                "login = \"totp\" needs the password: set password or password_file",
+            );
+        }
+        if kc.totp_secret.is_empty() {
+            push(
+                v,
+                &k("totp_secret"),
+                "login = \"totp\" needs the TOTP secret: set totp_secret or totp_secret_file",
+            );
+        } else if totp_rs::Secret::Encoded(kc.totp_secret.expose().to_string())
+            .to_bytes()
+            .is_err()
+        {
+            push(
+                v,
+                &k("totp_secret"),
+                "is not valid base32: use the secret shown when you enabled TOTP on Kite \
+                 (letters A-Z and digits 2-7)",
+            );
+        }
+    }
+    for key in ["login_base", "api_base"] {
+        let value = if key == "login_base" {
+            &kc.login_base
+        } else {
+            &kc.api_base
+        };
+        if let Err(e) = web_url(value) {
+            push(v, &k(key), e);
+        }
+    }
+}
+
+fn command_provider(c: Option<&CommandProviderConfig>, v: &mut Vec<Found>) {
+    match c {
+        None => push(
+            v,
+            &["token", "command"],
+            "provider = \"command\" needs a [token.command] section with command = [\"…\"]",
+        ),
+        Some(c) => {
+            if c.command.0.first().is_none_or(|p| p.is_empty()) {
+                push(
+                    v,
+                    &["token", "command", "command"],
+                    "must name the program to run, like [\"python3\", \"auto_token_refresh.py\"]",
+                );
+            }
+            non_zero(v, &["token", "command", "timeout"], c.timeout);
+        }
+    }
+}
+
+fn notify(n: &NotifyConfig, v: &mut Vec<Found>) {
+    if !n.webhook_url.is_empty() && web_url(n.webhook_url.expose()).is_err() {
+        // The URL often embeds a token (Slack, Mattermost): never show it.
+        push(
+            v,
+            &["notify", "webhook_url"],
+            "must be an http:// or https:// URL",
+        );
+    }
+    match (
+        n.telegram_bot_token.is_empty(),
+        n.telegram_chat_id.is_empty(),
+    ) {
+        (false, true) => push(
+            v,
+            &["notify", "telegram_chat_id"],
+            "telegram_bot_token is set but telegram_chat_id is not: set both, or neither",
+        ),
+        (true, false) => push(
+            v,
+            &["notify", "telegram_bot_token"],
+            "telegram_chat_id is set but telegram_bot_token is not: set both (or \
+             telegram_bot_token_file), or neither",
+        ),
+        _ => {}
+    }
+    if !n.telegram_api_base.is_empty() {
+        if let Err(e) = web_url(&n.telegram_api_base) {
+            push(v, &["notify", "telegram_api_base"], e);
+        }
+    }
+}
+
+fn programs(programs: &BTreeMap<String, ProgramConfig>, v: &mut Vec<Found>) {
+    for (name, p) in programs {
+        let k = |key: &'static str| ["programs", name.as_str(), key];
+        if !is_program_name(name) {
+            push(
+                v,
+                &["programs", name],
+                "program names may use only letters, digits, '_', '.' and '-': rename it",
+            );
+        }
+        if p.command.0.first().is_none_or(|c| c.is_empty()) {
+            push(
+                v,
+                &k("command"),
+                "must name the program to run, as an array like [\"uvicorn\", \"app.main:app\"] \
+                 or a string like \"uvicorn app.main:app\"",
+            );
+        }
+        for key in p.env.keys() {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                push(
+                    v,
+                    &["programs", name, "env", key],
+                    "is not a usable environment variable name: remove '=' and NUL characters",
+                );
+            }
+        }
+        for dep in &p.depends_on {
+            if dep == name {
+                push(
+                    v,
+                    &k("depends_on"),
+                    "a program cannot depend on itself: remove its own name",
+                );
+            } else if !programs.contains_key(dep) {
+                let known: Vec<&str> = programs.keys().map(String::as_str).collect();
+                push(
+                    v,
+                    &k("depends_on"),
+                    format!(
+                        "`{dep}` is not a program in this file (programs: {}): fix the name or \
+                         remove it",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        non_zero(v, &k("backoff_initial"), p.backoff_initial);
+        non_zero(v, &k("restart_window"), p.restart_window);
+        if p.backoff_initial > p.backoff_max {
+            push(
+                v,
+                &k("backoff_max"),
+                format!(
+                    "is shorter than backoff_initial ({}): make backoff_max at least as long",
+                    humantime::format_duration(p.backoff_initial)
+                ),
+            );
+        }
+        if let Some(h) = &p.health {
+            health(name, h, v);
+        }
+    }
+    for cycle in cycles(programs) {
+        let first = cycle[0].clone();
+        push(
+            v,
+            &["programs", &first, "depends_on"],
+            format!(
+                "dependency cycle: {} -> {first}: remove one of these depends_on entries",
+                cycle.join(" -> ")
+            ),
+        );
+    }
+}
+
+fn health(name: &str, h: &HealthConfig, v: &mut Vec<Found>) {
+    let k = |key: &'static str| ["programs", name, "health", key];
+    match url::Url::parse(&h.url) {
+        Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(|h| !h.is_empty()) => {}
+        _ => push(
+            v,
+            &k("url"),
+            format!(
+                "{:?} is not an http:// URL with a host: write the plain-HTTP address of the \
+                 program's health endpoint, like \"http://127.0.0.1:8000/api/system/health\"",
+                h.url
+            ),
+        ),
+    }
+    non_zero(v, &k("interval"), h.interval);
+    non_zero(v, &k("timeout"), h.timeout);
+    if h.failure_threshold == 0 {
+        push(
+            v,
+            &k("failure_threshold"),
+            "must be at least 1 (consecutive failed probes before a restart)",
+        );
+    }
+    for code in &h.auth_status {
+        if !(100..=599).contains(code) {
+            push(
+                v,
+                &k("auth_status"),
+                format!("{code} is not an HTTP status: use codes from 100 to 599, like 401 or 403"),
+            );
+        }
+    }
+    if !h.auth_body.is_empty() {
+        if let Err(e) = regex::Regex::new(&h.auth_body) {
+            let first_line = e.to_string();
+            push(
+                v,
+                &k("auth_body"),
+                format!(
+                    "is not a valid regex ({}): fix it, or leave it empty",
+                    first_line.lines().last().unwrap_or("").trim()
+                ),
+            );
+        }
+    }
+}
+
+/// Every dependency cycle, each once, as the list of programs on it starting with the
+/// alphabetically first.
+fn cycles(programs: &BTreeMap<String, ProgramConfig>) -> Vec<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    fn visit<'a>(
+        name: &'a str,
+        programs: &'a BTreeMap<String, ProgramConfig>,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        stack: &mut Vec<&'a str>,
+        out: &mut BTreeSet<Vec<String>>,
+    ) {
+        marks.insert(name, Mark::OnStack);
+        stack.push(name);
+        for dep in &programs[name].depends_on {
+            let Some((dep, _)) = programs.get_key_value(dep.as_str()) else {
+                continue;
+            };
+            if dep == name {
+                continue; // reported as "depends on itself"
+            }
+            match marks.get(dep.as_str()).copied().unwrap_or(Mark::New) {
+                Mark::New => visit(dep, programs, marks, stack, out),
+                Mark::OnStack => {
+                    let from = stack.iter().position(|n| n == dep).expect("on the stack");
+                    let mut cycle: Vec<String> =
+                        stack[from..].iter().map(|s| s.to_string()).collect();
+                    let min = (0..cycle.len()).min_by_key(|&i| &cycle[i]).unwrap_or(0);
+                    cycle.rotate_left(min);
+                    out.insert(cycle);
+                }
+                Mark::Done => {}
+            }
+        }
+        stack.pop();
+        marks.insert(name, Mark::Done);
+    }
+    let mut marks = BTreeMap::new();
+    let mut out = BTreeSet::new();
+    for name in programs.keys() {
+        if marks.get(name.as_str()).copied().unwrap_or(Mark::New) == Mark::New {
+            visit(name, programs, &mut marks, &mut Vec::new(), &mut out);
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn is_program_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// An http(s) URL with a host; the error says what is expected.
+fn web_url(s: &str) -> Result<(), String> {
+    match url::Url::parse(s) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{s:?} is not an http:// or https:// URL with a host"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load::testutil::{load_text, ok, problem_at, problems};
+
+    /// A valid token section to break one key at a time.
+    const KITE: &str = "[token]\nprovider = \"kite\"\n[token.kite]\napi_key = \"k\"\n\
+                        api_secret = \"SECRET-VALUE-1\"\nuser_id = \"AB1234\"\n";
+
+    fn no_leak(text: &str, secret: &str) {
+        if let Err(e) = load_text(text, &[]) {
+            assert!(!e.to_string().contains(secret), "{secret} leaked:\n{e}");
+        }
+    }
+
+    #[test]
+    fn the_baseline_token_section_is_valid() {
+        let c = ok(KITE);
+        assert_eq!(c.token.unwrap().kite.unwrap().user_id, "AB1234");
+    }
+
+    #[test]
+    fn program_names_are_restricted() {
+        ok("[programs.\"api.v2_x-1\"]\ncommand = \"x\"\n");
+        let p = problem_at("[programs.\"a b\"]\ncommand = \"x\"\n", "programs.\"a b\"");
+        assert_eq!(p.line, Some(1));
+        assert!(p.message.contains("rename"));
+    }
+
+    #[test]
+    fn command_must_not_be_empty() {
+        for cmd in ["\"\"", "[]", "[\"\"]", "\"   \""] {
+            let p = problem_at(
+                &format!("[programs.a]\ncommand = {cmd}\n"),
+                "programs.a.command",
+            );
+            assert!(
+                p.message.contains("must name the program"),
+                "{cmd}: {}",
+                p.message
+            );
+        }
+        problem_at("[programs.a]\ncwd = \"x\"\n", "programs.a.command");
+    }
+
+    #[test]
+    fn env_names_must_be_usable() {
+        problem_at(
+            "[programs.a]\ncommand = \"x\"\nenv = { \"A=B\" = \"1\" }\n",
+            "programs.a.env.\"A=B\"",
+        );
+    }
+
+    #[test]
+    fn depends_on_must_name_other_existing_programs() {
+        let text = "[programs.a]\ncommand = \"x\"\ndepends_on = [\"ghost\"]\n";
+        let p = problem_at(text, "programs.a.depends_on");
+        assert!(p.message.contains("`ghost`"), "{}", p.message);
+        assert_eq!(p.line, Some(3));
+        let p = problem_at(
+            "[programs.a]\ncommand = \"x\"\ndepends_on = [\"a\"]\n",
+            "programs.a.depends_on",
+        );
+        assert!(p.message.contains("itself"), "{}", p.message);
+    }
+
+    #[test]
+    fn every_cycle_is_reported_once_with_its_path() {
+        let text = "[programs.a]\ncommand = \"x\"\ndepends_on = [\"b\"]\n\
+                    [programs.b]\ncommand = \"x\"\ndepends_on = [\"a\"]\n\
+                    [programs.x]\ncommand = \"x\"\ndepends_on = [\"z\"]\n\
+                    [programs.y]\ncommand = \"x\"\ndepends_on = [\"x\"]\n\
+                    [programs.z]\ncommand = \"x\"\ndepends_on = [\"y\", \"a\"]\n";
+        let all = problems(text);
+        let msgs: Vec<&str> = all.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(all.len(), 2, "{all:#?}");
+        assert!(msgs[0].contains("a -> b -> a"), "{msgs:?}");
+        assert!(msgs[1].contains("x -> z -> y -> x"), "{msgs:?}");
+        assert_eq!(all[1].key, "programs.x.depends_on");
+        // A chain is not a cycle.
+        ok("[programs.a]\ncommand = \"x\"\ndepends_on = [\"b\"]\n\
+            [programs.b]\ncommand = \"x\"\ndepends_on = [\"c\"]\n[programs.c]\ncommand = \"x\"\n");
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_an_api_token() {
+        let p = problem_at("[http]\nlisten = \"0.0.0.0:9180\"\n", "http.api_token");
+        assert!(p.message.contains("0.0.0.0:9180") && p.message.contains("refuses"));
+        assert_eq!(p.line, Some(1));
+        ok("[http]\nlisten = \"0.0.0.0:9180\"\napi_token = \"t\"\n");
+        ok("[http]\nlisten = \"[::1]:9180\"\n");
+        no_leak(
+            "[http]\nlisten = \"0.0.0.0:9180\"\napi_token = 123456789\n",
+            "123456789",
+        );
+    }
+
+    #[test]
+    fn public_url_must_be_a_web_url() {
+        problem_at(
+            "[http]\npublic_url = \"127.0.0.1:9180\"\n",
+            "http.public_url",
+        );
+        ok("[http]\npublic_url = \"https://warden.example.com/\"\n");
+    }
+
+    #[test]
+    fn kite_provider_needs_its_section_and_credentials() {
+        let p = problem_at("[token]\nprovider = \"kite\"\n", "token.kite");
+        assert_eq!(p.line, Some(1));
+        for key in ["api_key", "api_secret", "user_id"] {
+            let text = KITE.replace(&format!("{key} = "), &format!("{key}_unused = \"\"\n#"));
+            let all = problems(&text);
+            assert!(
+                all.iter().any(|p| p.key == format!("token.kite.{key}")),
+                "{key}: {all:#?}"
+            );
+        }
+        ok("[token]\nprovider = \"none\"\n");
+    }
+
+    #[test]
+    fn totp_login_needs_password_and_a_base32_secret() {
+        let totp = format!("{KITE}login = \"totp\"\n");
+        problem_at(&totp, "token.kite.password");
+        problem_at(&totp, "token.kite.totp_secret");
+        let bad = format!("{totp}password = \"p\"\ntotp_secret = \"NOT-BASE32-SECRET-189\"\n");
+        let p = problem_at(&bad, "token.kite.totp_secret");
+        assert!(p.message.contains("base32"));
+        no_leak(&bad, "NOT-BASE32-SECRET-189");
+        // Spaces, lowercase and padding are accepted and normalized.
+        let c = ok(&format!(
+            "{totp}password = \"p\"\ntotp_secret = \"jbsw y3dp ehpk 3pxp\"\n"
+        ));
+        let kite = c.token.unwrap().kite.unwrap();
+        assert_eq!(kite.totp_secret.expose(), "JBSWY3DPEHPK3PXP");
+        // Manual login needs neither.
+        ok(KITE);
+    }
+
+    #[test]
+    fn kite_urls_must_be_web_urls() {
+        problem_at(
+            &format!("{KITE}login_base = \"kite.zerodha.com\"\n"),
+            "token.kite.login_base",
+        );
+        ok(&format!("{KITE}api_base = \"http://127.0.0.1:5000\"\n"));
+    }
+
+    #[test]
+    fn command_provider_needs_a_command() {
+        problem_at("[token]\nprovider = \"command\"\n", "token.command");
+        problem_at(
+            "[token]\nprovider = \"command\"\n[token.command]\ncommand = []\n",
+            "token.command.command",
+        );
+        problem_at(
+            "[token]\nprovider = \"command\"\n[token.command]\ncommand = \"x\"\ntimeout = \"0s\"\n",
+            "token.command.timeout",
+        );
+        ok("[token]\nprovider = \"command\"\n[token.command]\ncommand = \"./refresh.sh\"\n");
+    }
+
+    #[test]
+    fn token_times_zone_and_env_key_are_checked() {
+        let none = "[token]\nprovider = \"none\"\n";
+        problem_at(
+            &format!("{none}timezone = \"Mars/Olympus\"\n"),
+            "token.timezone",
+        );
+        problem_at(
+            &format!("{none}expires_at = \"25:00\"\n"),
+            "token.expires_at",
+        );
+        problem_at(
+            &format!("{none}refresh_at = \"7.45\"\n"),
+            "token.refresh_at",
+        );
+        problem_at(
+            &format!("{none}env_key = \"KITE-TOKEN\"\n"),
+            "token.env_key",
+        );
+        problem_at(&format!("{none}env_file = \"\"\n"), "token.env_file");
+        ok(&format!(
+            "{none}timezone = \"UTC\"\nexpires_at = \"7:30\"\nrefresh_at = \"07:45\"\nenv_key = \"_T1\"\n"
+        ));
+    }
+
+    #[test]
+    fn max_attempts_is_capped() {
+        let none = "[token]\nprovider = \"none\"\n";
+        for n in [0, 11, 1000] {
+            problem_at(&format!("{none}max_attempts = {n}\n"), "token.max_attempts");
+        }
+        for n in [1, 10] {
+            ok(&format!("{none}max_attempts = {n}\n"));
+        }
+    }
+
+    #[test]
+    fn zero_durations_are_rejected_where_they_make_no_sense() {
+        let none = "[token]\nprovider = \"none\"\n";
+        for key in ["check_interval", "attempt_window", "verify_timeout"] {
+            problem_at(&format!("{none}{key} = \"0s\"\n"), &format!("token.{key}"));
+        }
+        for key in ["backoff_initial", "restart_window"] {
+            problem_at(
+                &format!("[programs.a]\ncommand = \"x\"\n{key} = \"0s\"\n"),
+                &format!("programs.a.{key}"),
+            );
+        }
+        for key in ["interval", "timeout"] {
+            problem_at(
+                &format!(
+                    "[programs.a]\ncommand = \"x\"\n[programs.a.health]\nurl = \"http://127.0.0.1:1/\"\n\
+                     {key} = \"0s\"\n"
+                ),
+                &format!("programs.a.health.{key}"),
+            );
+        }
+        // Zero is meaningful here: stop at once, probe at once, no spacing.
+        ok("[supervisor]\nshutdown_timeout = \"0s\"\n[token]\nprovider = \"none\"\nmin_interval = \"0s\"\n\
+            [programs.a]\ncommand = \"x\"\nstop_timeout = \"0s\"\n\
+            [programs.a.health]\nurl = \"http://127.0.0.1:1/\"\ninitial_delay = \"0s\"\n");
+    }
+
+    #[test]
+    fn backoff_initial_must_not_exceed_backoff_max() {
+        let p = problem_at(
+            "[programs.a]\ncommand = \"x\"\nbackoff_initial = \"2m\"\nbackoff_max = \"1m\"\n",
+            "programs.a.backoff_max",
+        );
+        assert_eq!(p.line, Some(4));
+        ok("[programs.a]\ncommand = \"x\"\nbackoff_initial = \"1m\"\nbackoff_max = \"1m\"\n");
+    }
+
+    #[test]
+    fn health_checks_are_checked() {
+        let base = "[programs.a]\ncommand = \"x\"\n[programs.a.health]\n";
+        let url = "url = \"http://127.0.0.1:8000/h\"\n";
+        problem_at(base, "programs.a.health.url");
+        for bad in [
+            "https://127.0.0.1:8000/h",
+            "127.0.0.1:8000",
+            "http://",
+            "file:///x",
+        ] {
+            problem_at(&format!("{base}url = \"{bad}\"\n"), "programs.a.health.url");
+        }
+        ok(&format!("{base}url = \"http://localhost/h\"\n"));
+        problem_at(
+            &format!("{base}{url}failure_threshold = 0\n"),
+            "programs.a.health.failure_threshold",
+        );
+        let p = problem_at(
+            &format!("{base}{url}auth_status = [403, 600]\n"),
+            "programs.a.health.auth_status",
+        );
+        assert!(p.message.contains("600"));
+        problem_at(
+            &format!("{base}{url}auth_status = [99]\n"),
+            "programs.a.health.auth_status",
+        );
+        problem_at(
+            &format!("{base}{url}auth_body = \"(EXPIRED\"\n"),
+            "programs.a.health.auth_body",
+        );
+        let c = ok(&format!(
+            "{base}{url}auth_status = [401, 403]\nauth_body = '\"auth\"\\s*:\\s*\"EXPIRED\"'\n"
+        ));
+        let h = c.programs["a"].health.as_ref().unwrap();
+        assert_eq!(h.auth_status, [401, 403]);
+    }
+
+    #[test]
+    fn redis_store_needs_a_redis_url_and_never_shows_it() {
+        let none = "[token]\nprovider = \"none\"\n[token.store]\nkind = \"redis\"\n";
+        problem_at(none, "token.store.url");
+        let bad = format!("{none}url = \"http://:PASS-WORD-9@host\"\n");
+        problem_at(&bad, "token.store.url");
+        no_leak(&bad, "PASS-WORD-9");
+        ok(&format!(
+            "{none}url = \"redis://:pw@127.0.0.1:6379/0\"\nkey_prefix = \"w:\"\n"
+        ));
+        ok(&format!("{none}url = \"rediss://host:6380\"\n"));
+    }
+
+    #[test]
+    fn telegram_needs_both_or_neither() {
+        problem_at(
+            "[notify]\ntelegram_bot_token = \"BOT-TOKEN-8\"\n",
+            "notify.telegram_chat_id",
+        );
+        no_leak(
+            "[notify]\ntelegram_bot_token = \"BOT-TOKEN-8\"\n",
+            "BOT-TOKEN-8",
+        );
+        problem_at(
+            "[notify]\ntelegram_chat_id = \"42\"\n",
+            "notify.telegram_bot_token",
+        );
+        ok("[notify]\ntelegram_chat_id = \"42\"\ntelegram_bot_token = \"t\"\n");
+    }
+
+    #[test]
+    fn webhook_must_be_a_web_url_and_is_never_shown() {
+        let bad = "[notify]\nwebhook_url = \"hooks.slack.com/HOOK-SECRET-7\"\n";
+        problem_at(bad, "notify.webhook_url");
+        no_leak(bad, "HOOK-SECRET-7");
+        ok("[notify]\nwebhook_url = \"https://hooks.slack.com/services/x\"\n");
+    }
+}
