@@ -9,6 +9,7 @@
 //! [`EnvFileWatcher::set_known`] before writing it. Idle, nothing runs: inotify wakes us.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ const MAX_DELAY: Duration = Duration::from_secs(1);
 /// Watches one key of one dotenv file. Dropping it stops the watch and closes the receiver.
 pub struct EnvFileWatcher {
     known: Arc<Mutex<Option<Secret>>>,
+    rereads: Arc<AtomicU64>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -86,16 +88,19 @@ impl EnvFileWatcher {
         }
 
         let (out_tx, out_rx) = mpsc::channel(4);
+        let rereads = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(
             poke_rx,
             out_tx,
             path.to_path_buf(),
             key.to_string(),
             known.clone(),
+            rereads.clone(),
         ));
         Ok((
             EnvFileWatcher {
                 known,
+                rereads,
                 _watcher: watcher,
             },
             out_rx,
@@ -106,6 +111,12 @@ impl EnvFileWatcher {
     /// before warden writes its own token.
     pub fn set_known(&self, token: &Secret) {
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
+    }
+
+    /// How many times the file has been re-read after a change (for tests and debugging: it
+    /// stays still while nothing touches the directory).
+    pub fn rereads(&self) -> u64 {
+        self.rereads.load(Ordering::Relaxed)
     }
 }
 
@@ -143,6 +154,7 @@ async fn run(
     path: PathBuf,
     key: String,
     known: Arc<Mutex<Option<Secret>>>,
+    rereads: Arc<AtomicU64>,
 ) {
     while pokes.recv().await.is_some() {
         let deadline = tokio::time::Instant::now() + MAX_DELAY;
@@ -158,6 +170,7 @@ async fn run(
                 break;
             }
         }
+        rereads.fetch_add(1, Ordering::Relaxed);
         let value = match read_env_value(&path, &key) {
             Ok(Some(v)) if !v.is_empty() => Secret::new(v),
             Ok(_) => continue,
