@@ -5,6 +5,8 @@ pub mod config_watch;
 pub mod health;
 pub mod http;
 pub mod logs;
+pub mod metrics;
+pub mod notify;
 pub mod program;
 pub mod reaper;
 pub mod sandbox;

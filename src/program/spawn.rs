@@ -61,7 +61,7 @@ pub fn command_for(cfg: &ProgramConfig) -> Result<Command, SpawnError> {
 
 fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, SpawnError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(crate::token::store::parse_dotenv(&text)),
+        Ok(text) => Ok(crate::token::dotenv::parse_dotenv(&text)),
         // A missing env file is normal before the first token is written.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(SpawnError::EnvFile {

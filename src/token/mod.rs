@@ -1,5 +1,10 @@
 //! The broker access token: obtaining it, validating it, storing it, handing it to programs.
 
+pub mod command;
+pub mod dotenv;
+mod env_watch;
+pub mod store;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
@@ -36,4 +41,3 @@ pub struct TokenRecord {
     pub expires_at: i64,
     pub source: TokenSource,
 }
-pub mod store;
