@@ -1,5 +1,8 @@
 //! The broker access token: obtaining it, validating it, storing it, handing it to programs.
 
+pub mod kite;
+pub mod login;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
