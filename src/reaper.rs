@@ -59,6 +59,7 @@ pub struct Reaper {
     orphans: Arc<AtomicU64>,
     /// Woken after every drain, so code waiting for a process group to empty can re-check.
     reaped: Arc<Notify>,
+    metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
 }
 
 impl Reaper {
@@ -68,6 +69,7 @@ impl Reaper {
             routes: Arc::default(),
             orphans: Arc::default(),
             reaped: Arc::new(Notify::new()),
+            metrics: Arc::default(),
         };
         let mut sigchld = signal(SignalKind::child())?;
         let r = reaper.clone();
@@ -121,6 +123,9 @@ impl Reaper {
                 Some(tx) => drop(tx.send(status)),
                 None => {
                     self.orphans.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = self.metrics.get() {
+                        m.inc_zombies_reaped();
+                    }
                 }
             }
         }
@@ -129,6 +134,11 @@ impl Reaper {
             self.reaped.notify_waiters();
         }
         n
+    }
+
+    /// Count reaped orphans in `warden_zombies_reaped_total` from now on.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Orphans (processes we did not spawn) reaped so far.

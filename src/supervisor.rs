@@ -16,7 +16,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{self, Config, ProgramConfig};
+use crate::config::OnTokenChange;
 use crate::health::HealthEvent;
+use crate::metrics::Metrics;
+use crate::notify::{NotifyEvent, Notifier};
+use crate::token::keeper::{Keeper, KeeperEvent, KeeperHandle, KeeperMsg, KeeperSetup, Trigger};
+use std::sync::atomic::AtomicU64;
 use crate::program::actor::ProgramActor;
 use crate::program::group::signal_group;
 use crate::program::{Control, ProgramEvent, ProgramState, RestartReason};
@@ -75,6 +80,10 @@ struct Entry {
     gone: bool,
     /// The running health probe of the current process.
     probe: Option<tokio::task::JoinHandle<()>>,
+    /// Token generation the current process has (from its spawn or its last hand-over).
+    generation: u64,
+    /// After a reload signal for a new token: must probe healthy before this, or be restarted.
+    verify_until: Option<Instant>,
 }
 
 pub struct Supervisor {
@@ -87,6 +96,14 @@ pub struct Supervisor {
     replacing: BTreeMap<String, ProgramConfig>,
     view: watch::Sender<ProgramsView>,
     probe_client: crate::health::ProbeClient,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
+    token_generation: Arc<AtomicU64>,
+    keeper: Option<KeeperHandle>,
+    keeper_tx: UnboundedSender<KeeperEvent>,
+    keeper_rx: UnboundedReceiver<KeeperEvent>,
+    /// The keeper finished its start-up check: programs that read the token may start.
+    token_settled: bool,
     health_tx: UnboundedSender<HealthEvent>,
     health_rx: UnboundedReceiver<HealthEvent>,
 }
@@ -103,7 +120,19 @@ impl Supervisor {
         let (events_tx, events) = unbounded_channel();
         let (view, _) = watch::channel(ProgramsView::new());
         let (health_tx, health_rx) = unbounded_channel();
+        let (keeper_tx, keeper_rx) = unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        reaper.set_metrics(metrics.clone());
+        let notifier = Notifier::new(&cfg.notify);
+        notifier.set_metrics(&metrics);
         let mut sup = Supervisor {
+            metrics,
+            notifier,
+            token_generation: Arc::new(AtomicU64::new(0)),
+            keeper: None,
+            keeper_tx,
+            keeper_rx,
+            token_settled: false,
             probe_client: crate::health::client(),
             health_tx,
             health_rx,
@@ -141,7 +170,9 @@ impl Supervisor {
             self.reaper.clone(),
             self.events_tx.clone(),
             rx,
+            self.token_generation.clone(),
         );
+        self.metrics.init_program(&name, cfg.health.is_some());
         tokio::spawn(actor.run());
         self.entries.insert(
             name.clone(),
@@ -152,6 +183,8 @@ impl Supervisor {
                 start_sent: false,
                 gone: false,
                 probe: None,
+                generation: 0,
+                verify_until: None,
             },
         );
         let status = ProgramStatus {
@@ -191,6 +224,8 @@ impl Supervisor {
             .iter()
             .filter(|(_, e)| e.wanted && !e.start_sent && !e.gone)
             .filter(|(_, e)| e.cfg.depends_on.iter().all(|d| self.dependency_ready(d)))
+            // Write the token before starting the programs that read it.
+            .filter(|(_, e)| self.token_settled || self.keeper.is_none() || e.cfg.on_token_change == OnTokenChange::None)
             .map(|(n, _)| n.clone())
             .collect();
         for name in ready {
@@ -219,11 +254,20 @@ impl Supervisor {
                         }
                     }
                 });
+                self.metrics.set_program_state(&name, state.as_str());
+                self.metrics.set_program_up(&name, matches!(state, ProgramState::Running | ProgramState::Starting));
                 if state == ProgramState::Fatal {
                     tracing::error!(program = %name, "program is fatal");
+                    self.notifier.notify(NotifyEvent::ProgramFatal { program: name.clone() });
                 }
             }
-            ProgramEvent::Spawned { pid } => self.start_probe(&name, pid),
+            ProgramEvent::Spawned { pid, generation } => {
+                if let Some(e) = self.entries.get_mut(&name) {
+                    e.generation = generation;
+                    e.verify_until = None;
+                }
+                self.start_probe(&name, pid);
+            }
             ProgramEvent::Exited { status, .. } => {
                 self.view.send_modify(|v| {
                     if let Some(s) = v.get_mut(&name) {
@@ -233,6 +277,7 @@ impl Supervisor {
             }
             ProgramEvent::Restarting { reason } => {
                 tracing::debug!(program = %name, reason = reason.as_str(), "restarting");
+                self.metrics.inc_restart(&name, reason.as_str());
                 self.view.send_modify(|v| {
                     if let Some(s) = v.get_mut(&name) {
                         s.restarts += 1;
@@ -247,6 +292,11 @@ impl Supervisor {
     fn start_probe(&mut self, name: &str, pid: i32) {
         let client = self.probe_client.clone();
         let events = self.health_tx.clone();
+        let metrics = self.metrics.clone();
+        let hook: crate::health::ResultHook =
+            Arc::new(move |program: &str, result: crate::health::ProbeResult, took: Duration| {
+                metrics.observe_health(program, result.as_str(), took.as_secs_f64());
+            });
         if let Some(e) = self.entries.get_mut(name) {
             if let Some(old) = e.probe.take() {
                 old.abort();
@@ -258,7 +308,7 @@ impl Supervisor {
                     h.clone(),
                     client,
                     events,
-                    None,
+                    Some(hook),
                 ));
             }
         }
@@ -288,7 +338,14 @@ impl Supervisor {
             }
         });
         match ev.health {
-            Health::Healthy => tracing::info!(program = %name, "healthy ({})", ev.detail),
+            Health::Healthy => {
+                if let Some(e) = self.entries.get_mut(&name) {
+                    if e.verify_until.take().is_some() {
+                        tracing::info!(program = %name, "recovered with the new token");
+                    }
+                }
+                tracing::info!(program = %name, "healthy ({})", ev.detail);
+            }
             Health::Unhealthy => {
                 tracing::warn!(program = %name, "unhealthy ({}); restarting", ev.detail);
                 self.stop_probe(&name);
@@ -320,6 +377,7 @@ impl Supervisor {
             });
         } else if !self.cfg.programs.contains_key(&name) {
             self.entries.remove(&name);
+            self.metrics.remove_program(&name);
             self.view.send_modify(|v| {
                 v.remove(&name);
             });
@@ -332,9 +390,17 @@ impl Supervisor {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("config reload rejected, nothing changed:\n{e}");
+                self.metrics.inc_config_reload(false);
                 return;
             }
         };
+        self.metrics.inc_config_reload(true);
+        if new.token != self.cfg.token {
+            match &new.token {
+                Some(t) if self.keeper.is_some() => self.to_keeper(KeeperMsg::Reconfigure(Box::new(t.clone()))),
+                _ => tracing::warn!("[token] provider added or removed: restart warden to apply"),
+            }
+        }
         let d = config::diff(&self.cfg, &new);
         tracing::info!(
             added = ?d.added, removed = ?d.removed, changed = ?d.changed,
@@ -383,6 +449,98 @@ impl Supervisor {
         }
     }
 
+    fn to_keeper(&self, msg: KeeperMsg) {
+        if let Some(k) = &self.keeper {
+            let _ = k.tx.send(msg);
+        }
+    }
+
+    fn request_refresh(&self, t: Trigger) {
+        if self.keeper.is_none() {
+            tracing::info!("token refresh requested, but no token provider is configured");
+        }
+        self.to_keeper(KeeperMsg::Trigger(t));
+    }
+
+    fn on_keeper_event(&mut self, ev: KeeperEvent) {
+        match ev {
+            KeeperEvent::Settled => {
+                self.token_settled = true;
+                self.start_ready();
+            }
+            KeeperEvent::TokenChanged { generation } => self.hand_over(generation),
+        }
+    }
+
+    /// Give running programs the new token: reload signal (then verify) or restart.
+    fn hand_over(&mut self, generation: u64) {
+        let view = self.view.borrow().clone();
+        let verify_timeout = self.token_verify_timeout();
+        for (name, e) in self.entries.iter_mut() {
+            let running = view.get(name).is_some_and(|s| {
+                s.pid.is_some() && matches!(s.state, ProgramState::Running | ProgramState::Starting)
+            });
+            if e.gone || !running || e.generation >= generation {
+                continue;
+            }
+            e.generation = generation;
+            match e.cfg.on_token_change {
+                OnTokenChange::Signal => {
+                    let sig = e.cfg.reload_signal.0;
+                    tracing::info!(program = %name, "sending {sig} for the new token");
+                    let _ = e.control.send(Control::Signal(sig));
+                    if e.cfg.health.is_some() {
+                        e.verify_until = Some(Instant::now() + verify_timeout);
+                    }
+                }
+                OnTokenChange::Restart => {
+                    tracing::info!(program = %name, "restarting for the new token");
+                    let _ = e.control.send(Control::Restart(RestartReason::Token));
+                }
+                OnTokenChange::None => {}
+            }
+        }
+    }
+
+    fn token_verify_timeout(&self) -> Duration {
+        self.cfg.token.as_ref().map_or(Duration::from_secs(30), |t| t.verify_timeout)
+    }
+
+    /// Programs that were signalled a new token and are still not healthy get restarted.
+    fn check_verifications(&mut self) {
+        let now = Instant::now();
+        for (name, e) in self.entries.iter_mut() {
+            if e.verify_until.is_some_and(|t| t <= now) {
+                e.verify_until = None;
+                tracing::warn!(program = %name, "not healthy {:?} after the token hand-over; restarting", self.cfg.token.as_ref().map(|t| t.verify_timeout));
+                let _ = e.control.send(Control::Restart(RestartReason::Token));
+            }
+        }
+    }
+
+    fn next_verification(&self) -> Option<Instant> {
+        self.entries.values().filter_map(|e| e.verify_until).min()
+    }
+
+    fn start_keeper(&mut self) {
+        let Some(tcfg) = self.cfg.token.clone() else { return };
+        if tcfg.provider == crate::config::TokenProviderKind::None {
+            return;
+        }
+        let config_dir = self.cfg.source.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let setup = KeeperSetup {
+            cfg: tcfg,
+            state_dir: self.cfg.supervisor.state_dir.clone(),
+            config_dir,
+            login_url: format!("{}/login", self.cfg.http.public_url()),
+            reaper: self.reaper.clone(),
+            metrics: self.metrics.clone(),
+            notifier: self.notifier.clone(),
+            generation: self.token_generation.clone(),
+        };
+        self.keeper = Some(Keeper::spawn(setup, self.keeper_tx.clone()));
+    }
+
     fn forward(&self, sig: Signal) {
         for (name, e) in &self.entries {
             if !e.gone {
@@ -420,12 +578,17 @@ impl Supervisor {
                 None
             }
         };
+        self.start_keeper();
         let (req_tx, mut requests) = unbounded_channel();
         let app = crate::http::AppState {
             programs: self.view(),
             requests: req_tx,
             api_token: self.cfg.http.api_token().cloned(),
             reaper: self.reaper.clone(),
+            metrics: self.metrics.clone(),
+            keeper: self.keeper.clone(),
+            kite: self.cfg.token.as_ref().and_then(|t| t.kite.clone()),
+            nonces: Default::default(),
         };
         crate::http::serve(self.cfg.http.listen, app).await?;
         tracing::info!(
@@ -436,6 +599,7 @@ impl Supervisor {
         self.start_ready();
         let mut reload_at: Option<Instant> = None;
         loop {
+            let verify_at = self.next_verification();
             tokio::select! {
                 Some((name, ev)) = self.events.recv() => self.on_program_event(name, ev),
                 Some(sig) = signals.recv() => match sig {
@@ -450,7 +614,7 @@ impl Supervisor {
                         reload_at = None;
                         self.reload();
                     }
-                    libc::SIGUSR1 => tracing::info!("SIGUSR1 received: no token provider configured"),
+                    libc::SIGUSR1 => self.request_refresh(Trigger::Signal),
                     other => {
                         if let Ok(s) = Signal::try_from(other) {
                             self.forward(s);
@@ -459,6 +623,8 @@ impl Supervisor {
                 },
                 Some(req) = requests.recv() => self.on_request(req),
                 Some(ev) = self.health_rx.recv() => self.on_health(ev),
+                Some(ev) = self.keeper_rx.recv() => self.on_keeper_event(ev),
+                _ = sleep_until_opt(verify_at) => self.check_verifications(),
                 Some(()) = config_changes.recv() => {
                     reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
                 }

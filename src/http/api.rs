@@ -15,6 +15,7 @@ use crate::supervisor::Health;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
         .route("/api/v1/programs/{name}/restart", post(restart))
@@ -25,7 +26,25 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
 async fn readyz(State(st): State<AppState>) -> Response {
+    if let Some(k) = &st.keeper {
+        let t = k.status.borrow().clone();
+        if t.state != crate::token::keeper::TokenState::Valid {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"ready": false, "reason": format!("token is {}", serde_json::to_value(t.state).unwrap_or_default().as_str().unwrap_or("unknown")), "token": t})),
+            )
+                .into_response();
+        }
+    }
     let programs = st.programs.borrow().clone();
     let not_ready: Vec<_> = programs
         .values()
@@ -49,8 +68,10 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
     let programs: Vec<_> = st.programs.borrow().values().cloned().collect();
+    let token = st.keeper.as_ref().map(|k| k.status.borrow().clone());
     Json(json!({
         "programs": programs,
+        "token": token,
         "warden": {
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),

@@ -2,6 +2,7 @@
 //! Kite login callback. Handlers read snapshots and send commands; they never own state.
 
 pub mod api;
+pub mod login;
 
 use std::net::SocketAddr;
 
@@ -31,6 +32,11 @@ pub struct AppState {
     pub requests: UnboundedSender<Request>,
     pub api_token: Option<Secret>,
     pub reaper: crate::reaper::Reaper,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub keeper: Option<crate::token::keeper::KeeperHandle>,
+    pub kite: Option<crate::config::KiteConfig>,
+    /// Outstanding manual-login `state` nonces and when they were issued.
+    pub nonces: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +49,7 @@ pub enum HttpError {
 }
 
 pub fn router(state: AppState) -> Router {
-    api::routes().with_state(state)
+    api::routes().merge(login::routes()).with_state(state)
 }
 
 /// Bind now (so a busy port fails start-up), serve in the background. Returns the bound address.

@@ -49,6 +49,7 @@ pub struct ProgramActor {
     budget: RestartBudget,
     /// With a health check the program is `starting` until the supervisor sees it healthy.
     starts_as: ProgramState,
+    token_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ProgramActor {
@@ -58,6 +59,7 @@ impl ProgramActor {
         reaper: Reaper,
         events: EventSender,
         control: UnboundedReceiver<Control>,
+        token_generation: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         ProgramActor {
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
@@ -72,6 +74,7 @@ impl ProgramActor {
             reaper,
             events,
             control,
+            token_generation,
         }
     }
 
@@ -160,6 +163,9 @@ impl ProgramActor {
     }
 
     fn spawn(&mut self) -> Phase {
+        // Read before the spawn: the keeper bumps it only after the env file holds the new
+        // token, so a child spawned after this read sees at least this generation.
+        let generation = self.token_generation.load(std::sync::atomic::Ordering::SeqCst);
         match spawn::spawn(&self.reaper, &self.cfg) {
             Ok(sp) => {
                 tracing::info!(program = %self.name, pid = sp.pid, "started");
@@ -169,7 +175,7 @@ impl ProgramActor {
                 if let Some(fd) = sp.stderr {
                     crate::logs::pump(self.name.clone(), "stderr", fd);
                 }
-                self.report(ProgramEvent::Spawned { pid: sp.pid });
+                self.report(ProgramEvent::Spawned { pid: sp.pid, generation });
                 self.state(self.starts_as, Some(sp.pid));
                 Phase::Running(Running {
                     pid: sp.pid,

@@ -98,9 +98,8 @@ pub enum ProgramEvent {
         state: ProgramState,
         pid: Option<i32>,
     },
-    Spawned {
-        pid: i32,
-    },
+    /// `generation`: the token generation in the env file when the process was spawned.
+    Spawned { pid: i32, generation: u64 },
     Exited {
         pid: i32,
         status: ExitStatus,

@@ -1,19 +1,238 @@
-//! `warden sandbox kite`: a local Kite Connect simulator.
+//! `warden sandbox kite`: a local Kite Connect simulator (SPEC §8), one listener serving both
+//! the login host and the API host paths, so `login_base` = `api_base` = `http://ADDR`.
+//!
+//! In-process use (tests): [`spawn`] a [`SandboxOptions`] on `127.0.0.1:0` and talk to
+//! [`SandboxHandle::base_url`]; the handle also offers the `/_sandbox/` controls directly.
+//! See docs/sandbox.md for endpoints, lockout and fault behaviour.
+
+mod faults;
+mod page;
+mod routes;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use faults::{Fault, FaultKind};
+pub use state::{SandboxStats, BLOCKED_MESSAGE, STRIKES};
+
+use super::{parse_duration, say, termination, SandboxError};
+use crate::config::{KiteConfig, LoginMode, Secret};
+use crate::token::login::{InvalidTotpSecret, Totp};
+
+// Fixed demo credentials: fake sandbox values, printed at start on purpose so the shipped
+// supervisor.toml (and a person at a browser) can use them.
+pub const DEFAULT_API_KEY: &str = "kitefront";
+pub const DEFAULT_API_SECRET: &str = "kitefront-sandbox-secret";
+pub const DEFAULT_USER_ID: &str = "AB1234";
+pub const DEFAULT_USER_NAME: &str = "Sandbox Trader";
+pub const DEFAULT_PASSWORD: &str = "sandbox-password";
+pub const DEFAULT_TOTP_SECRET: &str = "WARDENSANDBOXTOTPSECRETKITEAB234";
+pub const DEFAULT_REDIRECT_URL: &str = "http://127.0.0.1:9180/kite/callback";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9190";
 
 /// Command-line options of `warden sandbox kite`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KiteArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9190")]
-    pub listen: std::net::SocketAddr,
+    /// Address to listen on (port 0 picks a free port; the real one is printed)
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Lifetime of an access token from its creation
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// Lifetime of a request token (single-use anyway)
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub request_token_ttl: Duration,
+    /// The app's api_key
+    #[arg(long, default_value = DEFAULT_API_KEY)]
+    pub api_key: String,
+    /// The app's api_secret (checksum verification)
+    #[arg(long, default_value = DEFAULT_API_SECRET)]
+    pub api_secret: String,
+    /// The one user who can log in
+    #[arg(long, default_value = DEFAULT_USER_ID)]
+    pub user_id: String,
+    /// That user's password
+    #[arg(long, default_value = DEFAULT_PASSWORD)]
+    pub password: String,
+    /// That user's TOTP secret (base32)
+    #[arg(long, default_value = DEFAULT_TOTP_SECRET)]
+    pub totp_secret: String,
+    /// The app's registered redirect URL (where /connect/login finally sends the browser)
+    #[arg(long, default_value = DEFAULT_REDIRECT_URL)]
+    pub redirect_url: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("not implemented yet")]
-    NotImplemented,
+/// Everything a sandbox needs. `Default` uses the demo credentials on `127.0.0.1:0`.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub listen: SocketAddr,
+    pub api_key: String,
+    pub api_secret: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub password: String,
+    pub totp_secret: String,
+    pub redirect_url: String,
+    pub token_ttl: Duration,
+    pub request_token_ttl: Duration,
 }
 
-pub async fn run(_args: KiteArgs) -> Result<(), SandboxError> {
-    Err(SandboxError::NotImplemented)
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_key: DEFAULT_API_KEY.into(),
+            api_secret: DEFAULT_API_SECRET.into(),
+            user_id: DEFAULT_USER_ID.into(),
+            user_name: DEFAULT_USER_NAME.into(),
+            password: DEFAULT_PASSWORD.into(),
+            totp_secret: DEFAULT_TOTP_SECRET.into(),
+            redirect_url: DEFAULT_REDIRECT_URL.into(),
+            token_ttl: Duration::from_secs(24 * 3600),
+            request_token_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+impl From<KiteArgs> for SandboxOptions {
+    fn from(a: KiteArgs) -> Self {
+        SandboxOptions {
+            listen: a.listen,
+            api_key: a.api_key,
+            api_secret: a.api_secret,
+            user_id: a.user_id.trim().to_ascii_uppercase(),
+            password: a.password,
+            totp_secret: a.totp_secret,
+            redirect_url: a.redirect_url,
+            token_ttl: a.token_ttl,
+            request_token_ttl: a.request_token_ttl,
+            ..SandboxOptions::default()
+        }
+    }
+}
+
+/// A running sandbox. Dropping it stops accepting connections.
+pub struct SandboxHandle {
+    addr: SocketAddr,
+    kite: Arc<state::Kite>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SandboxHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SandboxHandle {
+    /// The bound address (the real port when `listen` had port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`: both `login_base` and `api_base`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn options(&self) -> &SandboxOptions {
+        &self.kite.opts
+    }
+
+    /// A `[token.kite]` config pointing at this sandbox with its credentials, TOTP login.
+    pub fn kite_config(&self) -> KiteConfig {
+        let o = &self.kite.opts;
+        KiteConfig {
+            api_key: o.api_key.clone(),
+            api_secret: Secret::new(o.api_secret.clone()),
+            user_id: o.user_id.clone(),
+            login: LoginMode::Totp,
+            password: Secret::new(o.password.clone()),
+            totp_secret: Secret::new(o.totp_secret.clone()),
+            login_base: self.base_url(),
+            api_base: self.base_url(),
+        }
+    }
+
+    /// The user's TOTP code right now.
+    pub fn current_totp(&self) -> String {
+        current_totp(&self.kite.opts.totp_secret).unwrap_or_default()
+    }
+
+    /// Same as `GET /_sandbox/stats`.
+    pub fn stats(&self) -> SandboxStats {
+        self.kite.stats()
+    }
+
+    /// Same as `POST /_sandbox/expire`; returns how many tokens died.
+    pub fn expire_all(&self) -> usize {
+        self.kite.expire_all()
+    }
+
+    /// Same as `POST /_sandbox/reset`.
+    pub fn reset(&self) {
+        self.kite.reset()
+    }
+
+    /// Same as `POST /_sandbox/fault`.
+    pub fn inject(&self, fault: Fault) {
+        self.kite.add_fault(fault)
+    }
+}
+
+/// The current 6-digit code for a base32 TOTP secret (RFC 6238, SHA-1, 30 s).
+pub fn current_totp(secret_base32: &str) -> Result<String, InvalidTotpSecret> {
+    Ok(Totp::from_base32(secret_base32)?.current())
+}
+
+/// The code of the step after the current one: the sandbox (like most TOTP servers) accepts
+/// ±1 step, so tests can log in twice within 30 s without replaying a code.
+pub fn next_totp(secret_base32: &str) -> Result<String, InvalidTotpSecret> {
+    let t = Totp::from_base32(secret_base32)?;
+    Ok(t.code_at(crate::token::login::unix_now() + Totp::STEP_SECS))
+}
+
+/// Bind and serve in the background of the current tokio runtime.
+pub async fn spawn(opts: SandboxOptions) -> Result<SandboxHandle, SandboxError> {
+    let totp = Totp::from_base32(&opts.totp_secret)
+        .map_err(|e| SandboxError::Config(format!("--totp-secret: {e}")))?;
+    url::Url::parse(&opts.redirect_url)
+        .map_err(|e| SandboxError::Config(format!("--redirect-url: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| SandboxError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(SandboxError::Serve)?;
+    let kite = Arc::new(state::Kite::new(opts, totp));
+    let task = tokio::spawn(server::serve(listener, kite.clone()));
+    Ok(SandboxHandle { addr, kite, task })
+}
+
+/// `warden sandbox kite`: serve until SIGTERM/SIGINT, then exit 0.
+pub async fn run(args: KiteArgs) -> Result<(), SandboxError> {
+    let stop = termination()?;
+    let handle = spawn(args.into()).await?;
+    let o = handle.options();
+    say(&[
+        format!("listening on {}", handle.base_url()),
+        format!("user_id: {}", o.user_id),
+        format!("password: {}", o.password),
+        format!("totp_secret: {}", o.totp_secret),
+        format!("api_key: {}", o.api_key),
+        format!("api_secret: {}", o.api_secret),
+        format!("redirect_url: {}", o.redirect_url),
+        format!(
+            "token_ttl: {}",
+            humantime::format_duration(o.token_ttl)
+        ),
+        "(fake sandbox credentials; controls: POST /_sandbox/expire|fault|reset, GET /_sandbox/stats)"
+            .to_string(),
+    ]);
+    stop.await;
+    Ok(())
 }

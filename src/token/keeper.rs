@@ -143,6 +143,8 @@ pub struct KeeperSetup {
     pub reaper: Reaper,
     pub metrics: Arc<Metrics>,
     pub notifier: Notifier,
+    /// Shared with program actors, which read it right before each spawn.
+    pub generation: Arc<AtomicU64>,
 }
 
 fn rfc3339(t: i64) -> Option<String> {
@@ -153,7 +155,7 @@ impl Keeper {
     pub fn spawn(setup: KeeperSetup, events: UnboundedSender<KeeperEvent>) -> KeeperHandle {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (status, status_rx) = watch::channel(TokenStatus::default());
-        let generation = Arc::new(AtomicU64::new(0));
+        let generation = setup.generation.clone();
         let tz = TimeZone::get(&setup.cfg.timezone).unwrap_or(TimeZone::UTC);
         let keeper = Keeper {
             cfg: setup.cfg,
@@ -537,14 +539,11 @@ impl Keeper {
 
     async fn run_command(&mut self) -> Result<Secret, BrokerError> {
         let cfg = self.cfg.command.clone().ok_or_else(|| BrokerError::Config("[token.command] is missing".into()))?;
-        let out = super::command::run(&self.reaper, &cfg, &self.config_dir)
-            .await
-            .map_err(|e| match e {
-                super::command::CommandError::Timeout(_) | super::command::CommandError::Spawn(_) => {
-                    BrokerError::Network { step: super::kite::Step::Login, url: "token.command".into(), detail: e.to_string() }
-                }
-                other => BrokerError::UnexpectedFlow { step: super::kite::Step::Login, detail: other.to_string() },
-            })?;
+        // A script failure is retried within the attempt caps (the script owns its own
+        // credential handling); only a broker rejection stops automated attempts.
+        let out = super::command_run::run(&self.reaper, &cfg, &self.config_dir).await.map_err(|e| {
+            BrokerError::Network { step: super::kite::Step::Login, url: "token.command".into(), detail: e.to_string() }
+        })?;
         Ok(out)
     }
 
@@ -595,13 +594,17 @@ impl Keeper {
         });
         self.metrics.set_token_expiry(Some(rec.expires_at));
         let source = rec.source;
+        let refreshed = NotifyEvent::TokenRefreshed {
+            user_id: Some(rec.user_id.clone()).filter(|u| !u.is_empty()),
+            expires_at: Some(rec.expires_at),
+        };
         self.current = Some(rec);
         self.set_state(TokenState::Valid, None);
         if changed {
             let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
             if announce {
                 tracing::info!(source = source.as_str(), generation, "new token in place");
-                self.notifier.notify(NotifyEvent::TokenRefreshed);
+                self.notifier.notify(refreshed);
                 let _ = self.events.send(KeeperEvent::TokenChanged { generation });
             }
         }

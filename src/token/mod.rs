@@ -1,8 +1,13 @@
 //! The broker access token: obtaining it, validating it, storing it, handing it to programs.
 
 pub mod command;
+pub mod command_run;
 pub mod dotenv;
 mod env_watch;
+pub mod keeper;
+pub mod kite;
+pub mod login;
+pub mod schedule;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,68 @@
+//! The accept loop. Our own rather than `axum::serve` for one reason: a `drop` fault must
+//! close the connection without an answer, which only the connection layer can do (a hyper
+//! service that fails makes hyper abort the connection).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use super::faults::FaultKind;
+use super::routes::router;
+use super::state::Kite;
+
+/// What a `drop` fault returns to hyper so that it hangs up.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose by a sandbox fault")]
+struct DroppedOnPurpose;
+
+pub(super) async fn serve(listener: TcpListener, kite: Arc<Kite>) {
+    let app = router(kite.clone());
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors and the like: back off instead of spinning.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (kite, app) = (kite.clone(), app.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| answer(kite.clone(), app.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    kite: Arc<Kite>,
+    app: axum::Router,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DroppedOnPurpose> {
+    if let Some(fault) = kite.take_fault(req.uri().path()) {
+        if fault.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        }
+        match fault.kind {
+            FaultKind::Drop => return Err(DroppedOnPurpose),
+            FaultKind::Delay => {}
+            FaultKind::Status | FaultKind::Garbage => return Ok(fault.response()),
+        }
+    }
+    let resp: Result<Response<Body>, Infallible> = TowerToHyperService::new(app).call(req).await;
+    match resp {
+        Ok(r) => Ok(r),
+        Err(never) => match never {},
+    }
+}
