@@ -1,0 +1,264 @@
+//! Notifications against a real HTTP sink on 127.0.0.1:0.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::Json;
+use tokio::sync::mpsc;
+use warden::config::{NotifyConfig, Secret};
+use warden::metrics::Metrics;
+use warden::notify::{Channel, Notifier, NotifyEvent};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Records every POST (path, JSON body) and answers with `status`.
+struct Sink {
+    addr: SocketAddr,
+    rx: mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+    status: Arc<AtomicU16>,
+}
+
+impl Sink {
+    async fn start() -> Sink {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = Arc::new(AtomicU16::new(200));
+        let state = (tx, status.clone());
+        let app = axum::Router::new()
+            .fallback(
+                |State((tx, status)): State<(
+                    mpsc::UnboundedSender<(String, serde_json::Value)>,
+                    Arc<AtomicU16>,
+                )>,
+                 uri: Uri,
+                 Json(body): Json<serde_json::Value>| async move {
+                    let _ = tx.send((uri.path().to_string(), body));
+                    let code = StatusCode::from_u16(status.load(Ordering::Relaxed)).unwrap();
+                    (code, Json(serde_json::json!({"ok": code.is_success()})))
+                },
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Sink { addr, rx, status }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn next(&mut self) -> (String, serde_json::Value) {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("a request within the deadline")
+            .unwrap()
+    }
+}
+
+fn webhook(url: &str) -> NotifyConfig {
+    NotifyConfig {
+        webhook_url: Secret::new(url),
+        ..Default::default()
+    }
+}
+
+fn fatal(program: &str) -> NotifyEvent {
+    NotifyEvent::ProgramFatal {
+        program: program.into(),
+    }
+}
+
+#[tokio::test]
+async fn each_event_arrives_as_json() {
+    let mut sink = Sink::start().await;
+    let n = Notifier::new(&webhook(&sink.url("/hook")));
+    assert!(n.is_enabled());
+
+    n.notify(NotifyEvent::TokenNeedsLogin {
+        login_url: "http://127.0.0.1:9180/login".into(),
+    });
+    let (path, body) = sink.next().await;
+    assert_eq!(path, "/hook");
+    assert_eq!(body["event"], "token_needs_login");
+    assert_eq!(body["login_url"], "http://127.0.0.1:9180/login");
+    assert!(body["program"].is_null());
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("http://127.0.0.1:9180/login") && text.contains("log in"),
+        "{text}"
+    );
+
+    n.notify(NotifyEvent::TokenRefreshFailed {
+        reason: "TOTP rejected".into(),
+    });
+    let (_, body) = sink.next().await;
+    assert_eq!(body["event"], "token_refresh_failed");
+    assert!(body["login_url"].is_null() && body["program"].is_null());
+    assert!(body["text"].as_str().unwrap().contains("TOTP rejected"));
+
+    n.notify(NotifyEvent::TokenRefreshed {
+        user_id: Some("AB1234".into()),
+        expires_at: None,
+    });
+    let (_, body) = sink.next().await;
+    assert_eq!(body["event"], "token_refreshed");
+    assert!(body["text"].as_str().unwrap().contains("AB1234"));
+
+    n.notify(fatal("backend"));
+    let (_, body) = sink.next().await;
+    assert_eq!(body["event"], "program_fatal");
+    assert_eq!(body["program"], "backend");
+    assert!(body["login_url"].is_null());
+    assert!(body["text"]
+        .as_str()
+        .unwrap()
+        .contains("warden restart backend"));
+    let mut keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["event", "login_url", "program", "text"]);
+}
+
+#[tokio::test]
+async fn repeats_are_suppressed_per_event_and_program() {
+    let mut sink = Sink::start().await;
+    let n = Notifier::new(&webhook(&sink.url("/hook")));
+    n.notify(fatal("backend"));
+    n.notify(fatal("backend")); // suppressed
+    n.clone().notify(fatal("backend")); // clones share the dedup state
+    n.notify(fatal("frontend")); // another program: sent
+    n.notify(NotifyEvent::TokenRefreshFailed { reason: "x".into() }); // another event: sent
+                                                                      // Delivery is in order, so a duplicate would arrive before these.
+    assert_eq!(sink.next().await.1["program"], "backend");
+    assert_eq!(sink.next().await.1["program"], "frontend");
+    assert_eq!(sink.next().await.1["event"], "token_refresh_failed");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sink.rx.recv())
+            .await
+            .is_err(),
+        "a suppressed repeat was delivered"
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_after_the_window_is_sent() {
+    let mut sink = Sink::start().await;
+    let window = Duration::from_millis(100);
+    let n = Notifier::with_dedup_window(&webhook(&sink.url("/hook")), window);
+    n.notify(fatal("backend"));
+    assert_eq!(sink.next().await.1["program"], "backend");
+    // Let the window pass: the precondition of this test, not a wait for its result.
+    tokio::time::sleep(window + Duration::from_millis(50)).await;
+    n.notify(fatal("backend"));
+    assert_eq!(sink.next().await.1["program"], "backend");
+}
+
+#[tokio::test]
+async fn telegram_gets_chat_id_and_text() {
+    let mut sink = Sink::start().await;
+    let cfg = NotifyConfig {
+        telegram_bot_token: Secret::new("123:ABC-secret"),
+        telegram_chat_id: "-100777".into(),
+        telegram_api_base: sink.url("/tg/"),
+        ..Default::default()
+    };
+    let n = Notifier::new(&cfg);
+    n.notify(NotifyEvent::TokenNeedsLogin {
+        login_url: "http://box/login".into(),
+    });
+    let (path, body) = sink.next().await;
+    assert_eq!(path, "/tg/bot123:ABC-secret/sendMessage");
+    assert_eq!(body["chat_id"], "-100777");
+    assert!(body["text"].as_str().unwrap().contains("http://box/login"));
+}
+
+#[tokio::test]
+async fn webhook_and_telegram_both_receive() {
+    let mut sink = Sink::start().await;
+    let cfg = NotifyConfig {
+        webhook_url: Secret::new(sink.url("/hook")),
+        telegram_bot_token: Secret::new("9:T"),
+        telegram_chat_id: "42".into(),
+        telegram_api_base: sink.url(""),
+        ..Default::default()
+    };
+    Notifier::new(&cfg).notify(fatal("backend"));
+    let mut paths = vec![sink.next().await.0, sink.next().await.0];
+    paths.sort();
+    assert_eq!(paths, ["/bot9:T/sendMessage", "/hook"]);
+}
+
+#[tokio::test]
+async fn telegram_needs_both_token_and_chat() {
+    let cfg = NotifyConfig {
+        telegram_bot_token: Secret::new("9:T"),
+        ..Default::default()
+    };
+    assert!(!Notifier::new(&cfg).is_enabled());
+    assert!(!Notifier::new(&NotifyConfig::default()).is_enabled());
+    // Disabled: notify is a harmless no-op.
+    Notifier::new(&NotifyConfig::default()).notify(fatal("x"));
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dead_sink_is_counted_and_never_blocks() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let n = Notifier::new(&webhook(&format!("http://{addr}/hook")));
+    let metrics = Metrics::new();
+    n.set_metrics(&metrics);
+
+    let start = Instant::now();
+    n.notify(fatal("a"));
+    n.notify(fatal("b"));
+    assert!(
+        start.elapsed() < Duration::from_millis(50),
+        "notify blocked"
+    );
+
+    wait_for(|| n.failures(Channel::Webhook) == 2).await;
+    assert_eq!(n.failures(Channel::Telegram), 0);
+    assert!(metrics
+        .render()
+        .contains("warden_notify_failures_total{channel=\"webhook\"} 2"));
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_once_client_errors_never() {
+    let mut sink = Sink::start().await;
+    let n = Notifier::new(&webhook(&sink.url("/hook")));
+
+    sink.status.store(500, Ordering::Relaxed);
+    n.notify(fatal("a"));
+    assert_eq!(sink.next().await.1["program"], "a");
+    assert_eq!(sink.next().await.1["program"], "a"); // the one retry
+    wait_for(|| n.failures(Channel::Webhook) == 1).await;
+
+    sink.status.store(404, Ordering::Relaxed);
+    n.notify(fatal("b"));
+    n.notify(fatal("marker"));
+    assert_eq!(sink.next().await.1["program"], "b");
+    assert_eq!(sink.next().await.1["program"], "marker"); // no retry of "b" in between
+    wait_for(|| n.failures(Channel::Webhook) == 3).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sink.rx.recv())
+            .await
+            .is_err(),
+        "more than one retry"
+    );
+}
