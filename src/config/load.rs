@@ -48,19 +48,18 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
 
-    // Stages in order; a problem of a later stage about the same key as an earlier one is a
-    // consequence of it (an unset variable leaves a key empty, which is then "missing") and
-    // would only be noise.
-    let mut stages: Vec<Vec<Found>> = Vec::new();
-    stages.push(expand::expand_tree(&mut root, env));
-    stages.push(secrets::resolve_files(&mut root, &base));
+    let expanded = expand::expand_tree(&mut root, env);
+    let from_files = secrets::resolve_files(&mut root, &base);
     secrets::normalize_totp_secret(&mut root);
-    let (mut cfg, found) = typed::deserialize(root);
-    stages.push(found);
+    let (mut cfg, type_errors, unknown_keys) = typed::deserialize(root);
     resolve_paths(&mut cfg, &base);
     cfg.source = abs;
-    stages.push(validate::validate(&cfg));
+    let semantic = validate::validate(&cfg);
 
+    // A problem of a later stage about the same key as an earlier one is a consequence of it
+    // (an unset variable leaves a key empty, which is then "missing") and would only be noise.
+    // Unknown keys come first: for a misspelt key, the spelling is what needs fixing.
+    let stages = [unknown_keys, expanded, from_files, type_errors, semantic];
     let mut kept: Vec<Found> = Vec::new();
     for stage in stages {
         let earlier = kept.len();
@@ -406,6 +405,17 @@ api_key_file = "k"
         );
         assert_eq!(c.programs["b"].cwd, base);
         assert_eq!(c.programs["b"].env_file, None);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_reported_as_unknown_even_if_its_value_does_not_expand() {
+        let all = problems("[http]\nlistne = \"${T_UNSET_ADDR}\"\n");
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert!(
+            all[0].message.contains("did you mean `listen`"),
+            "{}",
+            all[0].message
+        );
     }
 
     #[test]
