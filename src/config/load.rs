@@ -29,22 +29,17 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
             ),
         }])
     })?;
-    let locator = Locator::parse(&text).map_err(|e| {
+    let syntax = |span: Option<std::ops::Range<usize>>, message: &str| {
         fail(vec![Problem {
             key: String::new(),
-            line: e.span().map(|s| line_of(&text, s.start)),
-            // Only the message: toml's full Display quotes the source line, which may hold
-            // a secret.
-            message: format!("TOML syntax error: {}", e.message().trim_end()),
+            line: span.map(|s| line_of(&text, s.start)),
+            message: syntax_message(message),
         }])
-    })?;
-    let mut root: toml::Table = toml::from_str(&text).map_err(|e| {
-        fail(vec![Problem {
-            key: String::new(),
-            line: e.span().map(|s| line_of(&text, s.start)),
-            message: format!("TOML syntax error: {}", e.message().trim_end()),
-        }])
-    })?;
+    };
+    let locator = Locator::parse(&text).map_err(|e| syntax(e.span(), e.message()))?;
+    // The same text again, into the tree the pipeline edits (toml_edit's document is for
+    // positions only); it parsed above, so this cannot fail in practice.
+    let mut root: toml::Table = toml::from_str(&text).map_err(|e| syntax(e.span(), e.message()))?;
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
 
@@ -87,6 +82,18 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
     // Compiler order: by line; problems without a line (none so far) go last.
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     Err(fail(problems))
+}
+
+/// One line, and only the parser's message: toml's full error display quotes the source line,
+/// which may hold a secret.
+fn syntax_message(raw: &str) -> String {
+    let one_line = raw.trim().lines().collect::<Vec<_>>().join("; ");
+    let hint = if one_line.contains("invalid time") || one_line.contains("invalid date") {
+        " (times and durations are strings here: put them in quotes, like \"06:00\" or \"5s\")"
+    } else {
+        ""
+    };
+    format!("TOML syntax error: {one_line}{hint}")
 }
 
 /// Relative paths are relative to the config file's directory, as in docker-compose, so a
@@ -202,7 +209,18 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].line, Some(3));
         assert!(e[0].message.starts_with("TOML syntax error"));
+        assert!(!e[0].message.contains('\n'));
         assert!(!e[0].message.contains("hunter2"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn multi_line_parser_messages_become_one_line_with_hints() {
+        let e = problems("a = \n");
+        assert_eq!(e.len(), 1);
+        assert!(!e[0].message.contains('\n'), "{}", e[0].message);
+        let e = problems("[token]\nexpires_at = 06:00\n");
+        assert_eq!(e[0].line, Some(2));
+        assert!(e[0].message.contains("in quotes"), "{}", e[0].message);
     }
 
     #[test]
