@@ -29,38 +29,32 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
             ),
         }])
     })?;
-    let locator = Locator::parse(&text).map_err(|e| {
+    let syntax = |span: Option<std::ops::Range<usize>>, message: &str| {
         fail(vec![Problem {
             key: String::new(),
-            line: e.span().map(|s| line_of(&text, s.start)),
-            // Only the message: toml's full Display quotes the source line, which may hold
-            // a secret.
-            message: format!("TOML syntax error: {}", e.message().trim_end()),
+            line: span.map(|s| line_of(&text, s.start)),
+            message: syntax_message(message),
         }])
-    })?;
-    let mut root: toml::Table = toml::from_str(&text).map_err(|e| {
-        fail(vec![Problem {
-            key: String::new(),
-            line: e.span().map(|s| line_of(&text, s.start)),
-            message: format!("TOML syntax error: {}", e.message().trim_end()),
-        }])
-    })?;
+    };
+    let locator = Locator::parse(&text).map_err(|e| syntax(e.span(), e.message()))?;
+    // The same text again, into the tree the pipeline edits (toml_edit's document is for
+    // positions only); it parsed above, so this cannot fail in practice.
+    let mut root: toml::Table = toml::from_str(&text).map_err(|e| syntax(e.span(), e.message()))?;
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
 
-    // Stages in order; a problem of a later stage about the same key as an earlier one is a
-    // consequence of it (an unset variable leaves a key empty, which is then "missing") and
-    // would only be noise.
-    let mut stages: Vec<Vec<Found>> = Vec::new();
-    stages.push(expand::expand_tree(&mut root, env));
-    stages.push(secrets::resolve_files(&mut root, &base));
+    let expanded = expand::expand_tree(&mut root, env);
+    let from_files = secrets::resolve_files(&mut root, &base);
     secrets::normalize_totp_secret(&mut root);
-    let (mut cfg, found) = typed::deserialize(root);
-    stages.push(found);
+    let (mut cfg, type_errors, unknown_keys) = typed::deserialize(root);
     resolve_paths(&mut cfg, &base);
     cfg.source = abs;
-    stages.push(validate::validate(&cfg));
+    let semantic = validate::validate(&cfg);
 
+    // A problem of a later stage about the same key as an earlier one is a consequence of it
+    // (an unset variable leaves a key empty, which is then "missing") and would only be noise.
+    // Unknown keys come first: for a misspelt key, the spelling is what needs fixing.
+    let stages = [unknown_keys, expanded, from_files, type_errors, semantic];
     let mut kept: Vec<Found> = Vec::new();
     for stage in stages {
         let earlier = kept.len();
@@ -88,6 +82,18 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
     // Compiler order: by line; problems without a line (none so far) go last.
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     Err(fail(problems))
+}
+
+/// One line, and only the parser's message: toml's full error display quotes the source line,
+/// which may hold a secret.
+fn syntax_message(raw: &str) -> String {
+    let one_line = raw.trim().lines().collect::<Vec<_>>().join("; ");
+    let hint = if one_line.contains("invalid time") || one_line.contains("invalid date") {
+        " (times and durations are strings here: put them in quotes, like \"06:00\" or \"5s\")"
+    } else {
+        ""
+    };
+    format!("TOML syntax error: {one_line}{hint}")
 }
 
 /// Relative paths are relative to the config file's directory, as in docker-compose, so a
@@ -203,7 +209,18 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].line, Some(3));
         assert!(e[0].message.starts_with("TOML syntax error"));
+        assert!(!e[0].message.contains('\n'));
         assert!(!e[0].message.contains("hunter2"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn multi_line_parser_messages_become_one_line_with_hints() {
+        let e = problems("a = \n");
+        assert_eq!(e.len(), 1);
+        assert!(!e[0].message.contains('\n'), "{}", e[0].message);
+        let e = problems("[token]\nexpires_at = 06:00\n");
+        assert_eq!(e[0].line, Some(2));
+        assert!(e[0].message.contains("in quotes"), "{}", e[0].message);
     }
 
     #[test]
@@ -406,6 +423,17 @@ api_key_file = "k"
         );
         assert_eq!(c.programs["b"].cwd, base);
         assert_eq!(c.programs["b"].env_file, None);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_reported_as_unknown_even_if_its_value_does_not_expand() {
+        let all = problems("[http]\nlistne = \"${T_UNSET_ADDR}\"\n");
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert!(
+            all[0].message.contains("did you mean `listen`"),
+            "{}",
+            all[0].message
+        );
     }
 
     #[test]

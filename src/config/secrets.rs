@@ -31,37 +31,25 @@ pub(crate) fn is_secret(path: &[Seg]) -> bool {
     })
 }
 
+/// The secret `X` that `path` names in its `X_file` form, if it does.
+fn secret_of_file_key(path: &[Seg]) -> Option<Vec<Seg>> {
+    let (Seg::Key(last), parent) = path.split_last()? else {
+        return None;
+    };
+    let mut secret = parent.to_vec();
+    secret.push(Seg::Key(last.strip_suffix("_file")?.to_string()));
+    is_secret(&secret).then_some(secret)
+}
+
+/// Is `path` the `X_file` form of a secret key?
+pub(crate) fn is_secret_file(path: &[Seg]) -> bool {
+    secret_of_file_key(path).is_some()
+}
+
 /// What a problem is about: `X_file` of a secret is about `X` (a missing file and the empty
 /// `X` it leaves are one problem, not two).
 pub(crate) fn subject(path: &[Seg]) -> Vec<Seg> {
-    let mut p = path.to_vec();
-    if let Some(Seg::Key(last)) = p.last_mut() {
-        if let Some(x) = last.strip_suffix("_file") {
-            let x = x.to_string();
-            let parent: Option<Vec<&str>> = path[..path.len() - 1]
-                .iter()
-                .map(|s| match s {
-                    Seg::Key(k) => Some(k.as_str()),
-                    Seg::Index(_) => None,
-                })
-                .collect();
-            if parent.is_some_and(|parent| is_secret_file_key(&parent, &format!("{x}_file"))) {
-                *last = x;
-            }
-        }
-    }
-    p
-}
-
-/// Is `key` (in the table at `parent`) the `_file` form of a secret?
-pub(crate) fn is_secret_file_key(parent: &[&str], key: &str) -> bool {
-    key.strip_suffix("_file").is_some_and(|x| {
-        SECRET_KEYS.iter().any(|keys| {
-            keys.len() == parent.len() + 1
-                && keys[..parent.len()] == *parent
-                && keys[parent.len()] == x
-        })
-    })
+    secret_of_file_key(path).unwrap_or_else(|| path.to_vec())
 }
 
 /// Replace every `X_file` of a secret key by `X` read from that file.
@@ -174,9 +162,17 @@ mod tests {
         assert!(is_secret(&at(&["http", "api_token"])));
         assert!(!is_secret(&at(&["token", "kite", "api_key"])));
         assert!(!is_secret(&at(&["token", "kite"])));
-        assert!(is_secret_file_key(&["token", "kite"], "password_file"));
-        assert!(!is_secret_file_key(&["token", "kite"], "api_key_file"));
-        assert!(!is_secret_file_key(&["token"], "env_file"));
+        assert!(is_secret_file(&at(&["token", "kite", "password_file"])));
+        assert!(!is_secret_file(&at(&["token", "kite", "api_key_file"])));
+        assert!(!is_secret_file(&at(&["token", "env_file"])));
+        assert_eq!(
+            subject(&at(&["notify", "webhook_url_file"])),
+            at(&["notify", "webhook_url"])
+        );
+        assert_eq!(
+            subject(&at(&["token", "env_file"])),
+            at(&["token", "env_file"])
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@ use super::secrets;
 /// A config has far fewer keys than this; it only bounds the loop.
 const MAX_PASSES: usize = 500;
 
-pub(crate) fn deserialize(mut root: toml::Table) -> (Config, Vec<Found>) {
+/// The typed config (defaults where keys were wrong), the type errors, and the unknown keys.
+pub(crate) fn deserialize(mut root: toml::Table) -> (Config, Vec<Found>, Vec<Found>) {
     coerce_env_values(&mut root);
     let mut found = Vec::new();
     let mut unknown = BTreeSet::new();
@@ -45,11 +46,14 @@ pub(crate) fn deserialize(mut root: toml::Table) -> (Config, Vec<Found>) {
             }
         }
     }
-    found.extend(unknown.into_iter().map(|p| {
-        let message = unknown_key_message(&p);
-        Found::new(p, message)
-    }));
-    (cfg.unwrap_or_default(), found)
+    let unknown = unknown
+        .into_iter()
+        .map(|p| {
+            let message = unknown_key_message(&p);
+            Found::new(p, message)
+        })
+        .collect();
+    (cfg.unwrap_or_default(), found, unknown)
 }
 
 /// `env = { PORT = 8000, DEBUG = true }` means what it says, as in docker-compose: numbers and
@@ -163,24 +167,12 @@ fn unknown_key_message(path: &[Seg]) -> String {
         return "unknown entry: remove it".to_string();
     };
     let known = known_keys(parent);
-    let parent_keys: Option<Vec<&str>> = parent
-        .iter()
-        .map(|s| match s {
-            Seg::Key(k) => Some(k.as_str()),
-            Seg::Index(_) => None,
-        })
-        .collect();
     if let (Some(base), Some(known)) = (key.strip_suffix("_file"), known) {
-        if known.contains(&base) {
-            let secret = parent_keys
-                .as_deref()
-                .is_some_and(|p| secrets::is_secret_file_key(p, key));
-            if !secret {
-                return format!(
-                    "unknown key: `{base}` is not a secret, so it has no `_file` form; \
-                     set `{base}` itself"
-                );
-            }
+        if known.contains(&base) && !secrets::is_secret_file(path) {
+            return format!(
+                "unknown key: `{base}` is not a secret, so it has no `_file` form; \
+                 set `{base}` itself"
+            );
         }
     }
     let what = if parent.is_empty() { "section" } else { "key" };
@@ -336,7 +328,8 @@ mod tests {
     fn non_table_program_is_one_problem_and_others_still_load() {
         let t: toml::Table =
             toml::from_str("[programs]\nweb = 5\n[programs.api]\ncommand = \"x\"\n").unwrap();
-        let (cfg, found) = deserialize(t);
+        let (cfg, found, unknown) = deserialize(t);
+        assert!(unknown.is_empty());
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             found[0].message.contains("expected a table"),

@@ -193,12 +193,7 @@ fn kite(kite: Option<&KiteConfig>, v: &mut Vec<Found>) {
             );
         }
     }
-    for key in ["login_base", "api_base"] {
-        let value = if key == "login_base" {
-            &kc.login_base
-        } else {
-            &kc.api_base
-        };
+    for (key, value) in [("login_base", &kc.login_base), ("api_base", &kc.api_base)] {
         if let Err(e) = web_url(value) {
             push(v, &k(key), e);
         }
