@@ -15,17 +15,17 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{self, Config, ProgramConfig};
 use crate::config::OnTokenChange;
+use crate::config::{self, Config, ProgramConfig};
 use crate::health::HealthEvent;
 use crate::metrics::Metrics;
-use crate::notify::{NotifyEvent, Notifier};
-use crate::token::keeper::{Keeper, KeeperEvent, KeeperHandle, KeeperMsg, KeeperSetup, Trigger};
-use std::sync::atomic::AtomicU64;
+use crate::notify::{Notifier, NotifyEvent};
 use crate::program::actor::ProgramActor;
 use crate::program::group::signal_group;
 use crate::program::{Control, ProgramEvent, ProgramState, RestartReason};
 use crate::reaper::{ExitStatus, Reaper};
+use crate::token::keeper::{Keeper, KeeperEvent, KeeperHandle, KeeperMsg, KeeperSetup, Trigger};
+use std::sync::atomic::AtomicU64;
 
 /// Bursts of writes to the config file (editors write several times) become one reload.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -225,7 +225,11 @@ impl Supervisor {
             .filter(|(_, e)| e.wanted && !e.start_sent && !e.gone)
             .filter(|(_, e)| e.cfg.depends_on.iter().all(|d| self.dependency_ready(d)))
             // Write the token before starting the programs that read it.
-            .filter(|(_, e)| self.token_settled || self.keeper.is_none() || e.cfg.on_token_change == OnTokenChange::None)
+            .filter(|(_, e)| {
+                self.token_settled
+                    || self.keeper.is_none()
+                    || e.cfg.on_token_change == OnTokenChange::None
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for name in ready {
@@ -255,10 +259,15 @@ impl Supervisor {
                     }
                 });
                 self.metrics.set_program_state(&name, state.as_str());
-                self.metrics.set_program_up(&name, matches!(state, ProgramState::Running | ProgramState::Starting));
+                self.metrics.set_program_up(
+                    &name,
+                    matches!(state, ProgramState::Running | ProgramState::Starting),
+                );
                 if state == ProgramState::Fatal {
                     tracing::error!(program = %name, "program is fatal");
-                    self.notifier.notify(NotifyEvent::ProgramFatal { program: name.clone() });
+                    self.notifier.notify(NotifyEvent::ProgramFatal {
+                        program: name.clone(),
+                    });
                 }
             }
             ProgramEvent::Spawned { pid, generation } => {
@@ -293,10 +302,11 @@ impl Supervisor {
         let client = self.probe_client.clone();
         let events = self.health_tx.clone();
         let metrics = self.metrics.clone();
-        let hook: crate::health::ResultHook =
-            Arc::new(move |program: &str, result: crate::health::ProbeResult, took: Duration| {
+        let hook: crate::health::ResultHook = Arc::new(
+            move |program: &str, result: crate::health::ProbeResult, took: Duration| {
                 metrics.observe_health(program, result.as_str(), took.as_secs_f64());
-            });
+            },
+        );
         if let Some(e) = self.entries.get_mut(name) {
             if let Some(old) = e.probe.take() {
                 old.abort();
@@ -397,7 +407,9 @@ impl Supervisor {
         self.metrics.inc_config_reload(true);
         if new.token != self.cfg.token {
             match &new.token {
-                Some(t) if self.keeper.is_some() => self.to_keeper(KeeperMsg::Reconfigure(Box::new(t.clone()))),
+                Some(t) if self.keeper.is_some() => {
+                    self.to_keeper(KeeperMsg::Reconfigure(Box::new(t.clone())))
+                }
                 _ => tracing::warn!("[token] provider added or removed: restart warden to apply"),
             }
         }
@@ -503,7 +515,10 @@ impl Supervisor {
     }
 
     fn token_verify_timeout(&self) -> Duration {
-        self.cfg.token.as_ref().map_or(Duration::from_secs(30), |t| t.verify_timeout)
+        self.cfg
+            .token
+            .as_ref()
+            .map_or(Duration::from_secs(30), |t| t.verify_timeout)
     }
 
     /// Programs that were signalled a new token and are still not healthy get restarted.
@@ -523,11 +538,18 @@ impl Supervisor {
     }
 
     fn start_keeper(&mut self) {
-        let Some(tcfg) = self.cfg.token.clone() else { return };
+        let Some(tcfg) = self.cfg.token.clone() else {
+            return;
+        };
         if tcfg.provider == crate::config::TokenProviderKind::None {
             return;
         }
-        let config_dir = self.cfg.source.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let config_dir = self
+            .cfg
+            .source
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         let setup = KeeperSetup {
             cfg: tcfg,
             state_dir: self.cfg.supervisor.state_dir.clone(),

@@ -19,33 +19,50 @@ const NONCE_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_NONCES: usize = 64;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/login", get(login)).route("/kite/callback", get(callback))
+    Router::new()
+        .route("/login", get(login))
+        .route("/kite/callback", get(callback))
 }
 
 fn random_nonce() -> String {
     let mut buf = [0u8; 16];
     // /dev/urandom: the nonce guards the callback against forged logins, so it must not be
     // guessable; fall back to fastrand only if the device is missing.
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf)).is_err() {
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .is_err()
+    {
         buf.iter_mut().for_each(|b| *b = fastrand::u8(..));
     }
     hex::encode(buf)
 }
 
 fn text(code: StatusCode, msg: &str) -> Response {
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{msg}\n")).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{msg}\n"),
+    )
+        .into_response()
 }
 
 async fn login(State(st): State<AppState>) -> Response {
     let Some(kite) = &st.kite else {
-        return text(StatusCode::NOT_FOUND, "no [token.kite] configured: manual Kite login is not available");
+        return text(
+            StatusCode::NOT_FOUND,
+            "no [token.kite] configured: manual Kite login is not available",
+        );
     };
     let nonce = random_nonce();
     {
         let mut nonces = st.nonces.lock().unwrap_or_else(|e| e.into_inner());
         nonces.retain(|_, t| t.elapsed() < NONCE_TTL);
         if nonces.len() >= MAX_NONCES {
-            if let Some(oldest) = nonces.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = nonces
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+            {
                 nonces.remove(&oldest);
             }
         }
@@ -72,10 +89,16 @@ async fn callback(State(st): State<AppState>, Query(q): Query<CallbackQuery>) ->
         nonces.remove(s).is_some_and(|t| t.elapsed() < NONCE_TTL)
     });
     if !known {
-        return text(StatusCode::BAD_REQUEST, "missing or unknown state: start the login again from warden's /login");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing or unknown state: start the login again from warden's /login",
+        );
     }
     if q.status.as_deref().is_some_and(|s| s != "success") {
-        return text(StatusCode::BAD_REQUEST, "Kite reports the login did not succeed; try again from /login");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Kite reports the login did not succeed; try again from /login",
+        );
     }
     let Some(request_token) = q.request_token.filter(|t| !t.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "missing request_token");
@@ -84,7 +107,14 @@ async fn callback(State(st): State<AppState>, Query(q): Query<CallbackQuery>) ->
         return text(StatusCode::NOT_FOUND, "no token provider configured");
     };
     let (reply, rx) = oneshot::channel();
-    if keeper.tx.send(KeeperMsg::Callback { request_token, reply }).is_err() {
+    if keeper
+        .tx
+        .send(KeeperMsg::Callback {
+            request_token,
+            reply,
+        })
+        .is_err()
+    {
         return text(StatusCode::SERVICE_UNAVAILABLE, "warden is shutting down");
     }
     match rx.await {

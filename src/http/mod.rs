@@ -36,7 +36,8 @@ pub struct AppState {
     pub keeper: Option<crate::token::keeper::KeeperHandle>,
     pub kite: Option<crate::config::KiteConfig>,
     /// Outstanding manual-login `state` nonces and when they were issued.
-    pub nonces: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    pub nonces:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -165,7 +165,9 @@ impl ProgramActor {
     fn spawn(&mut self) -> Phase {
         // Read before the spawn: the keeper bumps it only after the env file holds the new
         // token, so a child spawned after this read sees at least this generation.
-        let generation = self.token_generation.load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self
+            .token_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
         match spawn::spawn(&self.reaper, &self.cfg) {
             Ok(sp) => {
                 tracing::info!(program = %self.name, pid = sp.pid, "started");
@@ -175,7 +177,10 @@ impl ProgramActor {
                 if let Some(fd) = sp.stderr {
                     crate::logs::pump(self.name.clone(), "stderr", fd);
                 }
-                self.report(ProgramEvent::Spawned { pid: sp.pid, generation });
+                self.report(ProgramEvent::Spawned {
+                    pid: sp.pid,
+                    generation,
+                });
                 self.state(self.starts_as, Some(sp.pid));
                 Phase::Running(Running {
                     pid: sp.pid,

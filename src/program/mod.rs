@@ -99,7 +99,10 @@ pub enum ProgramEvent {
         pid: Option<i32>,
     },
     /// `generation`: the token generation in the env file when the process was spawned.
-    Spawned { pid: i32, generation: u64 },
+    Spawned {
+        pid: i32,
+        generation: u64,
+    },
     Exited {
         pid: i32,
         status: ExitStatus,

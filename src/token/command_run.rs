@@ -14,7 +14,10 @@ use crate::reaper::Reaper;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot start the token command {argv0:?}: {source}")]
-    Spawn { argv0: String, source: std::io::Error },
+    Spawn {
+        argv0: String,
+        source: std::io::Error,
+    },
     #[error("the token command did not finish within {0:?}; it was killed")]
     Timeout(std::time::Duration),
     #[error("the token command failed with {0}")]
@@ -24,10 +27,16 @@ pub enum RunError {
 }
 
 /// Run the command and return the token it printed.
-pub async fn run(reaper: &Reaper, cfg: &CommandProviderConfig, config_dir: &Path) -> Result<Secret, RunError> {
+pub async fn run(
+    reaper: &Reaper,
+    cfg: &CommandProviderConfig,
+    config_dir: &Path,
+) -> Result<Secret, RunError> {
     let mut cmd = build_command(cfg, config_dir);
     let argv0 = cfg.command.0.first().cloned().unwrap_or_default();
-    let (mut child, exit) = reaper.spawn(&mut cmd).map_err(|source| RunError::Spawn { argv0, source })?;
+    let (mut child, exit) = reaper
+        .spawn(&mut cmd)
+        .map_err(|source| RunError::Spawn { argv0, source })?;
     let pid = child.id() as i32;
     if let Some(err) = child.stderr.take() {
         crate::logs::pump("token.command".into(), "stderr", err.into());
@@ -50,7 +59,9 @@ pub async fn run(reaper: &Reaper, cfg: &CommandProviderConfig, config_dir: &Path
                 }
             }
         }
-        let status = exit.await.unwrap_or(crate::reaper::ExitStatus::Signal(libc::SIGKILL));
+        let status = exit
+            .await
+            .unwrap_or(crate::reaper::ExitStatus::Signal(libc::SIGKILL));
         (out, status)
     };
     match tokio::time::timeout(cfg.timeout, work).await {

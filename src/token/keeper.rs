@@ -26,7 +26,7 @@ use super::schedule::{last_before, next_after, parse_hhmm};
 use super::{store, TokenRecord, TokenSource};
 use crate::config::{KiteConfig, LoginMode, Secret, TokenConfig, TokenProviderKind};
 use crate::metrics::Metrics;
-use crate::notify::{NotifyEvent, Notifier};
+use crate::notify::{Notifier, NotifyEvent};
 use crate::reaper::Reaper;
 
 /// SPEC §5 token states.
@@ -69,7 +69,10 @@ pub enum Trigger {
 pub enum KeeperMsg {
     Trigger(Trigger),
     /// `/kite/callback` with a request token from a manual login.
-    Callback { request_token: String, reply: oneshot::Sender<Result<(), CallbackError>> },
+    Callback {
+        request_token: String,
+        reply: oneshot::Sender<Result<(), CallbackError>>,
+    },
     /// The config was reloaded with different `[token]` settings.
     Reconfigure(Box<TokenConfig>),
 }
@@ -85,7 +88,9 @@ pub enum KeeperEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallbackError {
-    #[error("the session belongs to another Kite user, not the configured user_id; it was logged out")]
+    #[error(
+        "the session belongs to another Kite user, not the configured user_id; it was logged out"
+    )]
     WrongUser,
     #[error("token exchange failed: {0}")]
     Broker(#[from] BrokerError),
@@ -182,7 +187,11 @@ impl Keeper {
             env_rx: None,
         };
         tokio::spawn(keeper.run());
-        KeeperHandle { tx, status: status_rx, generation }
+        KeeperHandle {
+            tx,
+            status: status_rx,
+            generation,
+        }
     }
 
     fn kite(&self) -> Option<&KiteConfig> {
@@ -190,7 +199,8 @@ impl Keeper {
     }
 
     fn manual(&self) -> bool {
-        self.cfg.provider == TokenProviderKind::Kite && self.kite().is_some_and(|k| k.login == LoginMode::Manual)
+        self.cfg.provider == TokenProviderKind::Kite
+            && self.kite().is_some_and(|k| k.login == LoginMode::Manual)
     }
 
     fn login_kind(&self) -> &'static str {
@@ -227,23 +237,32 @@ impl Keeper {
     }
 
     fn expiry_after(&self, t: Timestamp) -> Timestamp {
-        next_after(t, &self.tz, parse_hhmm(&self.cfg.expires_at).unwrap_or((6, 0)))
+        next_after(
+            t,
+            &self.tz,
+            parse_hhmm(&self.cfg.expires_at).unwrap_or((6, 0)),
+        )
     }
 
     async fn run(mut self) {
-        self.status.send_modify(|s| s.login = Some(self.login_kind()));
+        self.status
+            .send_modify(|s| s.login = Some(self.login_kind()));
         match store::EnvFileWatcher::start(&self.cfg.env_file, &self.cfg.env_key) {
             Ok((w, rx)) => {
                 self.env_watch = Some(w);
                 self.env_rx = Some(rx);
             }
-            Err(e) => tracing::warn!("cannot watch {} ({e}); external token changes will not be seen", self.cfg.env_file.display()),
+            Err(e) => tracing::warn!(
+                "cannot watch {} ({e}); external token changes will not be seen",
+                self.cfg.env_file.display()
+            ),
         }
         self.startup().await;
         let _ = self.events.send(KeeperEvent::Settled);
         let mut next_check = Instant::now() + self.cfg.check_interval;
         loop {
-            let refresh_in = (self.next_refresh_at().as_second() - Timestamp::now().as_second()).max(1) as u64;
+            let refresh_in =
+                (self.next_refresh_at().as_second() - Timestamp::now().as_second()).max(1) as u64;
             let scheduled = Instant::now() + Duration::from_secs(refresh_in);
             tokio::select! {
                 msg = self.rx.recv() => match msg {
@@ -275,7 +294,8 @@ impl Keeper {
         self.client = None;
         self.totp = None;
         self.blocked = None;
-        self.status.send_modify(|s| s.login = Some(self.login_kind()));
+        self.status
+            .send_modify(|s| s.login = Some(self.login_kind()));
         tracing::info!("token settings reloaded");
     }
 
@@ -286,7 +306,10 @@ impl Keeper {
         match store::read_token_json(&self.state_dir) {
             Ok(Some(rec)) => candidates.push(rec),
             Ok(None) => {}
-            Err(e) => tracing::warn!("ignoring {}: {e}", store::token_json_path(&self.state_dir).display()),
+            Err(e) => tracing::warn!(
+                "ignoring {}: {e}",
+                store::token_json_path(&self.state_dir).display()
+            ),
         }
         if let Ok(Some(v)) = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key) {
             if !v.is_empty() && candidates.iter().all(|c| c.access_token.expose() != v) {
@@ -307,7 +330,10 @@ impl Keeper {
                     if let Some(u) = user_id {
                         rec.user_id = u;
                     }
-                    tracing::info!(source = rec.source.as_str(), "reusing the stored token: the broker accepts it");
+                    tracing::info!(
+                        source = rec.source.as_str(),
+                        "reusing the stored token: the broker accepts it"
+                    );
                     if let Err(e) = self.install(rec, false) {
                         tracing::error!("cannot store the token: {e}");
                         continue;
@@ -332,12 +358,17 @@ impl Keeper {
     /// is no broker to ask, e.g. a command provider without `[token.kite]`).
     async fn check(&mut self, token: &Secret) -> Result<Option<String>, BrokerError> {
         let expected = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
-        let Some(client) = self.client() else { return Ok(None) };
+        let Some(client) = self.client() else {
+            return Ok(None);
+        };
         let profile = client.profile(token).await?;
         if !expected.is_empty() && profile.user_id != expected {
             return Err(BrokerError::UnexpectedFlow {
                 step: super::kite::Step::Profile,
-                detail: format!("the token belongs to user {}, not the configured user_id {expected}", profile.user_id),
+                detail: format!(
+                    "the token belongs to user {}, not the configured user_id {expected}",
+                    profile.user_id
+                ),
             });
         }
         Ok(Some(profile.user_id))
@@ -388,8 +419,15 @@ impl Keeper {
     }
 
     async fn on_schedule(&mut self) {
-        let boundary = last_before(Timestamp::now(), &self.tz, parse_hhmm(&self.cfg.expires_at).unwrap_or((6, 0)));
-        let stale = self.current.as_ref().is_none_or(|c| c.obtained_at < boundary.as_second());
+        let boundary = last_before(
+            Timestamp::now(),
+            &self.tz,
+            parse_hhmm(&self.cfg.expires_at).unwrap_or((6, 0)),
+        );
+        let stale = self
+            .current
+            .as_ref()
+            .is_none_or(|c| c.obtained_at < boundary.as_second());
         if stale {
             tracing::info!("daily refresh: the token predates today's expiry");
             self.refresh("schedule").await;
@@ -402,7 +440,10 @@ impl Keeper {
         if self.current.as_ref().is_some_and(|c| c.access_token == tok) {
             return;
         }
-        tracing::info!("{} changed by someone else; validating the new token", self.cfg.env_file.display());
+        tracing::info!(
+            "{} changed by someone else; validating the new token",
+            self.cfg.env_file.display()
+        );
         match self.check(&tok).await {
             Ok(user_id) => {
                 let now = Timestamp::now();
@@ -438,7 +479,11 @@ impl Keeper {
             return;
         }
         let now = Instant::now();
-        while self.attempts.front().is_some_and(|t| now.duration_since(*t) > self.cfg.attempt_window) {
+        while self
+            .attempts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.cfg.attempt_window)
+        {
             self.attempts.pop_front();
         }
         if self.attempts.len() as u32 >= self.cfg.max_attempts {
@@ -470,7 +515,8 @@ impl Keeper {
         tracing::info!(kind, why, "refreshing the token");
         let started = Instant::now();
         let result = self.obtain().await;
-        self.metrics.observe_refresh_duration(started.elapsed().as_secs_f64());
+        self.metrics
+            .observe_refresh_duration(started.elapsed().as_secs_f64());
         match result {
             Ok(rec) => {
                 self.transient_failures = 0;
@@ -489,7 +535,9 @@ impl Keeper {
                         let msg = format!("login rejected: {e}");
                         tracing::error!("{msg}; automated login is off until a person acts");
                         self.blocked = Some(msg.clone());
-                        self.notifier.notify(NotifyEvent::TokenRefreshFailed { reason: msg.clone() });
+                        self.notifier.notify(NotifyEvent::TokenRefreshFailed {
+                            reason: msg.clone(),
+                        });
                         self.needs_login(msg);
                     }
                     _ => self.fail_transient(e.to_string()),
@@ -506,7 +554,9 @@ impl Keeper {
             .max(self.cfg.min_interval);
         tracing::warn!("token refresh failed ({msg}); retrying in {wait:?}");
         self.retry_at = Some(Instant::now() + wait);
-        self.notifier.notify(NotifyEvent::TokenRefreshFailed { reason: msg.clone() });
+        self.notifier.notify(NotifyEvent::TokenRefreshFailed {
+            reason: msg.clone(),
+        });
         self.set_state(TokenState::Expired, Some(msg));
     }
 
@@ -515,42 +565,63 @@ impl Keeper {
             tracing::warn!("a person must log in: {reason}; open {}", self.login_url);
         }
         self.set_state(TokenState::NeedsLogin, Some(reason));
-        self.notifier.notify(NotifyEvent::TokenNeedsLogin { login_url: self.login_url.clone() });
+        self.notifier.notify(NotifyEvent::TokenNeedsLogin {
+            login_url: self.login_url.clone(),
+        });
     }
 
     async fn obtain(&mut self) -> Result<TokenRecord, BrokerError> {
         let (token, source) = match self.cfg.provider {
             TokenProviderKind::Command => (self.run_command().await?, TokenSource::Command),
             _ => {
-                let kite = self.kite().cloned().ok_or_else(|| BrokerError::Config("[token.kite] is missing".into()))?;
+                let kite = self
+                    .kite()
+                    .cloned()
+                    .ok_or_else(|| BrokerError::Config("[token.kite] is missing".into()))?;
                 if self.totp.is_none() {
                     self.totp = Some(TotpLogin::new(&kite)?);
                 }
                 let request_token = self.totp.as_mut().expect("just set").login().await?;
                 let client = self.client().expect("kite config present");
-                let session = client.exchange(request_token.expose(), &kite.api_secret).await?;
+                let session = client
+                    .exchange(request_token.expose(), &kite.api_secret)
+                    .await?;
                 (session.access_token, TokenSource::Totp)
             }
         };
         let user_id = self.check(&token).await?.unwrap_or_default();
         let now = Timestamp::now();
-        Ok(TokenRecord { access_token: token, user_id, obtained_at: now.as_second(), expires_at: self.expiry_after(now).as_second(), source })
+        Ok(TokenRecord {
+            access_token: token,
+            user_id,
+            obtained_at: now.as_second(),
+            expires_at: self.expiry_after(now).as_second(),
+            source,
+        })
     }
 
     async fn run_command(&mut self) -> Result<Secret, BrokerError> {
-        let cfg = self.cfg.command.clone().ok_or_else(|| BrokerError::Config("[token.command] is missing".into()))?;
+        let cfg = self
+            .cfg
+            .command
+            .clone()
+            .ok_or_else(|| BrokerError::Config("[token.command] is missing".into()))?;
         // A script failure is retried within the attempt caps (the script owns its own
         // credential handling); only a broker rejection stops automated attempts.
-        let out = super::command_run::run(&self.reaper, &cfg, &self.config_dir).await.map_err(|e| {
-            BrokerError::Network { step: super::kite::Step::Login, url: "token.command".into(), detail: e.to_string() }
-        })?;
+        let out = super::command_run::run(&self.reaper, &cfg, &self.config_dir)
+            .await
+            .map_err(|e| BrokerError::Network {
+                step: super::kite::Step::Login,
+                url: "token.command".into(),
+                detail: e.to_string(),
+            })?;
         Ok(out)
     }
 
     async fn on_callback(&mut self, request_token: &str) -> Result<(), CallbackError> {
         let kite = self.kite().cloned().ok_or(CallbackError::NotKite)?;
         self.metrics.inc_login_attempt("manual");
-        let client = self.client().ok_or(CallbackError::NotKite)?.clone();
+        let client = self.client().ok_or(CallbackError::NotKite)?;
         let session = client.exchange(request_token, &kite.api_secret).await?;
         if !kite.user_id.is_empty() && session.user_id != kite.user_id {
             tracing::warn!(got = %session.user_id, "manual login by another Kite user refused; logging that session out");
@@ -580,12 +651,21 @@ impl Keeper {
         if let Some(w) = &self.env_watch {
             w.set_known(&rec.access_token);
         }
-        let on_disk = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key).ok().flatten();
+        let on_disk = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key)
+            .ok()
+            .flatten();
         if on_disk.as_deref() != Some(rec.access_token.expose()) {
-            store::rewrite_env_file(&self.cfg.env_file, &self.cfg.env_key, rec.access_token.expose())?;
+            store::rewrite_env_file(
+                &self.cfg.env_file,
+                &self.cfg.env_key,
+                rec.access_token.expose(),
+            )?;
         }
         store::write_token_json(&self.state_dir, &rec)?;
-        let changed = self.current.as_ref().is_none_or(|c| c.access_token != rec.access_token);
+        let changed = self
+            .current
+            .as_ref()
+            .is_none_or(|c| c.access_token != rec.access_token);
         self.status.send_modify(|s| {
             s.user_id = Some(rec.user_id.clone()).filter(|u| !u.is_empty());
             s.obtained_at = rfc3339(rec.obtained_at);

@@ -44,10 +44,19 @@ mod tests {
     fn ist_six_am() {
         let tz = TimeZone::get("Asia/Kolkata").unwrap();
         let t: Timestamp = "2026-11-26T01:00:00Z".parse().unwrap(); // 06:30 IST
-        assert_eq!(next_after(t, &tz, (6, 0)).to_string(), "2026-11-27T00:30:00Z");
-        assert_eq!(last_before(t, &tz, (6, 0)).to_string(), "2026-11-26T00:30:00Z");
+        assert_eq!(
+            next_after(t, &tz, (6, 0)).to_string(),
+            "2026-11-27T00:30:00Z"
+        );
+        assert_eq!(
+            last_before(t, &tz, (6, 0)).to_string(),
+            "2026-11-26T00:30:00Z"
+        );
         let early: Timestamp = "2026-11-25T23:00:00Z".parse().unwrap(); // 04:30 IST
-        assert_eq!(next_after(early, &tz, (6, 0)).to_string(), "2026-11-26T00:30:00Z");
+        assert_eq!(
+            next_after(early, &tz, (6, 0)).to_string(),
+            "2026-11-26T00:30:00Z"
+        );
         assert_eq!(parse_hhmm("06:05"), Some((6, 5)));
         assert_eq!(parse_hhmm("24:00"), None);
     }
