@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use warden::config::Secret;
 use warden::token::dotenv::parse_dotenv;
 use warden::token::store::{
-    read_env_value, read_token_json, rewrite_env_file, token_json_path, write_token_json,
-    EnvFileWatcher, StoreError,
+    read_env_file, read_env_value, read_token_json, rewrite_env_file, token_json_path,
+    write_token_json, EnvFileWatcher, StoreError,
 };
 use warden::token::{TokenRecord, TokenSource};
 
@@ -165,6 +165,30 @@ fn rewrite_example_keeps_everything_else() {
         fs::read_to_string(&path).unwrap(),
         "# Kite\r\nKITE_API_KEY=abc\r\nexport KITE_ACCESS_TOKEN=\"n3wT0ken\"  # daily\r\n\r\nPORT=8000"
     );
+}
+
+#[test]
+fn non_utf8_bytes_survive_and_do_not_stop_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    let old: &[u8] = b"# caf\xe9 latin-1\nA=1\nKITE_ACCESS_TOKEN=old\nB=\xff\n";
+    fs::write(&path, old).unwrap();
+    rewrite_env_file(&path, KEY, "tok").unwrap();
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        b"# caf\xe9 latin-1\nA=1\nKITE_ACCESS_TOKEN=tok\nB=\xff\n"
+    );
+    let env = read_env_file(&path).unwrap();
+    assert_eq!(
+        env,
+        [
+            ("A".to_string(), "1".to_string()),
+            (KEY.to_string(), "tok".to_string()),
+            ("B".to_string(), "\u{fffd}".to_string()),
+        ]
+    );
+    let err = read_env_file(&dir.path().join("missing.env")).unwrap_err();
+    assert!(err.to_string().contains("missing.env"), "{err}");
 }
 
 #[test]

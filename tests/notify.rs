@@ -15,6 +15,8 @@ use warden::notify::{Channel, Notifier, NotifyEvent};
 
 const WAIT: Duration = Duration::from_secs(5);
 
+type Requests = mpsc::UnboundedSender<(String, serde_json::Value)>;
+
 /// Records every POST (path, JSON body) and answers with `status`.
 struct Sink {
     addr: SocketAddr,
@@ -29,10 +31,7 @@ impl Sink {
         let state = (tx, status.clone());
         let app = axum::Router::new()
             .fallback(
-                |State((tx, status)): State<(
-                    mpsc::UnboundedSender<(String, serde_json::Value)>,
-                    Arc<AtomicU16>,
-                )>,
+                |State((tx, status)): State<(Requests, Arc<AtomicU16>)>,
                  uri: Uri,
                  Json(body): Json<serde_json::Value>| async move {
                     let _ = tx.send((uri.path().to_string(), body));
@@ -183,7 +182,6 @@ async fn webhook_and_telegram_both_receive() {
         telegram_bot_token: Secret::new("9:T"),
         telegram_chat_id: "42".into(),
         telegram_api_base: sink.url(""),
-        ..Default::default()
     };
     Notifier::new(&cfg).notify(fatal("backend"));
     let mut paths = vec![sink.next().await.0, sink.next().await.0];

@@ -114,7 +114,9 @@ mod tests {
     use std::time::Duration;
 
     /// Run to end of stdout without waiting for the child: in warden the reaper owns every
-    /// wait, and another test in this binary may be running one.
+    /// wait, and another test in this binary may be running one. The zombie lasts until the
+    /// test process exits.
+    #[allow(clippy::zombie_processes)]
     fn stdout_to_eof(cmd: &mut std::process::Command) -> Vec<u8> {
         use std::io::Read;
         let mut child = cmd.spawn().unwrap();

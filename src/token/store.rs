@@ -197,6 +197,20 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// Every binding of the dotenv file at `path`, in order (apply them in order: the last one
+/// wins), for loading `programs.*.env_file` into a child's environment. Bytes that are not
+/// UTF-8 are replaced, never fatal. A missing file is an error (the config names it).
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, StoreError> {
+    let text = fs::read(path).map_err(io_err(path, "read"))?;
+    Ok(dotenv::bindings(&text)
+        .into_iter()
+        .filter_map(|b| {
+            let value = b.value?;
+            Some((String::from_utf8_lossy(&text[b.key]).into_owned(), value))
+        })
+        .collect())
+}
+
 /// The value of `key` in the dotenv file at `path` (the last binding wins). A missing file or
 /// key is `None`; an empty value is `Some("")`.
 pub fn read_env_value(path: &Path, key: &str) -> Result<Option<String>, StoreError> {
@@ -259,6 +273,7 @@ pub fn rewrite_env_file(path: &Path, key: &str, value: &str) -> Result<(), Store
 fn rewrite_bytes(old: &[u8], key: &str, value: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(old.len() + value.len() + key.len() + 4);
     let mut copied = 0;
+    let mut found = false;
     for b in dotenv::bindings(old) {
         if &old[b.key.clone()] != key.as_bytes() {
             continue;
@@ -266,8 +281,9 @@ fn rewrite_bytes(old: &[u8], key: &str, value: &str) -> Vec<u8> {
         out.extend_from_slice(&old[copied..b.value_span.start]);
         out.extend_from_slice(dotenv::encode_value(value, b.quote).as_bytes());
         copied = b.value_span.end;
+        found = true;
     }
-    if copied > 0 || !out.is_empty() {
+    if found {
         out.extend_from_slice(&old[copied..]);
         return out;
     }
