@@ -1,0 +1,290 @@
+//! The token lifecycle through the real binary against the real sandbox (both as processes).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+struct Sandbox {
+    child: Child,
+    addr: String,
+}
+
+impl Sandbox {
+    fn start(extra: &[&str]) -> Sandbox {
+        let mut child = Command::new(BIN)
+            .args(["sandbox", "kite", "--listen", "127.0.0.1:0", "--redirect-url", "http://127.0.0.1:1/kite/callback"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "sandbox exited");
+            if let Some(a) = line.trim().strip_prefix("listening on http://") {
+                break a.to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in out.lines() {});
+        Sandbox { child, addr }
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        get_json(&self.addr, "/_sandbox/stats")
+    }
+
+    fn expire(&self) {
+        let (code, body) = http(&self.addr, "POST", "/_sandbox/expire", &[], "");
+        assert_eq!(code, 200, "{body}");
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn config(kite: &str, login: &str, totp_secret: &str, on_change: &str) -> String {
+    let port = free_port();
+    format!(
+        r#"
+[token]
+provider = "kite"
+env_file = ".env"
+min_interval = "0s"
+check_interval = "1h"
+max_attempts = 5
+verify_timeout = "5s"
+[token.kite]
+api_key = "kitefront"
+api_secret = "kitefront-sandbox-secret"
+user_id = "AB1234"
+login = "{login}"
+password = "sandbox-password"
+totp_secret = "{totp_secret}"
+login_base = "http://{kite}"
+api_base = "http://{kite}"
+
+[programs.backend]
+command = ["{BIN}", "sandbox", "backend", "--listen", "127.0.0.1:{port}", "--env-file", ".env", "--kite", "http://{kite}", "--api-key", "kitefront"]
+on_token_change = "{on_change}"
+backoff_initial = "100ms"
+[programs.backend.health]
+url = "http://127.0.0.1:{port}/api/system/health"
+interval = "200ms"
+timeout = "2s"
+initial_delay = "100ms"
+failure_threshold = 5
+"#
+    )
+}
+
+const GOOD_TOTP: &str = "WARDENSANDBOXTOTPSECRETKITEAB234";
+
+/// Kite (and the sandbox) refuse a TOTP code twice, and warden never resubmits one: a second
+/// login needs the next 30 s step. Wait for it so that the login under test can happen.
+fn wait_for_fresh_totp_step() {
+    let now = warden::token::login::unix_now();
+    let step = warden::token::login::Totp::step_of(now);
+    wait_until("the next TOTP step", Duration::from_secs(31), || {
+        warden::token::login::Totp::step_of(warden::token::login::unix_now()) != step
+    });
+}
+
+fn env_token(w: &Warden) -> String {
+    let text = std::fs::read_to_string(w.dir.path().join(".env")).unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix("KITE_ACCESS_TOKEN=")).unwrap_or("").to_string()
+}
+
+#[test]
+fn cold_start_logs_in_once_and_the_backend_becomes_healthy() {
+    let kite = Sandbox::start(&[]);
+    let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
+    let st = w.wait_state("backend", "running", T);
+    assert_eq!(st["health"], "healthy");
+    assert_eq!(kite.stats()["sessions_created"], 1);
+    let token = env_token(&w);
+    assert!(!token.is_empty());
+    assert!(!w.logs().contains(&token), "the token leaked into the log");
+    let (_, metrics) = http(&w.addr, "GET", "/metrics", &[], "");
+    assert!(!metrics.contains(&token));
+    assert!(metrics.contains("warden_token_valid 1"), "{metrics}");
+    let status = w.status();
+    assert_eq!(status["token"]["state"], "valid", "{status}");
+    assert_eq!(status["token"]["user_id"], "AB1234");
+    assert!(!status.to_string().contains(&token));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(w.dir.path().join(".warden/token.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn expiry_leads_to_exactly_one_login_and_the_signalled_backend_recovers_with_the_same_pid() {
+    let kite = Sandbox::start(&[]);
+    let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
+    let pid = w.wait_state("backend", "running", T)["pid"].clone();
+    wait_until("healthy", T, || w.program("backend")["health"] == "healthy");
+    let old = env_token(&w);
+    wait_for_fresh_totp_step();
+    kite.expire();
+    wait_until("a new token in .env", T, || {
+        let t = env_token(&w);
+        !t.is_empty() && t != old
+    });
+    wait_until("backend healthy again", T, || w.program("backend")["health"] == "healthy");
+    let p = w.program("backend");
+    assert_eq!(p["pid"], pid, "signal mode keeps the process");
+    assert_eq!(p["restarts"], 0);
+    assert_eq!(kite.stats()["sessions_created"], 2, "exactly one new login");
+    assert!(w.logs().contains("sending SIGHUP for the new token"), "{}", w.logs());
+}
+
+#[test]
+fn restart_mode_gives_the_backend_a_new_pid() {
+    let kite = Sandbox::start(&[]);
+    let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "restart"));
+    let pid = w.wait_state("backend", "running", T)["pid"].clone();
+    wait_for_fresh_totp_step();
+    kite.expire();
+    wait_until("new pid, healthy", T, || {
+        let p = w.program("backend");
+        p["pid"] != pid && p["health"] == "healthy"
+    });
+    assert_eq!(kite.stats()["sessions_created"], 2);
+}
+
+#[test]
+fn a_wrong_totp_is_tried_once_then_needs_login() {
+    let kite = Sandbox::start(&[]);
+    let w = Warden::start(&config(&kite.addr, "totp", "JBSWY3DPEHPK3PXP", "signal"));
+    wait_until("needs_login", T, || w.status()["token"]["state"] == "needs_login");
+    // Probes keep failing with 403; none of that may cause another 2FA attempt.
+    wait_until("many probes", T, || w.logs().matches("broker token").count() >= 1);
+    std::thread::sleep(Duration::from_millis(0));
+    let (code, _) = http(&w.addr, "GET", "/readyz", &[], "");
+    assert_eq!(code, 503);
+    let stats = kite.stats();
+    assert_eq!(stats["twofa_fail"], 1, "{stats}");
+    assert_eq!(stats["locked_users"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_restarted_warden_reuses_the_valid_token() {
+    let kite = Sandbox::start(&[]);
+    let cfg = config(&kite.addr, "totp", GOOD_TOTP, "signal");
+    let mut w = Warden::start(&cfg);
+    w.wait_state("backend", "running", T);
+    let token = env_token(&w);
+    w.signal(libc::SIGTERM);
+    w.wait_exit(T);
+    // Same directory, same config: a second warden.
+    let dir = w.dir.path().to_path_buf();
+    let w2 = Warden::start_with(&std::fs::read_to_string(&w.config).unwrap(), |d| {
+        for f in [".env", ".warden/token.json"] {
+            std::fs::create_dir_all(d.join(".warden")).unwrap();
+            std::fs::copy(dir.join(f), d.join(f)).unwrap();
+        }
+    }, Vec::new());
+    w2.wait_state("backend", "running", T);
+    assert_eq!(env_token(&w2), token);
+    assert_eq!(kite.stats()["sessions_created"], 1, "no second login");
+    assert!(w2.logs().contains("reusing the stored token"));
+}
+
+#[test]
+fn manual_login_through_login_and_callback() {
+    let kite = Sandbox::start(&[]);
+    let w = Warden::start(&config(&kite.addr, "manual", GOOD_TOTP, "signal"));
+    wait_until("needs_login", T, || w.status()["token"]["state"] == "needs_login");
+
+    // Wrong or missing state: 400, token untouched.
+    let (code, _) = http(&w.addr, "GET", "/kite/callback?request_token=x&action=login&status=success&state=forged", &[], "");
+    assert_eq!(code, 400);
+    let (code, _) = http(&w.addr, "GET", "/kite/callback?request_token=x&action=login&status=success", &[], "");
+    assert_eq!(code, 400);
+
+    let (code, _) = http(&w.addr, "GET", "/login", &[], "");
+    assert_eq!(code, 302);
+    let raw = raw_location(&w.addr, "/login");
+    assert!(raw.starts_with(&format!("http://{}/connect/login?v=3&api_key=kitefront&redirect_params=state%3D", kite.addr)), "{raw}");
+    let nonce = raw.rsplit("state%3D").next().unwrap().to_string();
+
+    // The person logs in at Kite; we drive the same endpoints their browser would.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let kcfg = warden::config::KiteConfig {
+        api_key: "kitefront".into(),
+        user_id: "AB1234".into(),
+        password: warden::config::Secret::new("sandbox-password"),
+        totp_secret: warden::config::Secret::new(GOOD_TOTP),
+        login_base: format!("http://{}", kite.addr),
+        api_base: format!("http://{}", kite.addr),
+        ..Default::default()
+    };
+    let rt_token = rt.block_on(async { warden::token::login::TotpLogin::new(&kcfg).unwrap().login().await.unwrap() });
+    let path = format!("/kite/callback?request_token={}&action=login&status=success&state={nonce}", rt_token.expose());
+    let (code, body) = http(&w.addr, "GET", &path, &[], "");
+    assert_eq!(code, 302, "{body}");
+    wait_until("valid", T, || w.status()["token"]["state"] == "valid");
+    w.wait_state("backend", "running", T);
+    wait_until("healthy", T, || w.program("backend")["health"] == "healthy");
+    assert_eq!(w.status()["token"]["source"], "manual");
+    // The nonce is single-use.
+    let (code, _) = http(&w.addr, "GET", &path, &[], "");
+    assert_eq!(code, 400);
+}
+
+fn raw_location(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: "))).unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn an_external_env_change_with_a_valid_token_is_adopted() {
+    let kite = Sandbox::start(&[]);
+    let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
+    w.wait_state("backend", "running", T);
+    wait_for_fresh_totp_step();
+    // Someone runs their own refresh script: a new session, written into .env by hand.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let kcfg = warden::config::KiteConfig {
+        api_key: "kitefront".into(),
+        api_secret: warden::config::Secret::new("kitefront-sandbox-secret"),
+        user_id: "AB1234".into(),
+        password: warden::config::Secret::new("sandbox-password"),
+        totp_secret: warden::config::Secret::new(GOOD_TOTP),
+        login_base: format!("http://{}", kite.addr),
+        api_base: format!("http://{}", kite.addr),
+        ..Default::default()
+    };
+    let token = rt.block_on(async {
+        let rt_tok = warden::token::login::TotpLogin::new(&kcfg).unwrap().login().await.unwrap();
+        let client = warden::token::kite::KiteClient::new(&kcfg);
+        client.exchange(rt_tok.expose(), &kcfg.api_secret).await.unwrap().access_token
+    });
+    let env = w.dir.path().join(".env");
+    let text = std::fs::read_to_string(&env).unwrap();
+    let old = env_token(&w);
+    std::fs::write(&env, text.replace(&old, token.expose())).unwrap();
+    wait_until("adopted", T, || w.status()["token"]["source"] == "env_file");
+    w.wait_log("sending SIGHUP for the new token", T);
+    wait_until("backend healthy", T, || w.program("backend")["health"] == "healthy");
+    assert_eq!(kite.stats()["sessions_created"], 2, "warden itself did not log in again");
+}
