@@ -364,7 +364,8 @@ impl Supervisor {
                 }
             }
             Health::AuthFailed => {
-                tracing::warn!(program = %name, "health check says the broker token is bad ({})", ev.detail)
+                tracing::warn!(program = %name, "health check says the broker token is bad ({})", ev.detail);
+                self.to_keeper(KeeperMsg::Trigger(Trigger::ProbeAuth(name.clone())));
             }
             Health::Unknown => {}
         }
@@ -455,9 +456,7 @@ impl Supervisor {
                 }
                 let _ = reply.send(ok);
             }
-            crate::http::Request::RefreshToken => {
-                tracing::info!("token refresh requested: no token provider configured")
-            }
+            crate::http::Request::RefreshToken => self.request_refresh(Trigger::Api),
         }
     }
 
