@@ -43,7 +43,12 @@ async fn post_form(c: &Client, url: String, form: &[(&str, &str)]) -> (StatusCod
 
 async fn password(c: &Client, h: &SandboxHandle, pw: &str) -> (StatusCode, Value) {
     let user = h.options().user_id.clone();
-    post_form(c, format!("{}/api/login", h.base_url()), &[("user_id", &user), ("password", pw)]).await
+    post_form(
+        c,
+        format!("{}/api/login", h.base_url()),
+        &[("user_id", &user), ("password", pw)],
+    )
+    .await
 }
 
 async fn twofa(c: &Client, h: &SandboxHandle, request_id: &str, code: &str) -> (StatusCode, Value) {
@@ -87,7 +92,9 @@ async fn follow(c: &Client, mut url: String) -> Vec<reqwest::Url> {
 }
 
 fn param(u: &reqwest::Url, name: &str) -> Option<String> {
-    u.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    u.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Password + current TOTP + connect: a request token.
@@ -96,13 +103,21 @@ async fn request_token(h: &SandboxHandle, code: &str) -> String {
     let (_, v) = password(&c, h, &h.options().password).await;
     let (s, _) = twofa(&c, h, v["data"]["request_id"].as_str().unwrap(), code).await;
     assert_eq!(s, StatusCode::OK);
-    let hops = follow(&c, format!("{}/connect/login?v=3&api_key=kitefront", h.base_url())).await;
+    let hops = follow(
+        &c,
+        format!("{}/connect/login?v=3&api_key=kitefront", h.base_url()),
+    )
+    .await;
     param(hops.last().unwrap(), "request_token").unwrap()
 }
 
 async fn exchange(h: &SandboxHandle, rt: &str, secret: &str) -> (StatusCode, Value) {
     let sum = checksum("kitefront", rt, secret);
-    let form = [("api_key", "kitefront"), ("request_token", rt), ("checksum", sum.as_str())];
+    let form = [
+        ("api_key", "kitefront"),
+        ("request_token", rt),
+        ("checksum", sum.as_str()),
+    ];
     post_form(&http(), format!("{}/session/token", h.base_url()), &form).await
 }
 
@@ -176,19 +191,32 @@ async fn api_login_hops_and_redirect_params() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let cookie = r.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.starts_with("kf_session=") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(
+        cookie.starts_with("kf_session=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
 
     let start = format!(
         "{}/connect/login?v=3&api_key=kitefront&redirect_params=state%3Dxyz%26n%3D1",
         h.base_url()
     );
     let hops = follow(&c, start).await;
-    assert!(hops.len() >= 3, "intermediate hops on the sandbox: {hops:?}");
+    assert!(
+        hops.len() >= 3,
+        "intermediate hops on the sandbox: {hops:?}"
+    );
     for hop in &hops[..hops.len() - 1] {
-        assert_eq!(hop.origin(), reqwest::Url::parse(&h.base_url()).unwrap().origin());
+        assert_eq!(
+            hop.origin(),
+            reqwest::Url::parse(&h.base_url()).unwrap().origin()
+        );
     }
     let last = hops.last().unwrap();
-    assert!(last.as_str().starts_with("http://127.0.0.1:9180/kite/callback?"), "{last}");
+    assert!(
+        last.as_str()
+            .starts_with("http://127.0.0.1:9180/kite/callback?"),
+        "{last}"
+    );
     assert_eq!(param(last, "action").as_deref(), Some("login"));
     assert_eq!(param(last, "status").as_deref(), Some("success"));
     assert_eq!(param(last, "state").as_deref(), Some("xyz"));
@@ -201,7 +229,10 @@ async fn browser_gets_a_login_page_and_can_complete_it() {
     let h = sandbox().await;
     let c = http();
     let r = c
-        .get(format!("{}/connect/login?v=3&api_key=kitefront&redirect_params=state%3Ds1", h.base_url()))
+        .get(format!(
+            "{}/connect/login?v=3&api_key=kitefront&redirect_params=state%3Ds1",
+            h.base_url()
+        ))
         .send()
         .await
         .unwrap();
@@ -209,9 +240,15 @@ async fn browser_gets_a_login_page_and_can_complete_it() {
     let page_url = h.base_url() + r.headers()["location"].to_str().unwrap();
     let r = c.get(&page_url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let page = r.text().await.unwrap();
-    assert!(page.contains(r#"<form method="post" action="/connect/login">"#), "{page}");
+    assert!(
+        page.contains(r#"<form method="post" action="/connect/login">"#),
+        "{page}"
+    );
     let sess_id = regex::Regex::new(r#"name="sess_id" value="([^"]+)""#)
         .unwrap()
         .captures(&page)
@@ -260,7 +297,10 @@ async fn session_token_shape_and_errors() {
 
     let form = [("api_key", "kitefront"), ("request_token", rt.as_str())];
     let (s, v) = post_form(&http(), format!("{}/session/token", h.base_url()), &form).await;
-    assert_eq!((s, &v["error_type"]), (StatusCode::BAD_REQUEST, &json!("InputException")));
+    assert_eq!(
+        (s, &v["error_type"]),
+        (StatusCode::BAD_REQUEST, &json!("InputException"))
+    );
 
     let (s, v) = exchange(&h, &rt, "s3cret").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -278,16 +318,39 @@ async fn session_token_shape_and_errors() {
     assert_eq!(v["status"], "success");
     let d = &v["data"];
     for key in [
-        "user_type", "email", "user_name", "user_shortname", "broker", "exchanges", "products",
-        "order_types", "avatar_url", "user_id", "api_key", "access_token", "public_token",
-        "enctoken", "refresh_token", "silo", "login_time", "meta",
+        "user_type",
+        "email",
+        "user_name",
+        "user_shortname",
+        "broker",
+        "exchanges",
+        "products",
+        "order_types",
+        "avatar_url",
+        "user_id",
+        "api_key",
+        "access_token",
+        "public_token",
+        "enctoken",
+        "refresh_token",
+        "silo",
+        "login_time",
+        "meta",
     ] {
-        assert!(d.get(key).is_some(), "generate_session data lacks {key}: {d}");
+        assert!(
+            d.get(key).is_some(),
+            "generate_session data lacks {key}: {d}"
+        );
     }
-    assert_eq!((&d["user_id"], &d["api_key"]), (&json!("AB1234"), &json!("kitefront")));
+    assert_eq!(
+        (&d["user_id"], &d["api_key"]),
+        (&json!("AB1234"), &json!("kitefront"))
+    );
     let lt = d["login_time"].as_str().unwrap();
     assert!(
-        regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$").unwrap().is_match(lt),
+        regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+            .unwrap()
+            .is_match(lt),
         "{lt}"
     );
     let (s, _) = exchange(&h, &rt, "kitefront-sandbox-secret").await;
@@ -317,10 +380,26 @@ async fn profile_needs_version_header_and_a_live_token() {
     let url = format!("{}/user/profile", h.base_url());
     let auth = format!("token kitefront:{token}");
 
-    let (s, v) = json_of(http().get(&url).header("Authorization", &auth).send().await.unwrap()).await;
-    assert_eq!((s, &v["error_type"]), (StatusCode::BAD_REQUEST, &json!("InputException")));
+    let (s, v) = json_of(
+        http()
+            .get(&url)
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error_type"]),
+        (StatusCode::BAD_REQUEST, &json!("InputException"))
+    );
 
-    let r = http().get(&url).header("X-Kite-Version", "3").send().await.unwrap();
+    let r = http()
+        .get(&url)
+        .header("X-Kite-Version", "3")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_of(r).await, (StatusCode::FORBIDDEN, incorrect_token()));
 
     let r = http()
@@ -360,7 +439,11 @@ async fn tokens_die_after_the_ttl() {
         assert!(Instant::now() < deadline, "token still alive after 5 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(created.elapsed() >= ttl, "died early: {:?}", created.elapsed());
+    assert!(
+        created.elapsed() >= ttl,
+        "died early: {:?}",
+        created.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -369,14 +452,20 @@ async fn expire_and_logout_kill_tokens() {
     let token = access_token(&h, &h.current_totp()).await;
     let (s, v) = control(&h, "expire", json!({})).await;
     assert_eq!((s, v), (StatusCode::OK, json!({"expired": 1})));
-    assert_eq!(profile(&h, &token).await, (StatusCode::FORBIDDEN, incorrect_token()));
+    assert_eq!(
+        profile(&h, &token).await,
+        (StatusCode::FORBIDDEN, incorrect_token())
+    );
     assert_eq!(stats(&h).await.live_tokens, 0);
 
     let token = access_token(&h, &next_totp(&h.options().totp_secret).unwrap()).await;
     let url = format!("{}/session/token", h.base_url());
     let q = [("api_key", "kitefront"), ("access_token", token.as_str())];
     let (s, v) = json_of(http().delete(&url).query(&q).send().await.unwrap()).await;
-    assert_eq!((s, v), (StatusCode::OK, json!({"status": "success", "data": true})));
+    assert_eq!(
+        (s, v),
+        (StatusCode::OK, json!({"status": "success", "data": true}))
+    );
     assert_eq!(profile(&h, &token).await.0, StatusCode::FORBIDDEN);
     let (s, _) = json_of(http().delete(&url).query(&q).send().await.unwrap()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -404,13 +493,22 @@ async fn five_wrong_passwords_block_until_reset() {
         assert_eq!(v["message"], "Invalid username or password.");
     }
     let (s, v) = password(&c, &h, "wrong").await;
-    assert_eq!((s, &v["error_type"]), (StatusCode::FORBIDDEN, &json!("UserException")));
+    assert_eq!(
+        (s, &v["error_type"]),
+        (StatusCode::FORBIDDEN, &json!("UserException"))
+    );
     assert!(v["message"].as_str().unwrap().contains("blocked"));
     // Blocked: even the right password fails now.
     let (s, v) = password(&c, &h, "sandbox-password").await;
-    assert_eq!((s, &v["error_type"]), (StatusCode::FORBIDDEN, &json!("UserException")));
+    assert_eq!(
+        (s, &v["error_type"]),
+        (StatusCode::FORBIDDEN, &json!("UserException"))
+    );
     let st = stats(&h).await;
-    assert_eq!((st.password_fail, st.locked_users), (6, vec!["AB1234".to_string()]));
+    assert_eq!(
+        (st.password_fail, st.locked_users),
+        (6, vec!["AB1234".to_string()])
+    );
 
     let (s, _) = control(&h, "reset", json!({})).await;
     assert_eq!(s, StatusCode::OK);
@@ -427,21 +525,47 @@ async fn five_wrong_totp_codes_block_and_replays_are_refused() {
     // A code that was accepted once is refused the second time (RFC 6238 §5.2).
     let code = current_totp(&secret).unwrap();
     let (_, v) = password(&c, &h, "sandbox-password").await;
-    assert_eq!(twofa(&c, &h, v["data"]["request_id"].as_str().unwrap(), &code).await.0, StatusCode::OK);
+    assert_eq!(
+        twofa(&c, &h, v["data"]["request_id"].as_str().unwrap(), &code)
+            .await
+            .0,
+        StatusCode::OK
+    );
     let (_, v) = password(&c, &h, "sandbox-password").await;
     let (s, v) = twofa(&c, &h, v["data"]["request_id"].as_str().unwrap(), &code).await;
-    assert_eq!((s, &v["error_type"]), (StatusCode::BAD_REQUEST, &json!("InputException")));
-    assert!(v["message"].as_str().unwrap().contains("already been used"), "{v}");
+    assert_eq!(
+        (s, &v["error_type"]),
+        (StatusCode::BAD_REQUEST, &json!("InputException"))
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("already been used"),
+        "{v}"
+    );
 
     for i in 2..=4 {
         let (_, v) = password(&c, &h, "sandbox-password").await;
-        let (s, v) = twofa(&c, &h, v["data"]["request_id"].as_str().unwrap(), &wrong_code(&secret)).await;
+        let (s, v) = twofa(
+            &c,
+            &h,
+            v["data"]["request_id"].as_str().unwrap(),
+            &wrong_code(&secret),
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "strike {i}");
         assert_eq!(v["message"], "Invalid TOTP.");
     }
     let (_, v) = password(&c, &h, "sandbox-password").await;
-    let (s, v) = twofa(&c, &h, v["data"]["request_id"].as_str().unwrap(), &wrong_code(&secret)).await;
-    assert_eq!((s, &v["error_type"]), (StatusCode::FORBIDDEN, &json!("UserException")));
+    let (s, v) = twofa(
+        &c,
+        &h,
+        v["data"]["request_id"].as_str().unwrap(),
+        &wrong_code(&secret),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error_type"]),
+        (StatusCode::FORBIDDEN, &json!("UserException"))
+    );
     let (s, _) = password(&c, &h, "sandbox-password").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let st = stats(&h).await;
@@ -463,7 +587,14 @@ async fn controls_never_reveal_tokens() {
         .unwrap();
     assert!(!text.contains(&token));
     let st: SandboxStats = serde_json::from_str(&text).unwrap();
-    assert_eq!((st.live_tokens, st.sessions_created, st.request_tokens_issued), (1, 1, 1));
+    assert_eq!(
+        (
+            st.live_tokens,
+            st.sessions_created,
+            st.request_tokens_issued
+        ),
+        (1, 1, 1)
+    );
     for what in ["expire", "reset"] {
         let (_, v) = control(&h, what, json!({})).await;
         assert!(!v.to_string().contains(&token));
@@ -476,14 +607,26 @@ async fn faults_fail_the_next_matching_requests() {
     let url = format!("{}/user/profile", h.base_url());
     let get = || http().get(&url).header("X-Kite-Version", "3").send();
 
-    let (s, v) = control(&h, "fault", json!({"path": "/user/profile", "status": 429, "count": 2})).await;
+    let (s, v) = control(
+        &h,
+        "fault",
+        json!({"path": "/user/profile", "status": 429, "count": 2}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     for _ in 0..2 {
         let (s, v) = json_of(get().await.unwrap()).await;
-        assert_eq!((s, &v["status"]), (StatusCode::TOO_MANY_REQUESTS, &json!("error")));
+        assert_eq!(
+            (s, &v["status"]),
+            (StatusCode::TOO_MANY_REQUESTS, &json!("error"))
+        );
         assert!(v["error_type"].is_string());
     }
-    assert_eq!(json_of(get().await.unwrap()).await.0, StatusCode::FORBIDDEN, "back to normal");
+    assert_eq!(
+        json_of(get().await.unwrap()).await.0,
+        StatusCode::FORBIDDEN,
+        "back to normal"
+    );
 
     control(&h, "fault", json!({"kind": "garbage"})).await;
     // Control paths are never faulted; the pending fault waits for the next API call.
@@ -496,7 +639,12 @@ async fn faults_fail_the_next_matching_requests() {
     let e = get().await.unwrap_err();
     assert!(!e.is_status() && !e.is_timeout(), "{e}");
 
-    control(&h, "fault", json!({"path": "/user/", "kind": "delay", "delay_ms": 300})).await;
+    control(
+        &h,
+        "fault",
+        json!({"path": "/user/", "kind": "delay", "delay_ms": 300}),
+    )
+    .await;
     let t = Instant::now();
     assert_eq!(get().await.unwrap().status(), StatusCode::FORBIDDEN);
     assert!(t.elapsed() >= Duration::from_millis(300));
@@ -504,13 +652,19 @@ async fn faults_fail_the_next_matching_requests() {
     control(&h, "fault", json!({"status": 503, "delay_ms": 200})).await;
     let t = Instant::now();
     let (s, v) = password(&http(), &h, "sandbox-password").await;
-    assert_eq!((s, &v["error_type"]), (StatusCode::SERVICE_UNAVAILABLE, &json!("NetworkException")));
+    assert_eq!(
+        (s, &v["error_type"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("NetworkException"))
+    );
     assert!(t.elapsed() >= Duration::from_millis(200));
 
     let (s, _) = control(&h, "fault", json!({"kind": "explode"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let st = stats(&h).await;
-    assert_eq!((st.faults_served, st.pending_faults, st.password_ok), (6, 0, 0));
+    assert_eq!(
+        (st.faults_served, st.pending_faults, st.password_ok),
+        (6, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -522,8 +676,18 @@ async fn unknown_api_key_and_routes_get_kite_errors() {
         .await
         .unwrap();
     let (s, v) = json_of(r).await;
-    assert_eq!((s, &v["error_type"]), (StatusCode::BAD_REQUEST, &json!("InputException")));
-    let (s, v) = json_of(http().get(format!("{}/nope", h.base_url())).send().await.unwrap()).await;
+    assert_eq!(
+        (s, &v["error_type"]),
+        (StatusCode::BAD_REQUEST, &json!("InputException"))
+    );
+    let (s, v) = json_of(
+        http()
+            .get(format!("{}/nope", h.base_url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, &v["status"]), (StatusCode::NOT_FOUND, &json!("error")));
 }
 
@@ -540,7 +704,14 @@ impl Drop for Child {
 fn binary_prints_address_and_credentials_and_exits_0_on_sigterm() {
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["sandbox", "kite", "--listen", "127.0.0.1:0", "--token-ttl", "90s"])
+            .args([
+                "sandbox",
+                "kite",
+                "--listen",
+                "127.0.0.1:0",
+                "--token-ttl",
+                "90s",
+            ])
             .args(["--user-id", "zz9999", "--api-key", "k2"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -550,7 +721,10 @@ fn binary_prints_address_and_credentials_and_exits_0_on_sigterm() {
     let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -562,7 +736,10 @@ fn binary_prints_address_and_credentials_and_exits_0_on_sigterm() {
         let left = deadline.saturating_duration_since(Instant::now());
         lines.push(rx.recv_timeout(left).expect("start-up lines within 10 s"));
     }
-    let addr = lines[0].strip_prefix("listening on http://").expect("first line").to_string();
+    let addr = lines[0]
+        .strip_prefix("listening on http://")
+        .expect("first line")
+        .to_string();
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 0, "the real bound port is printed");
     let all = lines.join("\n");
@@ -579,7 +756,11 @@ fn binary_prints_address_and_credentials_and_exits_0_on_sigterm() {
     // It answers on that address.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     use std::io::{Read, Write};
-    write!(s, "GET /_sandbox/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /_sandbox/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");

@@ -167,6 +167,13 @@ impl SandboxHandle {
         self.kite.stats()
     }
 
+    /// In-process only: a valid access token as if the user had logged in and the app had
+    /// exchanged the request token (no login, no TOTP step spent). Like any new session it
+    /// kills every earlier token of the api_key.
+    pub fn issue_session(&self) -> Secret {
+        Secret::new(self.kite.issue_session())
+    }
+
     /// Same as `POST /_sandbox/expire`; returns how many tokens died.
     pub fn expire_all(&self) -> usize {
         self.kite.expire_all()
