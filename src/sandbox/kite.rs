@@ -103,7 +103,7 @@ impl From<KiteArgs> for SandboxOptions {
             listen: a.listen,
             api_key: a.api_key,
             api_secret: a.api_secret,
-            user_id: a.user_id.trim().to_ascii_uppercase(),
+            user_id: a.user_id,
             password: a.password,
             totp_secret: a.totp_secret,
             redirect_url: a.redirect_url,
@@ -203,7 +203,9 @@ pub fn next_totp(secret_base32: &str) -> Result<String, InvalidTotpSecret> {
 }
 
 /// Bind and serve in the background of the current tokio runtime.
-pub async fn spawn(opts: SandboxOptions) -> Result<SandboxHandle, SandboxError> {
+pub async fn spawn(mut opts: SandboxOptions) -> Result<SandboxHandle, SandboxError> {
+    // Kite user ids are upper case; logins are matched that way.
+    opts.user_id = opts.user_id.trim().to_ascii_uppercase();
     let totp = Totp::from_base32(&opts.totp_secret)
         .map_err(|e| SandboxError::Config(format!("--totp-secret: {e}")))?;
     url::Url::parse(&opts.redirect_url)
