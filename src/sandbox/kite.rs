@@ -18,7 +18,9 @@ use std::time::Duration;
 pub use faults::{Fault, FaultKind};
 pub use state::{SandboxStats, BLOCKED_MESSAGE, STRIKES};
 
-use super::{parse_duration, say, termination, SandboxError};
+/// Kept reachable here, where it first lived.
+pub use super::SandboxError;
+use super::{parse_duration, say, termination};
 use crate::config::{KiteConfig, LoginMode, Secret};
 use crate::token::login::{InvalidTotpSecret, Totp};
 
