@@ -18,7 +18,9 @@ use std::time::Duration;
 pub use faults::{Fault, FaultKind};
 pub use state::{SandboxStats, BLOCKED_MESSAGE, STRIKES};
 
-use super::{parse_duration, say, termination, SandboxError};
+/// Kept reachable here, where it first lived.
+pub use super::SandboxError;
+use super::{parse_duration, say, termination};
 use crate::config::{KiteConfig, LoginMode, Secret};
 use crate::token::login::{InvalidTotpSecret, Totp};
 
@@ -103,7 +105,7 @@ impl From<KiteArgs> for SandboxOptions {
             listen: a.listen,
             api_key: a.api_key,
             api_secret: a.api_secret,
-            user_id: a.user_id.trim().to_ascii_uppercase(),
+            user_id: a.user_id,
             password: a.password,
             totp_secret: a.totp_secret,
             redirect_url: a.redirect_url,
@@ -167,6 +169,13 @@ impl SandboxHandle {
         self.kite.stats()
     }
 
+    /// In-process only: a valid access token as if the user had logged in and the app had
+    /// exchanged the request token (no login, no TOTP step spent). Like any new session it
+    /// kills every earlier token of the api_key.
+    pub fn issue_session(&self) -> Secret {
+        Secret::new(self.kite.issue_session())
+    }
+
     /// Same as `POST /_sandbox/expire`; returns how many tokens died.
     pub fn expire_all(&self) -> usize {
         self.kite.expire_all()
@@ -196,7 +205,9 @@ pub fn next_totp(secret_base32: &str) -> Result<String, InvalidTotpSecret> {
 }
 
 /// Bind and serve in the background of the current tokio runtime.
-pub async fn spawn(opts: SandboxOptions) -> Result<SandboxHandle, SandboxError> {
+pub async fn spawn(mut opts: SandboxOptions) -> Result<SandboxHandle, SandboxError> {
+    // Kite user ids are upper case; logins are matched that way.
+    opts.user_id = opts.user_id.trim().to_ascii_uppercase();
     let totp = Totp::from_base32(&opts.totp_secret)
         .map_err(|e| SandboxError::Config(format!("--totp-secret: {e}")))?;
     url::Url::parse(&opts.redirect_url)

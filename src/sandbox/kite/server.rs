@@ -23,9 +23,14 @@ use super::state::Kite;
 #[error("connection dropped on purpose by a sandbox fault")]
 struct DroppedOnPurpose;
 
+/// Serve until the task running this is aborted; the connections live in a `JoinSet` owned
+/// here, so aborting the loop also cuts every open (keep-alive) connection, like a broker
+/// that went away.
 pub(super) async fn serve(listener: TcpListener, kite: Arc<Kite>) {
     let app = router(kite.clone());
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             // Out of file descriptors and the like: back off instead of spinning.
@@ -35,7 +40,7 @@ pub(super) async fn serve(listener: TcpListener, kite: Arc<Kite>) {
             }
         };
         let (kite, app) = (kite.clone(), app.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let svc = hyper::service::service_fn(move |req| answer(kite.clone(), app.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
