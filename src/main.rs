@@ -119,6 +119,17 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cfg
+        .token
+        .as_ref()
+        .is_some_and(|t| t.store.kind == warden::config::StoreKind::Redis)
+    {
+        eprintln!(
+            "{}: token.store.kind = \"redis\" (fleet mode) is not implemented yet; use \"file\"",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     warden::logs::init(cfg.supervisor.log_format);
     if let Err(e) = warden::reaper::become_subreaper() {
         tracing::warn!("cannot become a child subreaper ({e}); orphans of programs will not be reaped by warden");

@@ -18,7 +18,14 @@ struct Sandbox {
 impl Sandbox {
     fn start(extra: &[&str]) -> Sandbox {
         let mut child = Command::new(BIN)
-            .args(["sandbox", "kite", "--listen", "127.0.0.1:0", "--redirect-url", "http://127.0.0.1:1/kite/callback"])
+            .args([
+                "sandbox",
+                "kite",
+                "--listen",
+                "127.0.0.1:0",
+                "--redirect-url",
+                "http://127.0.0.1:1/kite/callback",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -55,7 +62,11 @@ impl Drop for Sandbox {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn config(kite: &str, login: &str, totp_secret: &str, on_change: &str) -> String {
@@ -107,7 +118,10 @@ fn wait_for_fresh_totp_step() {
 
 fn env_token(w: &Warden) -> String {
     let text = std::fs::read_to_string(w.dir.path().join(".env")).unwrap_or_default();
-    text.lines().find_map(|l| l.strip_prefix("KITE_ACCESS_TOKEN=")).unwrap_or("").to_string()
+    text.lines()
+        .find_map(|l| l.strip_prefix("KITE_ACCESS_TOKEN="))
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -128,7 +142,10 @@ fn cold_start_logs_in_once_and_the_backend_becomes_healthy() {
     assert_eq!(status["token"]["user_id"], "AB1234");
     assert!(!status.to_string().contains(&token));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(w.dir.path().join(".warden/token.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(w.dir.path().join(".warden/token.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -145,12 +162,18 @@ fn expiry_leads_to_exactly_one_login_and_the_signalled_backend_recovers_with_the
         let t = env_token(&w);
         !t.is_empty() && t != old
     });
-    wait_until("backend healthy again", T, || w.program("backend")["health"] == "healthy");
+    wait_until("backend healthy again", T, || {
+        w.program("backend")["health"] == "healthy"
+    });
     let p = w.program("backend");
     assert_eq!(p["pid"], pid, "signal mode keeps the process");
     assert_eq!(p["restarts"], 0);
     assert_eq!(kite.stats()["sessions_created"], 2, "exactly one new login");
-    assert!(w.logs().contains("sending SIGHUP for the new token"), "{}", w.logs());
+    assert!(
+        w.logs().contains("sending SIGHUP for the new token"),
+        "{}",
+        w.logs()
+    );
 }
 
 #[test]
@@ -171,9 +194,13 @@ fn restart_mode_gives_the_backend_a_new_pid() {
 fn a_wrong_totp_is_tried_once_then_needs_login() {
     let kite = Sandbox::start(&[]);
     let w = Warden::start(&config(&kite.addr, "totp", "JBSWY3DPEHPK3PXP", "signal"));
-    wait_until("needs_login", T, || w.status()["token"]["state"] == "needs_login");
+    wait_until("needs_login", T, || {
+        w.status()["token"]["state"] == "needs_login"
+    });
     // Probes keep failing with 403; none of that may cause another 2FA attempt.
-    wait_until("many probes", T, || w.logs().matches("broker token").count() >= 1);
+    wait_until("many probes", T, || {
+        w.logs().matches("broker token").count() >= 1
+    });
     std::thread::sleep(Duration::from_millis(0));
     let (code, _) = http(&w.addr, "GET", "/readyz", &[], "");
     assert_eq!(code, 503);
@@ -193,12 +220,16 @@ fn a_restarted_warden_reuses_the_valid_token() {
     w.wait_exit(T);
     // Same directory, same config: a second warden.
     let dir = w.dir.path().to_path_buf();
-    let w2 = Warden::start_with(&std::fs::read_to_string(&w.config).unwrap(), |d| {
-        for f in [".env", ".warden/token.json"] {
-            std::fs::create_dir_all(d.join(".warden")).unwrap();
-            std::fs::copy(dir.join(f), d.join(f)).unwrap();
-        }
-    }, Vec::new());
+    let w2 = Warden::start_with(
+        &std::fs::read_to_string(&w.config).unwrap(),
+        |d| {
+            for f in [".env", ".warden/token.json"] {
+                std::fs::create_dir_all(d.join(".warden")).unwrap();
+                std::fs::copy(dir.join(f), d.join(f)).unwrap();
+            }
+        },
+        Vec::new(),
+    );
     w2.wait_state("backend", "running", T);
     assert_eq!(env_token(&w2), token);
     assert_eq!(kite.stats()["sessions_created"], 1, "no second login");
@@ -209,22 +240,45 @@ fn a_restarted_warden_reuses_the_valid_token() {
 fn manual_login_through_login_and_callback() {
     let kite = Sandbox::start(&[]);
     let w = Warden::start(&config(&kite.addr, "manual", GOOD_TOTP, "signal"));
-    wait_until("needs_login", T, || w.status()["token"]["state"] == "needs_login");
+    wait_until("needs_login", T, || {
+        w.status()["token"]["state"] == "needs_login"
+    });
 
     // Wrong or missing state: 400, token untouched.
-    let (code, _) = http(&w.addr, "GET", "/kite/callback?request_token=x&action=login&status=success&state=forged", &[], "");
+    let (code, _) = http(
+        &w.addr,
+        "GET",
+        "/kite/callback?request_token=x&action=login&status=success&state=forged",
+        &[],
+        "",
+    );
     assert_eq!(code, 400);
-    let (code, _) = http(&w.addr, "GET", "/kite/callback?request_token=x&action=login&status=success", &[], "");
+    let (code, _) = http(
+        &w.addr,
+        "GET",
+        "/kite/callback?request_token=x&action=login&status=success",
+        &[],
+        "",
+    );
     assert_eq!(code, 400);
 
     let (code, _) = http(&w.addr, "GET", "/login", &[], "");
     assert_eq!(code, 302);
     let raw = raw_location(&w.addr, "/login");
-    assert!(raw.starts_with(&format!("http://{}/connect/login?v=3&api_key=kitefront&redirect_params=state%3D", kite.addr)), "{raw}");
+    assert!(
+        raw.starts_with(&format!(
+            "http://{}/connect/login?v=3&api_key=kitefront&redirect_params=state%3D",
+            kite.addr
+        )),
+        "{raw}"
+    );
     let nonce = raw.rsplit("state%3D").next().unwrap().to_string();
 
     // The person logs in at Kite; we drive the same endpoints their browser would.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let kcfg = warden::config::KiteConfig {
         api_key: "kitefront".into(),
         user_id: "AB1234".into(),
@@ -234,8 +288,17 @@ fn manual_login_through_login_and_callback() {
         api_base: format!("http://{}", kite.addr),
         ..Default::default()
     };
-    let rt_token = rt.block_on(async { warden::token::login::TotpLogin::new(&kcfg).unwrap().login().await.unwrap() });
-    let path = format!("/kite/callback?request_token={}&action=login&status=success&state={nonce}", rt_token.expose());
+    let rt_token = rt.block_on(async {
+        warden::token::login::TotpLogin::new(&kcfg)
+            .unwrap()
+            .login()
+            .await
+            .unwrap()
+    });
+    let path = format!(
+        "/kite/callback?request_token={}&action=login&status=success&state={nonce}",
+        rt_token.expose()
+    );
     let (code, body) = http(&w.addr, "GET", &path, &[], "");
     assert_eq!(code, 302, "{body}");
     wait_until("valid", T, || w.status()["token"]["state"] == "valid");
@@ -250,10 +313,21 @@ fn manual_login_through_login_and_callback() {
 fn raw_location(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.lines().find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: "))).unwrap_or("").trim().to_string()
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -263,7 +337,10 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
     w.wait_state("backend", "running", T);
     wait_for_fresh_totp_step();
     // Someone runs their own refresh script: a new session, written into .env by hand.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let kcfg = warden::config::KiteConfig {
         api_key: "kitefront".into(),
         api_secret: warden::config::Secret::new("kitefront-sandbox-secret"),
@@ -275,9 +352,17 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
         ..Default::default()
     };
     let token = rt.block_on(async {
-        let rt_tok = warden::token::login::TotpLogin::new(&kcfg).unwrap().login().await.unwrap();
+        let rt_tok = warden::token::login::TotpLogin::new(&kcfg)
+            .unwrap()
+            .login()
+            .await
+            .unwrap();
         let client = warden::token::kite::KiteClient::new(&kcfg);
-        client.exchange(rt_tok.expose(), &kcfg.api_secret).await.unwrap().access_token
+        client
+            .exchange(rt_tok.expose(), &kcfg.api_secret)
+            .await
+            .unwrap()
+            .access_token
     });
     let env = w.dir.path().join(".env");
     let text = std::fs::read_to_string(&env).unwrap();
@@ -285,6 +370,12 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
     std::fs::write(&env, text.replace(&old, token.expose())).unwrap();
     wait_until("adopted", T, || w.status()["token"]["source"] == "env_file");
     w.wait_log("sending SIGHUP for the new token", T);
-    wait_until("backend healthy", T, || w.program("backend")["health"] == "healthy");
-    assert_eq!(kite.stats()["sessions_created"], 2, "warden itself did not log in again");
+    wait_until("backend healthy", T, || {
+        w.program("backend")["health"] == "healthy"
+    });
+    assert_eq!(
+        kite.stats()["sessions_created"],
+        2,
+        "warden itself did not log in again"
+    );
 }
