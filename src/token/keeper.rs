@@ -100,8 +100,9 @@ pub enum CallbackError {
     NotKite,
 }
 
-/// Retries after transient broker trouble: 5 s doubling up to 5 min.
-const TRANSIENT_FIRST: Duration = Duration::from_secs(5);
+/// Retries after transient broker trouble: 1 s doubling up to 5 min (never sooner than
+/// `min_interval`).
+const TRANSIENT_FIRST: Duration = Duration::from_secs(1);
 const TRANSIENT_MAX: Duration = Duration::from_secs(300);
 
 /// Shared, cheap view of the keeper for HTTP and the supervisor.
