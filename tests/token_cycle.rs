@@ -379,3 +379,81 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
         "warden itself did not log in again"
     );
 }
+
+#[test]
+fn a_callback_for_another_user_is_refused_logged_out_and_changes_nothing() {
+    let kite = Sandbox::start(&[]);
+    // warden expects ZZ9999; the only user who can log in at the sandbox is AB1234.
+    let cfg = config(&kite.addr, "manual", GOOD_TOTP, "signal")
+        .replace("user_id = \"AB1234\"", "user_id = \"ZZ9999\"");
+    let w = Warden::start(&cfg);
+    wait_until("needs_login", T, || {
+        w.status()["token"]["state"] == "needs_login"
+    });
+    let location = raw_location(&w.addr, "/login");
+    let nonce = location.rsplit("state%3D").next().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kcfg = warden::config::KiteConfig {
+        api_key: "kitefront".into(),
+        user_id: "AB1234".into(),
+        password: warden::config::Secret::new("sandbox-password"),
+        totp_secret: warden::config::Secret::new(GOOD_TOTP),
+        login_base: format!("http://{}", kite.addr),
+        api_base: format!("http://{}", kite.addr),
+        ..Default::default()
+    };
+    let rt_token = rt.block_on(async {
+        warden::token::login::TotpLogin::new(&kcfg)
+            .unwrap()
+            .login()
+            .await
+            .unwrap()
+    });
+    let path = format!(
+        "/kite/callback?request_token={}&action=login&status=success&state={nonce}",
+        rt_token.expose()
+    );
+    let (code, body) = http(&w.addr, "GET", &path, &[], "");
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        kite.stats()["logouts"],
+        1,
+        "the foreign session was logged out"
+    );
+    assert_eq!(w.status()["token"]["state"], "needs_login");
+    assert!(env_token(&w).is_empty(), "the env file was not touched");
+}
+
+#[test]
+fn a_signalled_program_that_does_not_recover_within_verify_timeout_is_restarted() {
+    let kite = Sandbox::start(&[]);
+    // The backend reads a private copy of .env taken at start, so a SIGHUP cannot give it the
+    // new token; only a restart (which copies .env again) can.
+    let cfg = config(&kite.addr, "totp", GOOD_TOTP, "signal").replacen(
+        &format!("command = [\"{BIN}\", \"sandbox\", \"backend\""),
+        &format!("command = [\"sh\", \"-c\", \"cp .env stale.env && exec \\\"$0\\\" \\\"$@\\\"\", \"{BIN}\", \"sandbox\", \"backend\""),
+        1,
+    ).replace("--env-file\", \".env\"", "--env-file\", \"stale.env\"");
+    let w = Warden::start(&cfg);
+    let pid = w.wait_state("backend", "running", T)["pid"].clone();
+    wait_for_fresh_totp_step();
+    kite.expire();
+    w.wait_log("sending SIGHUP for the new token", T);
+    wait_until("restart after verify_timeout", T, || {
+        let p = w.program("backend");
+        p["pid"] != pid && p["health"] == "healthy"
+    });
+    assert!(
+        w.logs().contains("after the token hand-over; restarting"),
+        "{}",
+        w.logs()
+    );
+    let (_, metrics) = http(&w.addr, "GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains(r#"warden_program_restarts_total{program="backend",reason="token"} 1"#),
+        "{metrics}"
+    );
+}
