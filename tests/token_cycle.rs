@@ -2,64 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 const T: Duration = Duration::from_secs(30);
-
-struct Sandbox {
-    child: Child,
-    addr: String,
-}
-
-impl Sandbox {
-    fn start(extra: &[&str]) -> Sandbox {
-        let mut child = Command::new(BIN)
-            .args([
-                "sandbox",
-                "kite",
-                "--listen",
-                "127.0.0.1:0",
-                "--redirect-url",
-                "http://127.0.0.1:1/kite/callback",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "sandbox exited");
-            if let Some(a) = line.trim().strip_prefix("listening on http://") {
-                break a.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in out.lines() {});
-        Sandbox { child, addr }
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        get_json(&self.addr, "/_sandbox/stats")
-    }
-
-    fn expire(&self) {
-        let (code, body) = http(&self.addr, "POST", "/_sandbox/expire", &[], "");
-        assert_eq!(code, 200, "{body}");
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -104,7 +51,7 @@ failure_threshold = 5
     )
 }
 
-const GOOD_TOTP: &str = "WARDENSANDBOXTOTPSECRETKITEAB234";
+const GOOD_TOTP: &str = SANDBOX_TOTP;
 
 /// Kite (and the sandbox) refuse a TOTP code twice, and warden never resubmits one: a second
 /// login needs the next 30 s step. Wait for it so that the login under test can happen.
@@ -126,7 +73,7 @@ fn env_token(w: &Warden) -> String {
 
 #[test]
 fn cold_start_logs_in_once_and_the_backend_becomes_healthy() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
     let st = w.wait_state("backend", "running", T);
     assert_eq!(st["health"], "healthy");
@@ -151,7 +98,7 @@ fn cold_start_logs_in_once_and_the_backend_becomes_healthy() {
 
 #[test]
 fn expiry_leads_to_exactly_one_login_and_the_signalled_backend_recovers_with_the_same_pid() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
     let pid = w.wait_state("backend", "running", T)["pid"].clone();
     wait_until("healthy", T, || w.program("backend")["health"] == "healthy");
@@ -178,7 +125,7 @@ fn expiry_leads_to_exactly_one_login_and_the_signalled_backend_recovers_with_the
 
 #[test]
 fn restart_mode_gives_the_backend_a_new_pid() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "restart"));
     let pid = w.wait_state("backend", "running", T)["pid"].clone();
     wait_for_fresh_totp_step();
@@ -192,7 +139,7 @@ fn restart_mode_gives_the_backend_a_new_pid() {
 
 #[test]
 fn a_wrong_totp_is_tried_once_then_needs_login() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     let w = Warden::start(&config(&kite.addr, "totp", "JBSWY3DPEHPK3PXP", "signal"));
     wait_until("needs_login", T, || {
         w.status()["token"]["state"] == "needs_login"
@@ -211,7 +158,7 @@ fn a_wrong_totp_is_tried_once_then_needs_login() {
 
 #[test]
 fn a_restarted_warden_reuses_the_valid_token() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     let cfg = config(&kite.addr, "totp", GOOD_TOTP, "signal");
     let mut w = Warden::start(&cfg);
     w.wait_state("backend", "running", T);
@@ -238,7 +185,7 @@ fn a_restarted_warden_reuses_the_valid_token() {
 
 #[test]
 fn manual_login_through_login_and_callback() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     let w = Warden::start(&config(&kite.addr, "manual", GOOD_TOTP, "signal"));
     wait_until("needs_login", T, || {
         w.status()["token"]["state"] == "needs_login"
@@ -275,26 +222,7 @@ fn manual_login_through_login_and_callback() {
     let nonce = raw.rsplit("state%3D").next().unwrap().to_string();
 
     // The person logs in at Kite; we drive the same endpoints their browser would.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let kcfg = warden::config::KiteConfig {
-        api_key: "kitefront".into(),
-        user_id: "AB1234".into(),
-        password: warden::config::Secret::new("sandbox-password"),
-        totp_secret: warden::config::Secret::new(GOOD_TOTP),
-        login_base: format!("http://{}", kite.addr),
-        api_base: format!("http://{}", kite.addr),
-        ..Default::default()
-    };
-    let rt_token = rt.block_on(async {
-        warden::token::login::TotpLogin::new(&kcfg)
-            .unwrap()
-            .login()
-            .await
-            .unwrap()
-    });
+    let rt_token = kite.request_token();
     let path = format!(
         "/kite/callback?request_token={}&action=login&status=success&state={nonce}",
         rt_token.expose()
@@ -332,31 +260,18 @@ fn raw_location(addr: &str, path: &str) -> String {
 
 #[test]
 fn an_external_env_change_with_a_valid_token_is_adopted() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
     w.wait_state("backend", "running", T);
     wait_for_fresh_totp_step();
     // Someone runs their own refresh script: a new session, written into .env by hand.
+    let rt_tok = kite.request_token();
+    let kcfg = kite.kite_config();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let kcfg = warden::config::KiteConfig {
-        api_key: "kitefront".into(),
-        api_secret: warden::config::Secret::new("kitefront-sandbox-secret"),
-        user_id: "AB1234".into(),
-        password: warden::config::Secret::new("sandbox-password"),
-        totp_secret: warden::config::Secret::new(GOOD_TOTP),
-        login_base: format!("http://{}", kite.addr),
-        api_base: format!("http://{}", kite.addr),
-        ..Default::default()
-    };
     let token = rt.block_on(async {
-        let rt_tok = warden::token::login::TotpLogin::new(&kcfg)
-            .unwrap()
-            .login()
-            .await
-            .unwrap();
         let client = warden::token::kite::KiteClient::new(&kcfg);
         client
             .exchange(rt_tok.expose(), &kcfg.api_secret)
@@ -382,7 +297,7 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
 
 #[test]
 fn a_callback_for_another_user_is_refused_logged_out_and_changes_nothing() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     // warden expects ZZ9999; the only user who can log in at the sandbox is AB1234.
     let cfg = config(&kite.addr, "manual", GOOD_TOTP, "signal")
         .replace("user_id = \"AB1234\"", "user_id = \"ZZ9999\"");
@@ -392,26 +307,7 @@ fn a_callback_for_another_user_is_refused_logged_out_and_changes_nothing() {
     });
     let location = raw_location(&w.addr, "/login");
     let nonce = location.rsplit("state%3D").next().unwrap().to_string();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let kcfg = warden::config::KiteConfig {
-        api_key: "kitefront".into(),
-        user_id: "AB1234".into(),
-        password: warden::config::Secret::new("sandbox-password"),
-        totp_secret: warden::config::Secret::new(GOOD_TOTP),
-        login_base: format!("http://{}", kite.addr),
-        api_base: format!("http://{}", kite.addr),
-        ..Default::default()
-    };
-    let rt_token = rt.block_on(async {
-        warden::token::login::TotpLogin::new(&kcfg)
-            .unwrap()
-            .login()
-            .await
-            .unwrap()
-    });
+    let rt_token = kite.request_token();
     let path = format!(
         "/kite/callback?request_token={}&action=login&status=success&state={nonce}",
         rt_token.expose()
@@ -429,7 +325,7 @@ fn a_callback_for_another_user_is_refused_logged_out_and_changes_nothing() {
 
 #[test]
 fn a_signalled_program_that_does_not_recover_within_verify_timeout_is_restarted() {
-    let kite = Sandbox::start(&[]);
+    let kite = KiteSandbox::start(&[]);
     // The backend reads a private copy of .env taken at start, so a SIGHUP cannot give it the
     // new token; only a restart (which copies .env again) can.
     let cfg = config(&kite.addr, "totp", GOOD_TOTP, "signal").replacen(

@@ -139,53 +139,6 @@ fn a_reader_never_sees_a_partial_env_file_during_50_refreshes() {
 
 mod kite {
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    pub struct Sandbox {
-        child: std::process::Child,
-        pub addr: String,
-    }
-
-    impl Sandbox {
-        pub fn start() -> Sandbox {
-            let mut child = Command::new(BIN)
-                .args(["sandbox", "kite", "--listen", "127.0.0.1:0"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut out = BufReader::new(child.stdout.take().unwrap());
-            let mut line = String::new();
-            let addr = loop {
-                line.clear();
-                assert!(out.read_line(&mut line).unwrap() > 0, "sandbox exited");
-                if let Some(a) = line.trim().strip_prefix("listening on http://") {
-                    break a.to_string();
-                }
-            };
-            std::thread::spawn(move || for _ in out.lines() {});
-            Sandbox { child, addr }
-        }
-
-        pub fn fault(&self, json: &str) {
-            let (code, body) = http(
-                &self.addr,
-                "POST",
-                "/_sandbox/fault",
-                &[("Content-Type", "application/json")],
-                json,
-            );
-            assert_eq!(code, 200, "{body}");
-        }
-    }
-
-    impl Drop for Sandbox {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 
     pub fn config(kite: &str, max_attempts: u32) -> String {
         format!(
@@ -221,7 +174,7 @@ api_base = "http://{kite}"
 
 #[test]
 fn broker_5xx_twice_then_success() {
-    let kite = kite::Sandbox::start();
+    let kite = KiteSandbox::start(&[]);
     kite.fault(r#"{"path": "/api/login", "status": 503, "count": 2}"#);
     let w = Warden::start(&kite::config(&kite.addr, 5));
     wait_until("valid token", T, || w.status()["token"]["state"] == "valid");
@@ -249,7 +202,7 @@ fn broker_5xx_twice_then_success() {
 
 #[test]
 fn a_broker_outage_never_exceeds_max_attempts() {
-    let kite = kite::Sandbox::start();
+    let kite = KiteSandbox::start(&[]);
     kite.fault(r#"{"path": "/api/login", "status": 503, "count": 1000}"#);
     let w = Warden::start(&kite::config(&kite.addr, 2));
     wait_until("needs_login after the cap", T, || {

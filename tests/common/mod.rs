@@ -329,3 +329,94 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         .map(|p| p.0)
         .collect()
 }
+
+/// `warden sandbox kite` as a real process on a free loopback port.
+pub struct KiteSandbox {
+    child: Child,
+    pub addr: String,
+}
+
+impl KiteSandbox {
+    pub fn start(extra: &[&str]) -> KiteSandbox {
+        let mut child = Command::new(BIN)
+            .args(["sandbox", "kite", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the sandbox");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "sandbox exited before listening"
+            );
+            if let Some(a) = line.trim().strip_prefix("listening on http://") {
+                break a.to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in out.lines() {});
+        KiteSandbox { child, addr }
+    }
+
+    pub fn stats(&self) -> Value {
+        get_json(&self.addr, "/_sandbox/stats")
+    }
+
+    pub fn expire(&self) {
+        let (code, body) = http(&self.addr, "POST", "/_sandbox/expire", &[], "");
+        assert_eq!(code, 200, "{body}");
+    }
+
+    pub fn fault(&self, json: &str) {
+        let (code, body) = http(
+            &self.addr,
+            "POST",
+            "/_sandbox/fault",
+            &[("Content-Type", "application/json")],
+            json,
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+
+    /// The sandbox's demo credentials, pointed at this sandbox.
+    pub fn kite_config(&self) -> warden::config::KiteConfig {
+        warden::config::KiteConfig {
+            api_key: "kitefront".into(),
+            api_secret: warden::config::Secret::new("kitefront-sandbox-secret"),
+            user_id: "AB1234".into(),
+            login: warden::config::LoginMode::Totp,
+            password: warden::config::Secret::new("sandbox-password"),
+            totp_secret: warden::config::Secret::new(SANDBOX_TOTP),
+            login_base: format!("http://{}", self.addr),
+            api_base: format!("http://{}", self.addr),
+        }
+    }
+
+    /// Log in the way a person's browser would, and return the request token.
+    pub fn request_token(&self) -> warden::config::Secret {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = self.kite_config();
+        rt.block_on(async {
+            warden::token::login::TotpLogin::new(&cfg)
+                .unwrap()
+                .login()
+                .await
+                .unwrap()
+        })
+    }
+}
+
+impl Drop for KiteSandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const SANDBOX_TOTP: &str = "WARDENSANDBOXTOTPSECRETKITEAB234";
