@@ -558,8 +558,13 @@ impl Supervisor {
             metrics: self.metrics.clone(),
             notifier: self.notifier.clone(),
             generation: self.token_generation.clone(),
+            clock: crate::token::clock::Clock::System,
+            watch_env_file: true,
         };
-        self.keeper = Some(Keeper::spawn(setup, self.keeper_tx.clone()));
+        let broker = crate::token::broker::KiteBroker::new(
+            self.cfg.token.as_ref().and_then(|t| t.kite.clone()),
+        );
+        self.keeper = Some(Keeper::spawn(setup, broker, self.keeper_tx.clone()));
     }
 
     fn forward(&self, sig: Signal) {

@@ -20,8 +20,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::kite::{BrokerError, ErrorClass, KiteClient};
-use super::login::TotpLogin;
+use super::broker::Broker;
+use super::clock::Clock;
+use super::kite::{BrokerError, ErrorClass};
 use super::schedule::{last_before, next_after, parse_hhmm};
 use super::{store, TokenRecord, TokenSource};
 use crate::config::{KiteConfig, LoginMode, Secret, TokenConfig, TokenProviderKind};
@@ -114,14 +115,14 @@ pub struct KeeperHandle {
     pub generation: Arc<AtomicU64>,
 }
 
-pub struct Keeper {
+pub struct Keeper<B: Broker> {
+    broker: B,
+    clock: Clock,
     cfg: TokenConfig,
     state_dir: PathBuf,
     config_dir: PathBuf,
     login_url: String,
     tz: TimeZone,
-    client: Option<KiteClient>,
-    totp: Option<TotpLogin>,
     current: Option<TokenRecord>,
     status: watch::Sender<TokenStatus>,
     generation: Arc<AtomicU64>,
@@ -151,26 +152,34 @@ pub struct KeeperSetup {
     pub notifier: Notifier,
     /// Shared with program actors, which read it right before each spawn.
     pub generation: Arc<AtomicU64>,
+    pub clock: Clock,
+    /// Watch the env file for tokens written by someone else (off in simulations).
+    pub watch_env_file: bool,
 }
 
 fn rfc3339(t: i64) -> Option<String> {
     Timestamp::from_second(t).ok().map(|t| t.to_string())
 }
 
-impl Keeper {
-    pub fn spawn(setup: KeeperSetup, events: UnboundedSender<KeeperEvent>) -> KeeperHandle {
+impl<B: Broker> Keeper<B> {
+    pub fn spawn(
+        setup: KeeperSetup,
+        broker: B,
+        events: UnboundedSender<KeeperEvent>,
+    ) -> KeeperHandle {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (status, status_rx) = watch::channel(TokenStatus::default());
         let generation = setup.generation.clone();
         let tz = TimeZone::get(&setup.cfg.timezone).unwrap_or(TimeZone::UTC);
+        let watch_env_file = setup.watch_env_file;
         let keeper = Keeper {
+            broker,
+            clock: setup.clock,
             cfg: setup.cfg,
             state_dir: setup.state_dir,
             config_dir: setup.config_dir,
             login_url: setup.login_url,
             tz,
-            client: None,
-            totp: None,
             current: None,
             status,
             generation: generation.clone(),
@@ -187,7 +196,7 @@ impl Keeper {
             env_watch: None,
             env_rx: None,
         };
-        tokio::spawn(keeper.run());
+        tokio::spawn(keeper.run(watch_env_file));
         KeeperHandle {
             tx,
             status: status_rx,
@@ -212,14 +221,6 @@ impl Keeper {
         }
     }
 
-    fn client(&mut self) -> Option<&KiteClient> {
-        if self.client.is_none() {
-            // Built on first use: the HTTPS client and its root store cost ~1 MiB of RSS.
-            self.client = self.kite().map(KiteClient::new);
-        }
-        self.client.as_ref()
-    }
-
     fn set_state(&self, state: TokenState, last_error: Option<String>) {
         let next = self.next_refresh_at();
         self.status.send_modify(|s| {
@@ -234,7 +235,7 @@ impl Keeper {
 
     fn next_refresh_at(&self) -> Timestamp {
         let hhmm = parse_hhmm(&self.cfg.refresh_at).unwrap_or((6, 5));
-        next_after(Timestamp::now(), &self.tz, hhmm)
+        next_after(self.clock.now(), &self.tz, hhmm)
     }
 
     fn expiry_after(&self, t: Timestamp) -> Timestamp {
@@ -245,14 +246,20 @@ impl Keeper {
         )
     }
 
-    async fn run(mut self) {
+    async fn run(mut self, watch_env_file: bool) {
         self.status
             .send_modify(|s| s.login = Some(self.login_kind()));
-        match store::EnvFileWatcher::start(&self.cfg.env_file, &self.cfg.env_key) {
-            Ok((w, rx)) => {
+        let watcher = if watch_env_file {
+            store::EnvFileWatcher::start(&self.cfg.env_file, &self.cfg.env_key).map(Some)
+        } else {
+            Ok(None)
+        };
+        match watcher {
+            Ok(Some((w, rx))) => {
                 self.env_watch = Some(w);
                 self.env_rx = Some(rx);
             }
+            Ok(None) => {}
             Err(e) => tracing::warn!(
                 "cannot watch {} ({e}); external token changes will not be seen",
                 self.cfg.env_file.display()
@@ -263,7 +270,7 @@ impl Keeper {
         let mut next_check = Instant::now() + self.cfg.check_interval;
         loop {
             let refresh_in =
-                (self.next_refresh_at().as_second() - Timestamp::now().as_second()).max(1) as u64;
+                (self.next_refresh_at().as_second() - self.clock.now().as_second()).max(1) as u64;
             let scheduled = Instant::now() + Duration::from_secs(refresh_in);
             tokio::select! {
                 msg = self.rx.recv() => match msg {
@@ -291,9 +298,8 @@ impl Keeper {
 
     fn reconfigure(&mut self, cfg: TokenConfig) {
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
+        self.broker.reconfigure(cfg.kite.clone());
         self.cfg = cfg;
-        self.client = None;
-        self.totp = None;
         self.blocked = None;
         self.status
             .send_modify(|s| s.login = Some(self.login_kind()));
@@ -314,7 +320,7 @@ impl Keeper {
         }
         if let Ok(Some(v)) = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key) {
             if !v.is_empty() && candidates.iter().all(|c| c.access_token.expose() != v) {
-                let now = Timestamp::now();
+                let now = self.clock.now();
                 candidates.push(TokenRecord {
                     access_token: Secret::new(v),
                     user_id: String::new(),
@@ -359,10 +365,10 @@ impl Keeper {
     /// is no broker to ask, e.g. a command provider without `[token.kite]`).
     async fn check(&mut self, token: &Secret) -> Result<Option<String>, BrokerError> {
         let expected = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
-        let Some(client) = self.client() else {
+        if !self.broker.configured() {
             return Ok(None);
-        };
-        let profile = client.profile(token).await?;
+        }
+        let profile = self.broker.profile(token).await?;
         if !expected.is_empty() && profile.user_id != expected {
             return Err(BrokerError::UnexpectedFlow {
                 step: super::kite::Step::Profile,
@@ -411,9 +417,7 @@ impl Keeper {
                 tracing::info!("token refresh requested");
                 // A person asked: a credential block may be lifted, the attempt caps still hold.
                 self.blocked = None;
-                if let Some(t) = self.totp.as_mut() {
-                    t.rearm();
-                }
+                self.broker.rearm();
                 self.refresh("requested").await;
             }
         }
@@ -421,7 +425,7 @@ impl Keeper {
 
     async fn on_schedule(&mut self) {
         let boundary = last_before(
-            Timestamp::now(),
+            self.clock.now(),
             &self.tz,
             parse_hhmm(&self.cfg.expires_at).unwrap_or((6, 0)),
         );
@@ -429,7 +433,9 @@ impl Keeper {
             .current
             .as_ref()
             .is_none_or(|c| c.obtained_at < boundary.as_second());
-        if stale {
+        // In manual mode a person would be asked to log in while the token may still work
+        // (Kite's real flush time varies): there, only a rejected token asks for a login.
+        if stale && !self.manual() {
             tracing::info!("daily refresh: the token predates today's expiry");
             self.refresh("schedule").await;
         } else {
@@ -447,7 +453,7 @@ impl Keeper {
         );
         match self.check(&tok).await {
             Ok(user_id) => {
-                let now = Timestamp::now();
+                let now = self.clock.now();
                 let rec = TokenRecord {
                     access_token: tok,
                     user_id: user_id.unwrap_or_default(),
@@ -503,7 +509,7 @@ impl Keeper {
                 return;
             }
         }
-        if let Some(wait) = self.totp.as_ref().and_then(TotpLogin::fresh_code_in) {
+        if let Some(wait) = self.broker.fresh_code_in() {
             self.retry_at = Some(now + wait);
             return;
         }
@@ -575,23 +581,13 @@ impl Keeper {
         let (token, source) = match self.cfg.provider {
             TokenProviderKind::Command => (self.run_command().await?, TokenSource::Command),
             _ => {
-                let kite = self
-                    .kite()
-                    .cloned()
-                    .ok_or_else(|| BrokerError::Config("[token.kite] is missing".into()))?;
-                if self.totp.is_none() {
-                    self.totp = Some(TotpLogin::new(&kite)?);
-                }
-                let request_token = self.totp.as_mut().expect("just set").login().await?;
-                let client = self.client().expect("kite config present");
-                let session = client
-                    .exchange(request_token.expose(), &kite.api_secret)
-                    .await?;
+                let request_token = self.broker.login().await?;
+                let session = self.broker.exchange(request_token.expose()).await?;
                 (session.access_token, TokenSource::Totp)
             }
         };
         let user_id = self.check(&token).await?.unwrap_or_default();
-        let now = Timestamp::now();
+        let now = self.clock.now();
         Ok(TokenRecord {
             access_token: token,
             user_id,
@@ -622,15 +618,14 @@ impl Keeper {
     async fn on_callback(&mut self, request_token: &str) -> Result<(), CallbackError> {
         let kite = self.kite().cloned().ok_or(CallbackError::NotKite)?;
         self.metrics.inc_login_attempt("manual");
-        let client = self.client().ok_or(CallbackError::NotKite)?;
-        let session = client.exchange(request_token, &kite.api_secret).await?;
+        let session = self.broker.exchange(request_token).await?;
         if !kite.user_id.is_empty() && session.user_id != kite.user_id {
             tracing::warn!(got = %session.user_id, "manual login by another Kite user refused; logging that session out");
-            let _ = client.logout(&session.access_token).await;
+            let _ = self.broker.logout(&session.access_token).await;
             return Err(CallbackError::WrongUser);
         }
-        client.profile(&session.access_token).await?;
-        let now = Timestamp::now();
+        self.broker.profile(&session.access_token).await?;
+        let now = self.clock.now();
         let rec = TokenRecord {
             access_token: session.access_token,
             user_id: session.user_id,

@@ -1,5 +1,7 @@
 //! The broker access token: obtaining it, validating it, storing it, handing it to programs.
 
+pub mod broker;
+pub mod clock;
 pub mod command;
 pub mod command_run;
 pub mod dotenv;
