@@ -392,7 +392,7 @@ fn simulate(login: LoginMode, seed: u64) -> Report {
                 let secs = hi.as_second() - lo.as_second();
                 if w.outages.iter().any(|(oa, ob)| *oa < hi && lo < *ob) {
                     report.invalid_outage += secs;
-                } else if w.logouts.iter().any(|t| *t == a) {
+                } else if w.logouts.contains(&a) {
                     report.invalid_after_logout += secs;
                 } else {
                     report.invalid_reachable += secs;
