@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_warden");
+const BIN: &str = env!("CARGO_BIN_EXE_warden");
 pub const TOTP_SECRET: &str = warden::sandbox::kite::DEFAULT_TOTP_SECRET;
 
 pub fn free_port() -> u16 {
