@@ -125,7 +125,7 @@ impl Resp {
 /// One HTTP/1.1 request with `Connection: close`; answers with the headers kept.
 pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -136,8 +136,7 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    let raw = read_response(&mut s);
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -150,10 +149,7 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    let body = if chunked {
+    let body = if is_chunked(head) {
         dechunk(rest)
     } else {
         rest.to_string()
@@ -162,6 +158,43 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
         status,
         headers,
         body,
+    }
+}
+
+fn is_chunked(head: &str) -> bool {
+    head.to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Read one response: up to its Content-Length, to the last chunk, or to the close. Some
+/// servers (chromedriver) keep the connection open despite `Connection: close`.
+fn read_response(s: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_string();
+            let body = raw.len() - end - 4;
+            if content_length(&head).is_some_and(|n| body >= n)
+                || (is_chunked(&head) && raw.ends_with(b"0\r\n\r\n"))
+            {
+                return raw;
+            }
+        }
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            return raw;
+        }
+        raw.extend_from_slice(&buf[..n]);
     }
 }
 
