@@ -62,13 +62,18 @@ fn the_login_button_shows_while_a_login_is_needed_and_a_manual_login_removes_it(
     let port = free_port();
     let kite = Kite::start(&format!("http://127.0.0.1:{port}/kite/callback"));
     let cfg = format!(
-        "{}\n[programs.web]\ncommand = [\"sleep\", \"300\"]\n",
+        "{}\n[programs.web]\ncommand = [\"sleep\", \"300\"]\non_token_change = \"none\"\n",
         kite_config(port, &kite.addr, "manual", None)
     );
     let w = Warden::start(&cfg);
     wait_until("token needs_login", T, || {
         w.status()["token"]["state"] == "needs_login"
     });
+    w.wait_state("web", "running", T);
+    let r = request(&w.addr, "GET", "/readyz", &[], "");
+    assert_eq!(r.status, 503, "{}", r.body);
+    let why: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(why["reason"], "token is needs_login", "{why}");
     let html = page(&w).body;
     assert!(html.contains(LOGIN_BUTTON), "{html}");
     assert!(html.contains("needs login"), "{html}");
@@ -92,6 +97,12 @@ fn the_login_button_shows_while_a_login_is_needed_and_a_manual_login_removes_it(
         .unwrap();
     assert!(token.len() > 8);
     assert!(!html.contains(token), "the page shows the token");
+    for path in ["/api/v1/status", "/metrics", "/readyz", "/healthz"] {
+        let r = request(&w.addr, "GET", path, &[], "");
+        assert!(!r.body.contains(token), "{path} shows the token");
+    }
+    let r = request(&w.addr, "GET", "/readyz", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(kite.stats()["sessions_created"], 1);
 }
 
