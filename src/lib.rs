@@ -1,5 +1,6 @@
 //! warden: a supervisor for trading stacks. See README.md for the theory of operation.
 
+pub mod client;
 pub mod config;
 pub mod config_watch;
 pub mod health;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use warden::client::ClientCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,7 +100,15 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from)
         }),
-        other => Err(anyhow::anyhow!("{other:?} is not implemented yet")),
+        Command::Status { json } => return client(ClientCommand::Status { json }, &config),
+        Command::Restart { name } => return client(ClientCommand::Restart { name }, &config),
+        Command::Token {
+            op: TokenOp::Refresh,
+        } => return client(ClientCommand::TokenRefresh, &config),
+        Command::Token {
+            op: TokenOp::Status,
+        } => return client(ClientCommand::TokenStatus, &config),
+        Command::LoginUrl => return client(ClientCommand::LoginUrl, &config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,6 +165,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
+}
+
+/// The client subcommands: ask the running warden; exit 1 when it cannot, 2 for a bad config.
+fn client(cmd: ClientCommand, path: &std::path::Path) -> ExitCode {
+    match warden::client::run(&cmd, path) {
+        Ok(out) => {
+            // A closed pipe (`warden status | head -1`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("warden: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -8,9 +8,11 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::page::{health_str, token_state_str};
 use super::{AppState, Request};
 use crate::program::ProgramState;
-use crate::supervisor::Health;
+use crate::supervisor::{Health, ProgramStatus};
+use crate::token::keeper::TokenState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -38,35 +40,53 @@ async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
-    if let Some(k) = &st.keeper {
-        let t = k.status.borrow().clone();
-        if t.state != crate::token::keeper::TokenState::Valid {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"ready": false, "reason": format!("token is {}", serde_json::to_value(t.state).unwrap_or_default().as_str().unwrap_or("unknown")), "token": t})),
-            )
-                .into_response();
-        }
-    }
+    let token = st.keeper.as_ref().map(|k| k.status.borrow().state);
     let programs = st.programs.borrow().clone();
-    let not_ready: Vec<_> = programs
-        .values()
-        .filter(|p| {
-            p.state == ProgramState::Fatal
-                || (matches!(p.state, ProgramState::Starting | ProgramState::Backoff))
-                || (p.health != Health::Healthy && p.health != Health::Unknown)
+    let not_ready: Vec<_> = programs.values().filter(|p| !program_ready(p)).collect();
+    let token_ok = token.is_none_or(|t| t == TokenState::Valid);
+    if not_ready.is_empty() && token_ok {
+        return (StatusCode::OK, Json(json!({"ready": true}))).into_response();
+    }
+    // One phrase per problem, naming the program or the token state, e.g.
+    // "backend is running but unhealthy; token is needs_login".
+    let mut reasons: Vec<String> = not_ready
+        .iter()
+        .map(|p| {
+            let sick = !matches!(p.health, Health::Healthy | Health::Unknown);
+            match (p.state, sick) {
+                (ProgramState::Running, _) => {
+                    format!("{} is running but {}", p.name, health_str(p.health))
+                }
+                (s, true) => format!("{} is {} and {}", p.name, s.as_str(), health_str(p.health)),
+                (s, false) => format!("{} is {}", p.name, s.as_str()),
+            }
         })
+        .collect();
+    if let Some(t) = token.filter(|_| !token_ok) {
+        reasons.push(format!("token is {}", token_state_str(t)));
+    }
+    let programs: Vec<_> = not_ready
+        .iter()
         .map(|p| json!({"program": p.name, "state": p.state, "health": p.health}))
         .collect();
-    if not_ready.is_empty() {
-        (StatusCode::OK, Json(json!({"ready": true}))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": "programs not ready", "programs": not_ready})),
-        )
-            .into_response()
-    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "ready": false,
+            "reason": reasons.join("; "),
+            "programs": programs,
+            "token": token.map(token_state_str),
+        })),
+    )
+        .into_response()
+}
+
+/// Ready: not fatal, not between starts, and not failing its health check.
+fn program_ready(p: &ProgramStatus) -> bool {
+    !matches!(
+        p.state,
+        ProgramState::Fatal | ProgramState::Starting | ProgramState::Backoff
+    ) && matches!(p.health, Health::Healthy | Health::Unknown)
 }
 
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {

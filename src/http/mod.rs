@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod login;
+pub mod page;
 
 use std::net::SocketAddr;
 
@@ -50,7 +51,10 @@ pub enum HttpError {
 }
 
 pub fn router(state: AppState) -> Router {
-    api::routes().merge(login::routes()).with_state(state)
+    api::routes()
+        .merge(login::routes())
+        .merge(page::routes())
+        .with_state(state)
 }
 
 /// Bind now (so a busy port fails start-up), serve in the background. Returns the bound address.
