@@ -11,6 +11,7 @@ pub mod notify;
 pub mod program;
 pub mod reaper;
 pub mod sandbox;
+pub mod sdnotify;
 pub mod signals;
 pub mod supervisor;
 pub mod token;
