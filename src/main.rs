@@ -121,6 +121,8 @@ fn main() -> ExitCode {
 
 /// `warden run`: exit 2 for a bad config, 1 for a runtime failure, 0 after a graceful stop.
 fn run(path: &std::path::Path) -> ExitCode {
+    // Before any thread exists: takes NOTIFY_SOCKET & co. out of the environment programs inherit.
+    warden::sdnotify::init();
     let cfg = match warden::config::load(path) {
         Ok(c) => c,
         Err(e) => {

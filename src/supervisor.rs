@@ -623,6 +623,11 @@ impl Supervisor {
             env!("CARGO_PKG_VERSION")
         );
         self.start_ready();
+        crate::sdnotify::spawn(
+            self.view(),
+            self.keeper.as_ref().map(|k| k.status.clone()),
+            &self.cfg,
+        );
         let mut reload_at: Option<Instant> = None;
         loop {
             let verify_at = self.next_verification();
@@ -632,6 +637,7 @@ impl Supervisor {
                     libc::SIGTERM | libc::SIGINT => {
                         let first = Signal::try_from(sig).map(|s| s.to_string()).unwrap_or_default();
                         tracing::info!("{first} received: stopping all programs");
+                        crate::sdnotify::stopping();
                         self.shutdown(&mut signals).await;
                         return Ok(());
                     }

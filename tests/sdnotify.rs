@@ -396,7 +396,6 @@ fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
 }
 
 #[test]
-#[ignore = "needs supervisor wiring"]
 fn warden_under_systemd_reports_ready_status_watchdog_and_stopping() {
     let systemd = FakeSystemd::at_path();
     let dir = tempfile::tempdir().unwrap();
