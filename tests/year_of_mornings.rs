@@ -263,7 +263,11 @@ fn simulate(login: LoginMode, seed: u64) -> Report {
         let world = Arc::new(Mutex::new(World::new(seed, start_day)));
         let base = world.lock().unwrap().start;
         let clock = Clock::simulated(base);
-        let dir = tempfile::tempdir().unwrap();
+        // Each login fsyncs the env file and token.json; on a busy disk that costs more than
+        // the whole simulation, so keep the files in memory when the machine allows.
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
         let cfg = TokenConfig {
             env_file: dir.path().join(".env"),
             kite: Some(KiteConfig {
@@ -359,6 +363,20 @@ fn simulate(login: LoginMode, seed: u64) -> Report {
             }
         });
 
+        if std::env::var_os("WARDEN_SIM_PROGRESS").is_some() {
+            let (c, st, w) = (clock.clone(), keeper.status.clone(), world.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(86_400)).await;
+                    let logins = w.lock().unwrap().logins;
+                    eprintln!(
+                        "sim {} state {:?} logins {logins}",
+                        c.now(),
+                        st.borrow().state
+                    );
+                }
+            });
+        }
         tokio::time::sleep(Duration::from_secs(days() as u64 * 86_400)).await;
         let end = clock.now();
 

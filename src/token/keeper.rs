@@ -489,7 +489,7 @@ impl<B: Broker> Keeper<B> {
         while self
             .attempts
             .front()
-            .is_some_and(|t| now.duration_since(*t) > self.cfg.attempt_window)
+            .is_some_and(|t| now.duration_since(*t) >= self.cfg.attempt_window)
         {
             self.attempts.pop_front();
         }
