@@ -6,7 +6,7 @@
 #   --seed N    replay the schedule of an earlier run (each run prints its seed)
 #   --crash N   also run tests/crash_writes.rs with N refreshes (default: not run)
 # The full-disk part of the soak needs root (it mounts a 64 KiB tmpfs); without it the soak
-# prints a SKIP line for that part and runs the rest.
+# prints a SKIP line for that part and runs the rest (fails under WARDEN_TEST_REQUIRE_ALL=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
