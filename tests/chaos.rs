@@ -114,6 +114,18 @@ fn poke(addr: &str, path: &str) {
     }
 }
 
+/// Consume the pending faults with requests to paths that have no route behind them, each on
+/// its own thread: a delay fault holds its request for up to 10.5 s.
+fn drain_faults(kite: &Sandbox) {
+    let pending = kite.stats()["pending_faults"].as_u64().unwrap_or(0);
+    for p in FAULT_PATHS {
+        for _ in 0..pending {
+            let (addr, path) = (kite.addr.clone(), format!("{}-drain", p.unwrap_or("/")));
+            std::thread::spawn(move || poke(&addr, &path));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A tmpfs for the .env directory, so that the disk can be filled.
 // ---------------------------------------------------------------------------------------------
@@ -746,6 +758,7 @@ fn chaos_soak() {
         // ---- chaos ----
         let mut counts: BTreeMap<Event, u32> = BTreeMap::new();
         let mut disk_full_until: Option<Instant> = None;
+        let mut fault_window_until: Option<Instant> = None;
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut forced_expiry =
             Some(Instant::now() + Duration::from_millis(rng.u64(0..secs * 500)));
@@ -756,6 +769,10 @@ fn chaos_soak() {
                 kite.post("/_sandbox/expire", "");
                 *counts.entry(Event::Expire).or_default() += 1;
                 forced_expiry = None;
+            }
+            if fault_window_until.is_some_and(|t| Instant::now() > t) {
+                drain_faults(&kite);
+                fault_window_until = None;
             }
             if disk_full_until.is_some_and(|t| Instant::now() > t) {
                 tmpfs.as_ref().unwrap().free();
@@ -772,10 +789,14 @@ fn chaos_soak() {
                     }
                 }
                 Event::Fault => {
-                    // A bounded queue: broken for a while, not for ever.
+                    // A bounded queue, and faults that outlive their window are drained: the
+                    // broker is broken for a while, then healthy until the next window.
                     if kite.stats()["pending_faults"].as_u64().unwrap_or(0) < MAX_PENDING_FAULTS {
                         kite.post("/_sandbox/fault", &random_fault(&mut rng));
                     }
+                    fault_window_until.get_or_insert_with(|| {
+                        Instant::now() + Duration::from_millis(rng.u64(1000..8000))
+                    });
                 }
                 Event::Expire => {
                     kite.post("/_sandbox/expire", "");

@@ -525,7 +525,7 @@ check_interval = {huge}
 [token.command]
 command = ["sh", "-c", "echo tok1"]
 [programs.a]
-command = ["sleep", "30"]
+command = ["sleep", "5"]
 stop_timeout = {huge}
 "#
     );
