@@ -144,11 +144,14 @@ kill_all_below() {
         kill -KILL $pids 2>/dev/null
         sleep 0.02
     done
-    echo "core.sh: warning: processes still running after cleanup: $(descendants "$SELF" | tr '\n' ' ')" >&2
+    echo "core.sh: warning: processes still running after cleanup: $(descendants "$SELF" | tr '\n' ' ')" >&"${WARN_FD:-2}"
 }
 
 cleanup() {
     trap - EXIT INT TERM
+    # bash reports a killed background job ("Killed …") on stderr: not news while cleaning up.
+    exec 3>&2 2>/dev/null
+    WARN_FD=3
     kill_all_below
     wait 2>/dev/null
     rm -rf "$WORK"
@@ -158,6 +161,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 log() { echo "core.sh: $*" >&2; }
+
+# Run a long command in the background and wait for it: bash runs a trap only once the
+# foreground command has finished, but `wait` returns as soon as a trapped signal arrives, so
+# Ctrl-C or SIGTERM cleans up at once instead of after a 30 s sleep.
+run_bg() {
+    "$@" &
+    wait $!
+}
 
 state_of() {
     local s
@@ -396,7 +407,7 @@ bench_memory_cpu() {
         PID[$sup]=$LAUNCHED
     done
     [ -n "${HAVE[s6]}" ] && PID[s6-supervise]=${PID[s6]}
-    sleep "$SETTLE"
+    run_bg sleep "$SETTLE"
     declare -A P0 C0
     for sup in "${!PID[@]}"; do
         pid=${PID[$sup]}
@@ -418,7 +429,7 @@ bench_memory_cpu() {
     if alive "${PID[warden]}"; then
         warden_detail "${PID[warden]}" >"$WORK/warden-detail.txt"
     fi
-    sleep "$WINDOW"
+    run_bg sleep "$WINDOW"
     local t0 t1 n0 n1 s0 s1 th id0 id1
     for sup in "${!PID[@]}"; do
         [ -n "${C0[$sup]:-}" ] || continue
@@ -475,7 +486,7 @@ bench_restart() {
         # the others have no time-dependent path at zero backoff.
         life=100
         [ "$sup" = s6-supervise ] && life=1100
-        if "$PROBE" restart-loop "$dir/stamps" "$RESTARTS" "$life" 10000 >"$dir/lat" 2>"$dir/err"; then
+        if run_bg "$PROBE" restart-loop "$dir/stamps" "$RESTARTS" "$life" 10000 >"$dir/lat" 2>"$dir/err"; then
             summarise rp50 "$sup" "$dir/lat"
             R[rp95,$sup]=$(ms "$(pctl "$dir/lat" 0.95)")
         else
@@ -533,7 +544,7 @@ bench_reap() {
             use "$dir"
             : >"$dir/result"
             launch "$dir.log" "$UNSHARE" --pid --fork --mount-proc --kill-child
-            "$PROBE" waitlines "$dir/result" 1 $(((REAP_CAP + 30) * 1000))
+            run_bg "$PROBE" waitlines "$dir/result" 1 $(((REAP_CAP + 30) * 1000))
             ev="" val="" cpu=""
             read -r ev val cpu _ <"$dir/result"
             # --kill-child: the namespace's PID 1 dies with unshare, and the namespace with it.
@@ -566,7 +577,7 @@ startup_once() {
     use "$dir"
     : >"$dir/stamps"
     launch "$dir.log" "$PROBE" exec-at "$dir/stamps"
-    if ! "$PROBE" waitlines "$dir/stamps" 2 10000; then
+    if ! run_bg "$PROBE" waitlines "$dir/stamps" 2 10000; then
         stop_pid "$LAUNCHED" 5
         return 1
     fi
@@ -581,14 +592,14 @@ sigterm_once() {
     use "$dir"
     : >"$dir/stamps"
     launch "$dir.log"
-    if ! "$PROBE" waitlines "$dir/stamps" 1 10000; then
+    if ! run_bg "$PROBE" waitlines "$dir/stamps" 1 10000; then
         stop_pid "$LAUNCHED" 5
         return 1
     fi
     # Let the supervisor finish what it does right after a spawn.
     sleep 0.2
     "$PROBE" kill 15 "$LAUNCHED" "$dir/stamps"
-    if ! "$PROBE" waitlines "$dir/stamps" 3 10000; then
+    if ! run_bg "$PROBE" waitlines "$dir/stamps" 3 10000; then
         stop_pid "$LAUNCHED" 5
         return 1
     fi
