@@ -20,18 +20,20 @@ pub fn watch(file: &Path, tx: UnboundedSender<()>) -> notify::Result<ConfigWatch
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let name = file.file_name().map(|n| n.to_os_string());
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        if matches!(ev.kind, EventKind::Access(_)) {
-            return;
-        }
-        if ev
-            .paths
-            .iter()
-            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-        {
-            let _ = tx.send(());
-        }
+    let mut watcher = crate::signals::with_signals_blocked(|| {
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            if matches!(ev.kind, EventKind::Access(_)) {
+                return;
+            }
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            {
+                let _ = tx.send(());
+            }
+        })
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(ConfigWatch { _watcher: watcher })

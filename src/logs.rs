@@ -19,7 +19,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LossyStderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).with_ansi(false).try_init(),
         LogFormat::Json => builder
@@ -28,6 +28,22 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+/// stderr that never fails: when whoever reads warden's log goes away (a closed pipe), log
+/// lines are dropped. Failing instead makes tracing report the error on stderr, which panics,
+/// and a supervisor whose tasks panic leaves its programs behind.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 fn emit(program: &str, stream: &'static str, bytes: &[u8]) {

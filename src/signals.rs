@@ -35,3 +35,18 @@ pub fn listen(tx: UnboundedSender<i32>) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Run `f` with every signal blocked in this thread, so that threads it starts (the inotify
+/// thread of the `notify` crate) inherit the mask and never take a signal meant for the
+/// runtime: each one delivered there costs an extra wake-up on the way to the runtime.
+pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let blocked =
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old)).is_ok();
+    let out = f();
+    if blocked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    out
+}

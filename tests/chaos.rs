@@ -1071,7 +1071,6 @@ fn tail(text: &str, n: usize) -> String {
 /// step sends the used code again: Kite refuses the replay as a wrong code (a strike towards
 /// the lockout) and warden stops automated logins (`needs_login`).
 #[test]
-#[ignore = "bug: a [token] reload forgets the submitted TOTP codes; the next login replays one"]
 fn a_token_settings_reload_never_resubmits_a_totp_code() {
     let kite = Sandbox::start();
     let env = tempfile::tempdir().unwrap();
@@ -1137,7 +1136,6 @@ api_base = "http://{kite}"
 /// broken pipe, so every task that logs dies mid-step: at SIGTERM the program actors die
 /// before signalling their programs, warden exits 0, and the programs run on, unsupervised.
 #[test]
-#[ignore = "bug: with a closed stderr pipe, logging panics warden's tasks; SIGTERM then leaves programs running"]
 fn a_closed_log_pipe_does_not_leave_programs_behind() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("supervisor.toml");

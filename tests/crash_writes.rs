@@ -331,7 +331,6 @@ fn sigkill_during_refreshes_never_leaves_a_partial_env_or_token_json() {
 /// `token.json`. With no broker to validate against (command provider, no `[token.kite]`), the
 /// next start "reuses" token.json's older token and writes it back over the newer one in `.env`.
 #[test]
-#[ignore = "bug: after a crash between the two writes, start-up rolls .env back to token.json's older token"]
 fn a_restart_after_a_kill_between_the_writes_keeps_the_newer_token() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -366,7 +365,6 @@ fn a_restart_after_a_kill_between_the_writes_keeps_the_newer_token() {
 /// A SIGKILL inside `atomic_write` orphans its temporary file (a full copy of the file, token
 /// included). Nothing removes it later: not the next write, not the next start.
 #[test]
-#[ignore = "bug: temp files orphaned by a crash (.env.warden-tmp-*, .token.json.warden-tmp-*) are never cleaned up"]
 fn stale_temp_files_from_a_dead_warden_are_removed_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

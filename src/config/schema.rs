@@ -60,12 +60,19 @@ pub mod duration {
         }
         d.deserialize_str(V)
     }
+    /// Longest duration accepted anywhere: timers beyond it would overflow the clock.
+    pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
     pub fn parse(s: &str) -> Result<Duration, String> {
-        humantime::parse_duration(s.trim()).map_err(|e| {
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
             format!(
                 "invalid duration {s:?} ({e}); use forms like \"500ms\", \"5s\", \"1m30s\", \"24h\""
             )
-        })
+        })?;
+        if d > MAX {
+            return Err(format!("duration {s:?} is too long; use at most \"366d\""));
+        }
+        Ok(d)
     }
 }
 

@@ -67,18 +67,20 @@ impl EnvFileWatcher {
 
         // Capacity 1: a pending poke already means "re-read"; more would be redundant.
         let (poke_tx, poke_rx) = mpsc::channel::<()>(1);
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
-            let relevant = match res {
-                Ok(ev) => {
-                    ev.need_rescan()
-                        || (is_change(&ev.kind) && ev.paths.iter().any(|p| targets.contains(p)))
+        let mut watcher = crate::signals::with_signals_blocked(|| {
+            notify::recommended_watcher(move |res: notify::Result<Event>| {
+                let relevant = match res {
+                    Ok(ev) => {
+                        ev.need_rescan()
+                            || (is_change(&ev.kind) && ev.paths.iter().any(|p| targets.contains(p)))
+                    }
+                    // The watch may have lost events (queue overflow): re-read to be safe.
+                    Err(_) => true,
+                };
+                if relevant {
+                    let _ = poke_tx.try_send(());
                 }
-                // The watch may have lost events (queue overflow): re-read to be safe.
-                Err(_) => true,
-            };
-            if relevant {
-                let _ = poke_tx.try_send(());
-            }
+            })
         })
         .map_err(|e| watch_err(path, e))?;
         for dir in &dirs {

@@ -309,27 +309,38 @@ impl<B: Broker> Keeper<B> {
     /// Reuse a still-valid token (token.json, then the env file) rather than logging in again:
     /// a new login would kill the token other copies of the stack may be using.
     async fn startup(&mut self) {
+        store::remove_stale_temp_files(&self.cfg.env_file);
+        store::remove_stale_temp_files(&store::token_json_path(&self.state_dir));
+        let stored = match store::read_token_json(&self.state_dir) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::warn!(
+                    "ignoring {}: {e}",
+                    store::token_json_path(&self.state_dir).display()
+                );
+                None
+            }
+        };
+        // The env file is written before token.json, so when they differ the env file is the
+        // newer one (or someone else's): try it first, token.json only as a fallback.
         let mut candidates = Vec::new();
-        match store::read_token_json(&self.state_dir) {
-            Ok(Some(rec)) => candidates.push(rec),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(
-                "ignoring {}: {e}",
-                store::token_json_path(&self.state_dir).display()
-            ),
-        }
         if let Ok(Some(v)) = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key) {
-            if !v.is_empty() && candidates.iter().all(|c| c.access_token.expose() != v) {
-                let now = self.clock.now();
-                candidates.push(TokenRecord {
-                    access_token: Secret::new(v),
-                    user_id: String::new(),
-                    obtained_at: now.as_second(),
-                    expires_at: self.expiry_after(now).as_second(),
-                    source: TokenSource::EnvFile,
-                });
+            match &stored {
+                Some(rec) if rec.access_token.expose() == v => {}
+                _ if v.is_empty() => {}
+                _ => {
+                    let now = self.clock.now();
+                    candidates.push(TokenRecord {
+                        access_token: Secret::new(v),
+                        user_id: String::new(),
+                        obtained_at: now.as_second(),
+                        expires_at: self.expiry_after(now).as_second(),
+                        source: TokenSource::EnvFile,
+                    });
+                }
             }
         }
+        candidates.extend(stored);
         for rec in candidates {
             match self.check(&rec.access_token).await {
                 Ok(user_id) => {
@@ -525,16 +536,16 @@ impl<B: Broker> Keeper<B> {
         self.metrics
             .observe_refresh_duration(started.elapsed().as_secs_f64());
         match result {
-            Ok(rec) => {
-                self.transient_failures = 0;
-                match self.install(rec, true) {
-                    Ok(()) => self.metrics.inc_refresh("success", kind),
-                    Err(e) => {
-                        self.metrics.inc_refresh("failure", kind);
-                        self.fail_transient(format!("cannot store the new token: {e}"));
-                    }
+            Ok(rec) => match self.install(rec, true) {
+                Ok(()) => {
+                    self.transient_failures = 0;
+                    self.metrics.inc_refresh("success", kind);
                 }
-            }
+                Err(e) => {
+                    self.metrics.inc_refresh("failure", kind);
+                    self.fail_transient(format!("cannot store the new token: {e}"));
+                }
+            },
             Err(e) => {
                 self.metrics.inc_refresh("failure", kind);
                 match e.class() {

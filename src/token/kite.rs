@@ -148,7 +148,8 @@ impl KiteClient {
                 ("checksum", sum.as_str()),
             ]);
         let (status, body) = send(step, req, &url, self.timeout).await?;
-        let data: SessionData = decode(step, status, &body)?;
+        let data: SessionData = decode(step, status, &body)
+            .map_err(|e| e.redact(&[request_token, api_secret.expose()]))?;
         if data.access_token.is_empty() {
             return Err(BrokerError::Garbage {
                 step,
@@ -170,7 +171,8 @@ impl KiteClient {
         let url = format!("{}/user/profile", self.api_base);
         let req = self.authorized(self.http()?.get(&url), access_token);
         let (status, body) = send(step, req, &url, self.timeout).await?;
-        decode(step, status, &body)
+        // A broker (or a proxy) that quotes the token back must not put it into our logs.
+        decode(step, status, &body).map_err(|e| e.redact(&[access_token.expose()]))
     }
 
     /// Invalidate the token at the broker (`DELETE /session/token`).
@@ -185,7 +187,8 @@ impl KiteClient {
         ]);
         let req = self.authorized(req, access_token);
         let (status, body) = send(step, req, &url, self.timeout).await?;
-        let _: serde_json::Value = decode(step, status, &body)?;
+        let _: serde_json::Value =
+            decode(step, status, &body).map_err(|e| e.redact(&[access_token.expose()]))?;
         Ok(())
     }
 

@@ -128,7 +128,8 @@ pub(crate) fn atomic_write(path: &Path, contents: &[u8], mode: FileMode) -> Resu
     };
 
     let tmp = dir.join(format!(
-        ".{name}.warden-tmp-{}-{:08x}",
+        ".{}.warden-tmp-{}-{:08x}",
+        name.trim_start_matches('.'),
         std::process::id(),
         fastrand::u32(..)
     ));
@@ -325,6 +326,37 @@ fn check_rewrite(old: &[u8], new: &[u8], key: &str, value: &str) -> Result<(), &
 }
 
 /// `{state_dir}/token.json`.
+/// Remove temp files that a killed warden left beside `path` (each is a full copy of the file,
+/// token included). Only names this module creates are touched.
+pub fn remove_stale_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(
+        ".{}.warden-tmp-",
+        name.to_string_lossy().trim_start_matches('.')
+    );
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    "removed {}, left behind by an interrupted write",
+                    entry.path().display()
+                ),
+                Err(e) => tracing::warn!("cannot remove stale {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
 pub fn token_json_path(state_dir: &Path) -> PathBuf {
     state_dir.join(TOKEN_JSON)
 }

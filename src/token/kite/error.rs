@@ -102,6 +102,48 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The same error with every occurrence of `secrets` in its text replaced by `***`.
+    pub fn redact(self, secrets: &[&str]) -> BrokerError {
+        let clean = |mut text: String| {
+            for s in secrets.iter().filter(|s| s.len() >= 4) {
+                text = text.replace(*s, "***");
+            }
+            text
+        };
+        match self {
+            BrokerError::Rejected {
+                step,
+                status,
+                error_type,
+                message,
+            } => BrokerError::Rejected {
+                step,
+                status,
+                error_type: clean(error_type),
+                message: clean(message),
+            },
+            BrokerError::Garbage {
+                step,
+                status,
+                detail,
+            } => BrokerError::Garbage {
+                step,
+                status,
+                detail: clean(detail),
+            },
+            BrokerError::UnexpectedFlow { step, detail } => BrokerError::UnexpectedFlow {
+                step,
+                detail: clean(detail),
+            },
+            BrokerError::Network { step, url, detail } => BrokerError::Network {
+                step,
+                url,
+                detail: clean(detail),
+            },
+            other => other,
+        }
+    }
+
     /// How to react. The rules, in order:
     /// - HTTP 429 or 5xx (any body) → `Transient`: rate limit or broker trouble.
     /// - `TokenException` → `TokenBad`, except `Invalid checksum` on the exchange (a wrong

@@ -113,8 +113,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
             serde_json::from_value(data).map_err(|err| BrokerError::Garbage {
                 step,
                 status,
-                // serde's message names the missing/mistyped field, never a value.
-                detail: format!("unexpected data: {err}"),
+                // serde's text can quote a value ("invalid type: string \"…\""), and a value
+                // here may be a token: report only the kind of mismatch and where.
+                detail: format!(
+                    "unexpected data ({:?} error at column {})",
+                    err.classify(),
+                    err.column()
+                ),
             })
         }
     }
