@@ -43,8 +43,8 @@ def wait(what, cond, timeout=60.0):
     while time.monotonic() < end:
         if cond():
             return
-        time.sleep(0.01)
-    raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.005)
+    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def totp_step():
@@ -89,10 +89,12 @@ failure_threshold = 10
 """
     with open(os.path.join(d, "supervisor.toml"), "w") as f:
         f.write(cfg)
+    log = open(os.path.join(d, "warden.log"), "w")
     warden = subprocess.Popen([EXE, "run", "-c", os.path.join(d, "supervisor.toml")], cwd=d,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=log)
     health = f"http://127.0.0.1:{backend_port}/api/system/health"
     times = []
+    ok = False
     try:
         wait("backend healthy", lambda: get(health)[0] == 200)
         for i in range(runs):
@@ -104,7 +106,11 @@ failure_threshold = 10
             wait("backend recovery", lambda: get(health, 0.5)[0] == 200, 60)
             times.append(time.monotonic() - t0)
             print(f"  {mode} run {i + 1}/{runs}: {times[-1] * 1000:.0f} ms", flush=True)
+        ok = True
     finally:
+        if not ok:
+            with open(os.path.join(d, "warden.log")) as f:
+                sys.stderr.write("warden's log:\n" + f.read()[-3000:])
         for p in (warden, kite):
             p.send_signal(signal.SIGTERM)
         for p in (warden, kite):

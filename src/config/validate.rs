@@ -300,7 +300,7 @@ fn programs(programs: &BTreeMap<String, ProgramConfig>, v: &mut Vec<Found>) {
                 );
             }
         }
-        non_zero(v, &k("backoff_initial"), p.backoff_initial);
+        // A zero backoff is legitimate: restart at once (the restart budget still applies).
         non_zero(v, &k("restart_window"), p.restart_window);
         if p.backoff_initial > p.backoff_max {
             push(
@@ -654,12 +654,21 @@ mod tests {
     }
 
     #[test]
+    fn zero_backoff_means_restart_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[programs.a]\ncommand = \"x\"\nbackoff_initial = \"0s\"\nbackoff_max = \"0s\"\n").unwrap();
+        let cfg = crate::config::load(&path).expect("zero backoff is valid");
+        assert!(cfg.programs["a"].backoff_initial.is_zero());
+    }
+
+    #[test]
     fn zero_durations_are_rejected_where_they_make_no_sense() {
         let none = "[token]\nprovider = \"none\"\n";
         for key in ["check_interval", "attempt_window", "verify_timeout"] {
             problem_at(&format!("{none}{key} = \"0s\"\n"), &format!("token.{key}"));
         }
-        for key in ["backoff_initial", "restart_window"] {
+        for key in ["restart_window"] {
             problem_at(
                 &format!("[programs.a]\ncommand = \"x\"\n{key} = \"0s\"\n"),
                 &format!("programs.a.{key}"),
