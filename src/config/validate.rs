@@ -657,7 +657,11 @@ mod tests {
     fn zero_backoff_means_restart_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
-        std::fs::write(&path, "[programs.a]\ncommand = \"x\"\nbackoff_initial = \"0s\"\nbackoff_max = \"0s\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[programs.a]\ncommand = \"x\"\nbackoff_initial = \"0s\"\nbackoff_max = \"0s\"\n",
+        )
+        .unwrap();
         let cfg = crate::config::load(&path).expect("zero backoff is valid");
         assert!(cfg.programs["a"].backoff_initial.is_zero());
     }
