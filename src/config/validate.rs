@@ -672,12 +672,10 @@ mod tests {
         for key in ["check_interval", "attempt_window", "verify_timeout"] {
             problem_at(&format!("{none}{key} = \"0s\"\n"), &format!("token.{key}"));
         }
-        for key in ["restart_window"] {
-            problem_at(
-                &format!("[programs.a]\ncommand = \"x\"\n{key} = \"0s\"\n"),
-                &format!("programs.a.{key}"),
-            );
-        }
+        problem_at(
+            "[programs.a]\ncommand = \"x\"\nrestart_window = \"0s\"\n",
+            "programs.a.restart_window",
+        );
         for key in ["interval", "timeout"] {
             problem_at(
                 &format!(
