@@ -219,13 +219,32 @@ pub enum StoreKind {
     Redis,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
     pub kind: StoreKind,
     /// redis:// or rediss:// (may carry a password, hence Secret).
     pub url: Secret,
+    /// Redis AUTH password when it is not in the url (`password_file` for a secrets file).
+    pub password: Secret,
+    /// Every Redis key warden uses starts with this, then the api_key.
     pub key_prefix: String,
+    /// How long a leader's lock outlives its last renewal: a dead leader is replaced after
+    /// at most this long.
+    #[serde(with = "duration")]
+    pub lock_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::File,
+            url: Secret::default(),
+            password: Secret::default(),
+            key_prefix: "warden:".into(),
+            lock_ttl: d(15),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -14,6 +14,7 @@ use super::keypath::{at, Found, Seg};
 pub(crate) const SECRET_KEYS: &[&[&str]] = &[
     &["http", "api_token"],
     &["token", "store", "url"],
+    &["token", "store", "password"],
     &["token", "kite", "api_secret"],
     &["token", "kite", "password"],
     &["token", "kite", "totp_secret"],
