@@ -130,16 +130,16 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cfg
+    if let Some(t) = cfg
         .token
         .as_ref()
-        .is_some_and(|t| t.store.kind == warden::config::StoreKind::Redis)
+        .filter(|t| t.store.kind == warden::config::StoreKind::Redis)
     {
-        eprintln!(
-            "{}: token.store.kind = \"redis\" (fleet mode) is not implemented yet; use \"file\"",
-            path.display()
-        );
-        return ExitCode::from(2);
+        let api_key = t.kite.as_ref().map(|k| k.api_key.as_str()).unwrap_or("");
+        if let Err(e) = warden::token::fleet::store::RedisStore::new(&t.store, api_key) {
+            eprintln!("{}: token.store: {e}", path.display());
+            return ExitCode::from(2);
+        }
     }
     warden::logs::init(cfg.supervisor.log_format);
     if let Err(e) = warden::reaper::become_subreaper() {

@@ -18,8 +18,11 @@
 //! attempts, restarts per reason, probe results) exist at 0 from the start, so `increase()`
 //! sees their first increment and panels show 0 rather than "no data".
 //!
-//! One documented extension beyond SPEC §6: `warden_notify_failures_total{channel}`
-//! (`webhook`, `telegram`), fed by [`crate::notify::Notifier`].
+//! Documented extensions beyond SPEC §6: `warden_notify_failures_total{channel}`
+//! (`webhook`, `telegram`), fed by [`crate::notify::Notifier`]; and, only in fleet mode
+//! (`token.store.kind = "redis"`), `warden_token_store_up`, `warden_token_leader` and
+//! `warden_token_leader_changes_total` — registered on first use, so a single warden's
+//! exposition does not carry a store it does not have.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -53,6 +56,38 @@ const HEALTH_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 /// A refresh is a few broker round trips, a whole login, or an operator's script.
 const REFRESH_BUCKETS: &[f64] = &[0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
+/// Fleet mode's series.
+struct FleetMetrics {
+    store_up: IntGauge,
+    leader: IntGauge,
+    leader_changes: IntCounter,
+}
+
+impl FleetMetrics {
+    fn register(r: &Registry) -> FleetMetrics {
+        FleetMetrics {
+            store_up: int_gauge(
+                r,
+                "warden_token_store_up",
+                "1 while the shared token store (Redis) answers, else 0.",
+            ),
+            leader: int_gauge(
+                r,
+                "warden_token_leader",
+                "1 while this warden holds the fleet lock and is the one that logs in.",
+            ),
+            leader_changes: register(
+                r,
+                IntCounter::new(
+                    "warden_token_leader_changes_total",
+                    "Times this warden started or stopped leading the fleet.",
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +100,7 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     zombies_reaped: IntCounter,
     notify_failures: IntCounterVec,
+    fleet: Arc<OnceLock<FleetMetrics>>,
     /// Size of the previous exposition, to allocate the next one in one go.
     last_len: Arc<AtomicUsize>,
 }
@@ -206,6 +242,7 @@ impl Metrics {
             config_reloads,
             zombies_reaped,
             notify_failures,
+            fleet: Arc::new(OnceLock::new()),
             last_len: Arc::new(AtomicUsize::new(8192)),
         }
     }
@@ -316,6 +353,22 @@ impl Metrics {
     }
 
     /// `channel`: one of [`NOTIFY_CHANNELS`].
+    fn fleet(&self) -> &FleetMetrics {
+        self.fleet.get_or_init(|| FleetMetrics::register(&self.registry))
+    }
+
+    pub fn set_token_store_up(&self, up: bool) {
+        self.fleet().store_up.set(i64::from(up));
+    }
+
+    pub fn set_token_leader(&self, leader: bool) {
+        self.fleet().leader.set(i64::from(leader));
+    }
+
+    pub fn inc_token_leader_changes(&self) {
+        self.fleet().leader_changes.inc();
+    }
+
     pub fn inc_notify_failure(&self, channel: &str) {
         self.notify_failures.with_label_values(&[channel]).inc();
     }

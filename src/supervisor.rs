@@ -549,7 +549,16 @@ impl Supervisor {
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
+        let fleet = match self.start_fleet(&tcfg) {
+            Ok(f) => f,
+            Err(e) => {
+                // Logging in without the fleet lock would kill the other wardens' token.
+                tracing::error!("fleet mode cannot start ({e}); this warden will not manage the token");
+                return;
+            }
+        };
         let setup = KeeperSetup {
+            fleet,
             cfg: tcfg,
             state_dir: self.cfg.supervisor.state_dir.clone(),
             config_dir,
@@ -565,6 +574,31 @@ impl Supervisor {
             self.cfg.token.as_ref().and_then(|t| t.kite.clone()),
         );
         self.keeper = Some(Keeper::spawn(setup, broker, self.keeper_tx.clone()));
+    }
+
+    fn start_fleet(
+        &self,
+        tcfg: &crate::config::TokenConfig,
+    ) -> Result<
+        Option<(
+            crate::token::fleet::Fleet,
+            UnboundedReceiver<crate::token::fleet::FleetEvent>,
+        )>,
+        crate::token::fleet::FleetError,
+    > {
+        if tcfg.store.kind != crate::config::StoreKind::Redis {
+            return Ok(None);
+        }
+        let api_key = tcfg.kite.as_ref().map(|k| k.api_key.as_str()).unwrap_or("");
+        crate::token::fleet::Fleet::start(&tcfg.store, api_key, self.metrics.clone()).map(Some)
+    }
+
+    /// Fleet mode: hand the lock over now, so a successor need not wait for its TTL.
+    fn release_fleet_lock(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let k = self.keeper.as_ref().filter(|k| k.fleet.is_some())?;
+        let (done, rx) = tokio::sync::oneshot::channel();
+        k.tx.send(KeeperMsg::Shutdown(done)).ok()?;
+        Some(rx)
     }
 
     fn forward(&self, sig: Signal) {
@@ -673,6 +707,7 @@ impl Supervisor {
     /// remaining process groups at once.
     async fn shutdown(&mut self, signals: &mut UnboundedReceiver<i32>) {
         let deadline = Instant::now() + self.cfg.supervisor.shutdown_timeout;
+        let released = self.release_fleet_lock();
         let mut killed_at: Option<Instant> = None;
         self.replacing.clear();
         for e in self.entries.values_mut() {
@@ -732,6 +767,10 @@ impl Supervisor {
         }
         self.reaper.drain();
         tracing::info!("all programs stopped");
+        if let Some(rx) = released {
+            // Bounded: a keeper busy with a login must not hold the exit up.
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
     }
 
     fn on_program_event_during_shutdown(&mut self, name: String, ev: ProgramEvent) {

@@ -280,6 +280,7 @@ fn simulate(login: LoginMode, seed: u64) -> Report {
         };
         let (events_tx, mut events) = unbounded_channel();
         let setup = KeeperSetup {
+            fleet: None,
             cfg,
             state_dir: dir.path().join(".warden"),
             config_dir: dir.path().to_path_buf(),

@@ -44,8 +44,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
     let programs = st.programs.borrow().clone();
     let not_ready: Vec<_> = programs.values().filter(|p| !program_ready(p)).collect();
     let token_ok = token.is_none_or(|t| t == TokenState::Valid);
+    // Fleet mode reports the shared store here without letting it decide readiness: a Redis
+    // outage leaves every warden running on its last token, and pulling every replica out of
+    // service for it would turn a store blip into an outage.
+    let store = fleet_store(&st);
     if not_ready.is_empty() && token_ok {
-        return (StatusCode::OK, Json(json!({"ready": true}))).into_response();
+        let mut body = json!({"ready": true});
+        if let Some(s) = store {
+            body["store"] = s;
+        }
+        return (StatusCode::OK, Json(body)).into_response();
     }
     // One phrase per problem, naming the program or the token state, e.g.
     // "backend is running but unhealthy; token is needs_login".
@@ -69,16 +77,22 @@ async fn readyz(State(st): State<AppState>) -> Response {
         .iter()
         .map(|p| json!({"program": p.name, "state": p.state, "health": p.health}))
         .collect();
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({
-            "ready": false,
-            "reason": reasons.join("; "),
-            "programs": programs,
-            "token": token.map(token_state_str),
-        })),
-    )
-        .into_response()
+    let mut body = json!({
+        "ready": false,
+        "reason": reasons.join("; "),
+        "programs": programs,
+        "token": token.map(token_state_str),
+    });
+    if let Some(s) = store {
+        body["store"] = s;
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// `{"kind": "redis", "up": …, "role": …, …}` in fleet mode.
+fn fleet_store(st: &AppState) -> Option<serde_json::Value> {
+    let f = st.keeper.as_ref()?.fleet.as_ref()?;
+    serde_json::to_value(&*f.borrow()).ok()
 }
 
 /// Ready: not fatal, not between starts, and not failing its health check.
@@ -91,7 +105,13 @@ fn program_ready(p: &ProgramStatus) -> bool {
 
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
     let programs: Vec<_> = st.programs.borrow().values().cloned().collect();
-    let token = st.keeper.as_ref().map(|k| k.status.borrow().clone());
+    let token = st.keeper.as_ref().map(|k| {
+        let mut t = serde_json::to_value(&*k.status.borrow()).unwrap_or_default();
+        if let Some(s) = fleet_store(&st) {
+            t["store"] = s;
+        }
+        t
+    });
     Json(json!({
         "programs": programs,
         "token": token,
@@ -116,7 +136,7 @@ fn authorized(st: &AppState, headers: &HeaderMap) -> bool {
     constant_time_eq(given.as_bytes(), token.expose().as_bytes())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

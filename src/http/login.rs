@@ -1,5 +1,9 @@
 //! Manual login (SPEC §5): `/login` sends the browser to Kite with a one-time `state`;
 //! `/kite/callback` checks it and hands the request token to the keeper.
+//!
+//! In fleet mode the callback may land on another warden than the one that sent the browser
+//! away (one redirect URL per Kite app, many wardens): there the `state` carries an HMAC keyed
+//! by the app's api_secret, which every warden of the fleet has, so any of them can verify it.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +12,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hmac::{Hmac, Mac};
 use serde::Deserialize;
+use sha2::Sha256;
 use tokio::sync::oneshot;
 
 use super::AppState;
@@ -37,6 +43,59 @@ fn random_nonce() -> String {
     hex::encode(buf)
 }
 
+/// `{nonce}.{issued unix seconds}.{hmac}`; `None` without an api_secret to key it with.
+fn signed_state(st: &AppState, nonce: &str) -> Option<String> {
+    let issued = jiff::Timestamp::now().as_second();
+    let mac = state_mac(st, nonce, issued)?;
+    Some(format!("{nonce}.{issued}.{mac}"))
+}
+
+fn state_mac(st: &AppState, nonce: &str, issued: i64) -> Option<String> {
+    let kite = st.kite.as_ref()?;
+    if kite.api_secret.is_empty() {
+        return None;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(kite.api_secret.expose().as_bytes()).ok()?;
+    mac.update(b"warden login state\0");
+    mac.update(kite.api_key.as_bytes());
+    mac.update(b"\0");
+    mac.update(nonce.as_bytes());
+    mac.update(format!("\0{issued}").as_bytes());
+    Some(hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A state issued by another warden of the fleet: genuine, unexpired, not seen here before.
+fn fleet_state_ok(st: &AppState, state: &str) -> bool {
+    if !st.keeper.as_ref().is_some_and(|k| k.fleet.is_some()) {
+        return false;
+    }
+    let mut parts = state.splitn(3, '.');
+    let (Some(nonce), Some(issued), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(issued) = issued.parse::<i64>() else {
+        return false;
+    };
+    let age = jiff::Timestamp::now().as_second() - issued;
+    if !(0..NONCE_TTL.as_secs() as i64).contains(&age) {
+        return false;
+    }
+    let Some(expected) = state_mac(st, nonce, issued) else {
+        return false;
+    };
+    if !super::api::constant_time_eq(expected.as_bytes(), mac.as_bytes()) {
+        return false;
+    }
+    // Single use here as well: remember it as spent until it would expire anyway.
+    let mut nonces = st.nonces.lock().unwrap_or_else(|e| e.into_inner());
+    let key = format!("spent:{nonce}");
+    if nonces.contains_key(&key) {
+        return false;
+    }
+    nonces.insert(key, Instant::now());
+    true
+}
+
 fn text(code: StatusCode, msg: &str) -> Response {
     (
         code,
@@ -54,6 +113,7 @@ async fn login(State(st): State<AppState>) -> Response {
         );
     };
     let nonce = random_nonce();
+    let state = signed_state(&st, &nonce).unwrap_or_else(|| nonce.clone());
     {
         let mut nonces = st.nonces.lock().unwrap_or_else(|e| e.into_inner());
         nonces.retain(|_, t| t.elapsed() < NONCE_TTL);
@@ -66,10 +126,10 @@ async fn login(State(st): State<AppState>) -> Response {
                 nonces.remove(&oldest);
             }
         }
-        nonces.insert(nonce.clone(), Instant::now());
+        nonces.insert(state.clone(), Instant::now());
     }
     let url = format!(
-        "{}/connect/login?v=3&api_key={}&redirect_params=state%3D{nonce}",
+        "{}/connect/login?v=3&api_key={}&redirect_params=state%3D{state}",
         kite.login_base.trim_end_matches('/'),
         url::form_urlencoded::byte_serialize(kite.api_key.as_bytes()).collect::<String>()
     );
@@ -87,7 +147,7 @@ async fn callback(State(st): State<AppState>, Query(q): Query<CallbackQuery>) ->
     let known = q.state.as_ref().is_some_and(|s| {
         let mut nonces = st.nonces.lock().unwrap_or_else(|e| e.into_inner());
         nonces.remove(s).is_some_and(|t| t.elapsed() < NONCE_TTL)
-    });
+    }) || q.state.as_ref().is_some_and(|s| fleet_state_ok(&st, s));
     if !known {
         return text(
             StatusCode::BAD_REQUEST,
@@ -123,6 +183,9 @@ async fn callback(State(st): State<AppState>, Query(q): Query<CallbackQuery>) ->
             StatusCode::FORBIDDEN,
             "that Kite session belongs to another user than token.kite.user_id; it was logged out and the current token is unchanged",
         ),
+        Ok(Err(e @ CallbackError::Fleet(_))) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, &format!("login failed: {e}"))
+        }
         Ok(Err(e)) => text(StatusCode::BAD_GATEWAY, &format!("login failed: {e}")),
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "warden is shutting down"),
     }

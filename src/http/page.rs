@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use super::AppState;
 use crate::program::ProgramState;
 use crate::supervisor::{Health, ProgramStatus};
+use crate::token::fleet::{FleetStatus, Role};
 use crate::token::keeper::{TokenState, TokenStatus};
 
 /// How often the page reloads itself.
@@ -30,9 +31,15 @@ pub fn routes() -> Router<AppState> {
 async fn index(State(st): State<AppState>) -> Response {
     let programs: Vec<ProgramStatus> = st.programs.borrow().values().cloned().collect();
     let token = st.keeper.as_ref().map(|k| k.status.borrow().clone());
+    let store = st
+        .keeper
+        .as_ref()
+        .and_then(|k| k.fleet.as_ref())
+        .map(|f| f.borrow().clone());
     let html = render(&Page {
         programs: &programs,
         token: token.as_ref(),
+        store: store.as_ref(),
         manual_login: st.kite.is_some(),
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
@@ -60,6 +67,8 @@ pub struct Page<'a> {
     pub programs: &'a [ProgramStatus],
     /// `None`: warden manages no token.
     pub token: Option<&'a TokenStatus>,
+    /// Fleet mode: the shared store and this warden's role.
+    pub store: Option<&'a FleetStatus>,
     /// `/login` works (a `[token.kite]` section is configured).
     pub manual_login: bool,
     pub now: Timestamp,
@@ -326,6 +335,18 @@ fn token_card(out: &mut String, p: &Page<'_>) {
         };
         row(out, "Login", escape(mode).into_owned());
     }
+    if let Some(f) = p.store {
+        let role = match (f.up, f.role) {
+            (false, _) => "store unreachable: keeping the last token, not logging in".to_string(),
+            (true, Role::Leader) => format!("leader (fence {}): this warden logs in", f.fence),
+            (true, Role::Follower) => format!(
+                "follower of {}",
+                escape(f.leader.as_deref().unwrap_or("?"))
+            ),
+            (true, Role::Unknown) => "electing a leader".to_string(),
+        };
+        row(out, "Fleet", format!("{} · {role}", escape(&f.id)));
+    }
     out.push_str("</dl>");
     if let Some(e) = t.last_error.as_deref().filter(|e| !e.is_empty()) {
         let _ = write!(
@@ -491,6 +512,7 @@ mod tests {
         render(&Page {
             programs,
             token,
+            store: None,
             manual_login: true,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
@@ -572,5 +594,38 @@ mod tests {
         assert_eq!(human_duration(247), "4m 07s");
         assert_eq!(human_duration(3 * 3600 + 5 * 60 + 9), "3h 05m");
         assert_eq!(human_duration(2 * 86_400 + 4 * 3600), "2d 4h");
+    }
+
+    #[test]
+    fn the_fleet_row_names_the_role_and_escapes_ids() {
+        let t = token(TokenState::Valid);
+        let store = FleetStatus {
+            kind: "redis",
+            up: true,
+            role: Role::Follower,
+            id: "a<b".into(),
+            leader: Some("host/1/<x>".into()),
+            fence: 0,
+            last_error: None,
+        };
+        let html = render(&Page {
+            programs: &[],
+            token: Some(&t),
+            store: Some(&store),
+            manual_login: true,
+            now: "2024-05-01T10:05:07Z".parse().unwrap(),
+            version: "0.0.0",
+        });
+        assert!(html.contains("a&lt;b · follower of host/1/&lt;x&gt;"), "{html}");
+        let down = FleetStatus { up: false, ..store };
+        let html = render(&Page {
+            programs: &[],
+            token: Some(&t),
+            store: Some(&down),
+            manual_login: true,
+            now: "2024-05-01T10:05:07Z".parse().unwrap(),
+            version: "0.0.0",
+        });
+        assert!(html.contains("store unreachable"), "{html}");
     }
 }

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::broker::Broker;
 use super::clock::Clock;
+use super::fleet::{Fleet, FleetEvent, FleetStatus, Reply, Request, Role, SharedToken};
 use super::kite::{BrokerError, ErrorClass};
 use super::schedule::{last_before, next_after, parse_hhmm};
 use super::{store, TokenRecord, TokenSource};
@@ -76,6 +77,8 @@ pub enum KeeperMsg {
     },
     /// The config was reloaded with different `[token]` settings.
     Reconfigure(Box<TokenConfig>),
+    /// warden is stopping: give up the fleet lock (answered when done).
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// What the keeper tells the supervisor.
@@ -96,15 +99,33 @@ pub enum CallbackError {
     #[error("token exchange failed: {0}")]
     Broker(#[from] BrokerError),
     #[error("cannot store the token: {0}")]
-    Store(#[from] store::StoreError),
+    Store(#[from] CommitError),
     #[error("this warden has no [token.kite] configured")]
     NotKite,
+    /// Fleet mode: the login could not reach the leader, or the leader failed it.
+    #[error("{0}")]
+    Fleet(String),
+}
+
+/// Why a new token was not put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("a newer fleet leader took over; this warden's token was not shared or used")]
+    Fenced,
 }
 
 /// Retries after transient broker trouble: 1 s doubling up to 5 min (never sooner than
 /// `min_interval`).
 const TRANSIENT_FIRST: Duration = Duration::from_secs(1);
 const TRANSIENT_MAX: Duration = Duration::from_secs(300);
+/// Fleet mode: how often a follower with a rejected token asks the leader again.
+const ASK_INTERVAL: Duration = Duration::from_secs(10);
+/// Fleet mode: how long a manual login that landed on a follower waits for the leader.
+const FORWARD_WAIT: Duration = Duration::from_secs(30);
+/// Fleet mode: how long start-up waits for the first election before deciding anything.
+const FLEET_SETTLE: Duration = Duration::from_secs(3);
 
 /// Shared, cheap view of the keeper for HTTP and the supervisor.
 #[derive(Clone)]
@@ -113,6 +134,8 @@ pub struct KeeperHandle {
     pub status: watch::Receiver<TokenStatus>,
     /// Incremented right after each new token is written to the env file.
     pub generation: Arc<AtomicU64>,
+    /// Fleet mode only: the shared store and this warden's role.
+    pub fleet: Option<watch::Receiver<FleetStatus>>,
 }
 
 pub struct Keeper<B: Broker> {
@@ -139,6 +162,14 @@ pub struct Keeper<B: Broker> {
     blocked: Option<String>,
     env_watch: Option<store::EnvFileWatcher>,
     env_rx: Option<tokio::sync::mpsc::Receiver<Secret>>,
+    fleet: Option<Fleet>,
+    fleet_rx: Option<UnboundedReceiver<FleetEvent>>,
+    /// The fence of the shared token `current` came from (0: found or obtained locally).
+    current_fence: u64,
+    /// Fleet mode: when this follower last asked the leader for a token.
+    last_ask: Option<Instant>,
+    /// Fleet mode: this leader obtained a token while the store was unreachable.
+    unshared: bool,
 }
 
 pub struct KeeperSetup {
@@ -155,6 +186,8 @@ pub struct KeeperSetup {
     pub clock: Clock,
     /// Watch the env file for tokens written by someone else (off in simulations).
     pub watch_env_file: bool,
+    /// Fleet mode (`token.store.kind = "redis"`): the started fleet and its events.
+    pub fleet: Option<(Fleet, UnboundedReceiver<FleetEvent>)>,
 }
 
 fn rfc3339(t: i64) -> Option<String> {
@@ -172,6 +205,8 @@ impl<B: Broker> Keeper<B> {
         let generation = setup.generation.clone();
         let tz = TimeZone::get(&setup.cfg.timezone).unwrap_or(TimeZone::UTC);
         let watch_env_file = setup.watch_env_file;
+        let (fleet, fleet_rx) = setup.fleet.map_or((None, None), |(f, rx)| (Some(f), Some(rx)));
+        let fleet_status = fleet.as_ref().map(Fleet::status);
         let keeper = Keeper {
             broker,
             clock: setup.clock,
@@ -195,12 +230,18 @@ impl<B: Broker> Keeper<B> {
             blocked: None,
             env_watch: None,
             env_rx: None,
+            fleet,
+            fleet_rx,
+            current_fence: 0,
+            last_ask: None,
+            unshared: false,
         };
         tokio::spawn(keeper.run(watch_env_file));
         KeeperHandle {
             tx,
             status: status_rx,
             generation,
+            fleet: fleet_status,
         }
     }
 
@@ -219,6 +260,11 @@ impl<B: Broker> Keeper<B> {
             _ if self.manual() => "manual",
             _ => "totp",
         }
+    }
+
+    /// Fleet mode, and another warden does the logging in.
+    fn following(&self) -> Option<Fleet> {
+        self.fleet.clone().filter(|f| f.role() != Role::Leader)
     }
 
     fn set_state(&self, state: TokenState, last_error: Option<String>) {
@@ -277,12 +323,26 @@ impl<B: Broker> Keeper<B> {
                     None => return,
                     Some(KeeperMsg::Trigger(t)) => self.on_trigger(t).await,
                     Some(KeeperMsg::Callback { request_token, reply }) => {
-                        let r = self.on_callback(&request_token).await;
-                        let _ = reply.send(r);
+                        if let Some(f) = self.following() {
+                            // The leader logs in; waiting for it must not stall this loop.
+                            tokio::spawn(async move {
+                                let _ = reply.send(forward_callback(&f, &request_token).await);
+                            });
+                        } else {
+                            let r = self.on_callback(&request_token).await;
+                            let _ = reply.send(r);
+                        }
                     }
                     Some(KeeperMsg::Reconfigure(cfg)) => self.reconfigure(*cfg),
+                    Some(KeeperMsg::Shutdown(done)) => {
+                        if let Some(f) = &self.fleet {
+                            f.release().await;
+                        }
+                        let _ = done.send(());
+                    }
                 },
                 Some(tok) = recv_opt(&mut self.env_rx) => self.on_env_change(tok).await,
+                Some(ev) = recv_fleet(&mut self.fleet_rx) => self.on_fleet(ev).await,
                 _ = tokio::time::sleep_until(next_check) => {
                     next_check = Instant::now() + self.cfg.check_interval;
                     self.validate_current().await;
@@ -290,13 +350,20 @@ impl<B: Broker> Keeper<B> {
                 _ = tokio::time::sleep_until(scheduled) => self.on_schedule().await,
                 _ = sleep_opt(self.retry_at) => {
                     self.retry_at = None;
-                    self.refresh("retry").await;
+                    // A follower's retry is a reminder to the leader, moot once a token came.
+                    if self.following().is_none() || self.status.borrow().state != TokenState::Valid {
+                        self.refresh("retry").await;
+                    }
                 }
             }
         }
     }
 
-    fn reconfigure(&mut self, cfg: TokenConfig) {
+    fn reconfigure(&mut self, mut cfg: TokenConfig) {
+        if cfg.store != self.cfg.store {
+            tracing::warn!("[token.store] changed: restart warden to apply it (keeping the current store)");
+            cfg.store = self.cfg.store.clone();
+        }
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
         self.broker.reconfigure(cfg.kite.clone());
         self.cfg = cfg;
@@ -321,27 +388,44 @@ impl<B: Broker> Keeper<B> {
                 None
             }
         };
+        // Fleet mode: the shared token is the fleet's truth; try it before anything local.
+        let mut candidates = Vec::new();
+        if let Some(f) = self.fleet.clone() {
+            f.settled(FLEET_SETTLE).await;
+            match f.read_token().await {
+                Ok(Some(shared)) => candidates.push((shared.rec, shared.fence)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot read the shared token: {e}"),
+            }
+        }
         // The env file is written before token.json, so when they differ the env file is the
         // newer one (or someone else's): try it first, token.json only as a fallback.
-        let mut candidates = Vec::new();
         if let Ok(Some(v)) = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key) {
             match &stored {
                 Some(rec) if rec.access_token.expose() == v => {}
                 _ if v.is_empty() => {}
                 _ => {
                     let now = self.clock.now();
-                    candidates.push(TokenRecord {
-                        access_token: Secret::new(v),
-                        user_id: String::new(),
-                        obtained_at: now.as_second(),
-                        expires_at: self.expiry_after(now).as_second(),
-                        source: TokenSource::EnvFile,
-                    });
+                    candidates.push((
+                        TokenRecord {
+                            access_token: Secret::new(v),
+                            user_id: String::new(),
+                            obtained_at: now.as_second(),
+                            expires_at: self.expiry_after(now).as_second(),
+                            source: TokenSource::EnvFile,
+                        },
+                        0,
+                    ));
                 }
             }
         }
-        candidates.extend(stored);
-        for rec in candidates {
+        candidates.extend(stored.map(|rec| (rec, 0)));
+        let mut seen: Vec<Secret> = Vec::new();
+        for (rec, fence) in candidates {
+            if seen.contains(&rec.access_token) {
+                continue;
+            }
+            seen.push(rec.access_token.clone());
             match self.check(&rec.access_token).await {
                 Ok(user_id) => {
                     let mut rec = rec;
@@ -356,12 +440,14 @@ impl<B: Broker> Keeper<B> {
                         tracing::error!("cannot store the token: {e}");
                         continue;
                     }
+                    self.current_fence = fence;
                     return;
                 }
                 Err(e) if e.class() == ErrorClass::Transient => {
                     // Broker unreachable: keep the token we have, validation will tell later.
                     tracing::warn!("cannot validate the stored token now ({e}); using it until the broker answers");
                     let _ = self.install(rec, false);
+                    self.current_fence = fence;
                     self.set_state(TokenState::Unknown, Some(e.to_string()));
                     return;
                 }
@@ -446,7 +532,7 @@ impl<B: Broker> Keeper<B> {
             .is_none_or(|c| c.obtained_at < boundary.as_second());
         // In manual mode a person would be asked to log in while the token may still work
         // (Kite's real flush time varies): there, only a rejected token asks for a login.
-        if stale && !self.manual() {
+        if stale && !self.manual() && self.following().is_none() {
             tracing::info!("daily refresh: the token predates today's expiry");
             self.refresh("schedule").await;
         } else {
@@ -473,7 +559,19 @@ impl<B: Broker> Keeper<B> {
                     source: TokenSource::EnvFile,
                 };
                 self.blocked = None;
-                if let Err(e) = self.install(rec, true) {
+                if let Some(f) = self.following() {
+                    // Adopt it here now; the leader validates it again and shares it.
+                    let req = Request::Adopt {
+                        access_token: rec.access_token.expose().to_string(),
+                        from: f.id().to_string(),
+                    };
+                    if let Err(e) = f.request(&req).await {
+                        tracing::warn!("cannot hand the external token to the fleet leader: {e}");
+                    }
+                    if let Err(e) = self.install(rec, true) {
+                        tracing::error!("cannot adopt the external token: {e}");
+                    }
+                } else if let Err(e) = self.commit(rec).await {
                     tracing::error!("cannot adopt the external token: {e}");
                 }
             }
@@ -489,6 +587,10 @@ impl<B: Broker> Keeper<B> {
         }
         if self.manual() {
             self.needs_login("a manual Kite login is needed".into());
+            return;
+        }
+        if let Some(f) = self.following() {
+            self.ask_leader(&f, why == "requested").await;
             return;
         }
         if let Some(reason) = &self.blocked {
@@ -524,6 +626,14 @@ impl<B: Broker> Keeper<B> {
             self.retry_at = Some(now + wait);
             return;
         }
+        if let Some(f) = &self.fleet {
+            // The lock may have lapsed while this leader was busy or paused: a login by a
+            // former leader would kill its successor's token.
+            if f.confirm_leader().await.is_none() {
+                tracing::warn!("no longer leading the fleet; leaving the login to the leader");
+                return;
+            }
+        }
         self.attempts.push_back(now);
         self.last_attempt = Some(now);
         self.retry_at = None;
@@ -536,7 +646,7 @@ impl<B: Broker> Keeper<B> {
         self.metrics
             .observe_refresh_duration(started.elapsed().as_secs_f64());
         match result {
-            Ok(rec) => match self.install(rec, true) {
+            Ok(rec) => match self.commit(rec).await {
                 Ok(()) => {
                     self.transient_failures = 0;
                     self.metrics.inc_refresh("success", kind);
@@ -583,9 +693,12 @@ impl<B: Broker> Keeper<B> {
             tracing::warn!("a person must log in: {reason}; open {}", self.login_url);
         }
         self.set_state(TokenState::NeedsLogin, Some(reason));
-        self.notifier.notify(NotifyEvent::TokenNeedsLogin {
-            login_url: self.login_url.clone(),
-        });
+        // One message per fleet, not one per warden.
+        if self.following().is_none() {
+            self.notifier.notify(NotifyEvent::TokenNeedsLogin {
+                login_url: self.login_url.clone(),
+            });
+        }
     }
 
     async fn obtain(&mut self) -> Result<TokenRecord, BrokerError> {
@@ -644,12 +757,180 @@ impl<B: Broker> Keeper<B> {
             expires_at: self.expiry_after(now).as_second(),
             source: TokenSource::Manual,
         };
-        self.install(rec, true)?;
+        self.commit(rec).await?;
         self.blocked = None;
         self.attempts.clear();
         self.retry_at = None;
         self.metrics.inc_refresh("success", "manual");
         Ok(())
+    }
+
+    /// Put a token this warden obtained (or adopted) in place. In fleet mode the leader shares
+    /// it first, under its fence: refused means a newer leader exists, and the token is dropped.
+    async fn commit(&mut self, rec: TokenRecord) -> Result<(), CommitError> {
+        if let Some(f) = self.fleet.clone() {
+            match f.publish(&rec).await {
+                Ok(true) => {
+                    self.unshared = false;
+                    self.current_fence = f.status().borrow().fence;
+                }
+                Ok(false) => {
+                    tracing::warn!("the shared store refused this warden's token: a newer leader took over");
+                    return Err(CommitError::Fenced);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot share the new token ({e}); using it here and sharing it when the store is back");
+                    self.unshared = true;
+                }
+            }
+        }
+        self.install(rec, true)?;
+        Ok(())
+    }
+
+    /// A follower whose token is rejected asks the leader (at most every ASK_INTERVAL, unless
+    /// a person asked), and reminds it until a token arrives.
+    async fn ask_leader(&mut self, f: &Fleet, force: bool) {
+        let now = Instant::now();
+        if !force && self.last_ask.is_some_and(|t| now.duration_since(t) < ASK_INTERVAL) {
+            return;
+        }
+        self.last_ask = Some(now);
+        let req = Request::Refresh {
+            force,
+            from: f.id().to_string(),
+        };
+        let msg = match f.request(&req).await {
+            Ok(()) => {
+                tracing::info!("asked the fleet leader for a new token");
+                "waiting for the fleet leader to refresh the token".to_string()
+            }
+            Err(e) => format!("{e}; in fleet mode this warden does not log in by itself"),
+        };
+        let state = self.status.borrow().state;
+        if state != TokenState::Valid {
+            self.set_state(state, Some(msg));
+            self.retry_at = Some(now + ASK_INTERVAL);
+        }
+    }
+
+    async fn on_fleet(&mut self, ev: FleetEvent) {
+        match ev {
+            FleetEvent::Token(shared) => self.on_shared(shared).await,
+            FleetEvent::Leading(true) => self.lead().await,
+            FleetEvent::Leading(false) => {}
+            FleetEvent::Requests(reqs) => {
+                for r in reqs {
+                    self.on_request(r).await;
+                }
+            }
+        }
+    }
+
+    /// A token from the shared store. A newer one is taken as is (its leader validated it);
+    /// an older one than ours must first prove itself with the broker.
+    async fn on_shared(&mut self, shared: SharedToken) {
+        if let Some(c) = &self.current {
+            if c.access_token == shared.rec.access_token {
+                self.current_fence = self.current_fence.max(shared.fence);
+                return;
+            }
+        }
+        let newer = shared.fence >= self.current_fence
+            && self
+                .current
+                .as_ref()
+                .is_none_or(|c| shared.rec.obtained_at >= c.obtained_at);
+        if !newer {
+            if let Err(e) = self.check(&shared.rec.access_token).await {
+                tracing::info!("ignoring an older shared token: {e}");
+                return;
+            }
+        }
+        tracing::info!(fence = shared.fence, writer = %shared.writer, "new token from the fleet");
+        self.current_fence = shared.fence;
+        self.retry_at = None;
+        self.blocked = None;
+        if let Err(e) = self.install(shared.rec, true) {
+            tracing::error!("cannot store the fleet's token: {e}");
+        }
+    }
+
+    /// This warden just became the leader: make sure the fleet has a good token.
+    async fn lead(&mut self) {
+        let Some(f) = self.fleet.clone() else { return };
+        let shared = f.read_token().await.ok().flatten();
+        let in_store = match (&shared, &self.current) {
+            (Some(s), Some(c)) => s.rec.access_token == c.access_token,
+            _ => false,
+        };
+        if let (Some(s), false) = (shared, in_store) {
+            // The store may hold a newer token than this warden saw.
+            self.on_shared(s).await;
+        }
+        self.validate_current().await;
+        let in_store = match (f.read_token().await.ok().flatten(), &self.current) {
+            (Some(s), Some(c)) => s.rec.access_token == c.access_token,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        };
+        if (self.unshared || !in_store) && self.status.borrow().state == TokenState::Valid {
+            if let Some(rec) = self.current.clone() {
+                tracing::info!("sharing this warden's valid token with the fleet");
+                if let Err(e) = f.publish(&rec).await {
+                    tracing::warn!("cannot share the token: {e}");
+                } else {
+                    self.unshared = false;
+                }
+            }
+        }
+    }
+
+    async fn on_request(&mut self, req: Request) {
+        let Some(f) = self.fleet.clone() else { return };
+        match req {
+            Request::Refresh { force, from } => {
+                tracing::info!(from = %from, force, "a follower asks for a token");
+                let fresh = self.current.as_ref().is_some_and(|c| {
+                    self.clock.now().as_second() - c.obtained_at
+                        < self.cfg.min_interval.as_secs() as i64
+                });
+                if force && !fresh {
+                    self.on_trigger(Trigger::Api).await;
+                } else {
+                    // The broker is the truth: a follower's 403 may be about an old token.
+                    self.validate_current().await;
+                    if self.status.borrow().state == TokenState::Valid {
+                        if let Some(rec) = self.current.clone() {
+                            let _ = f.publish(&rec).await;
+                        }
+                    }
+                }
+            }
+            Request::Callback {
+                request_token,
+                reply,
+                from,
+                deadline,
+            } => {
+                if jiff::Timestamp::now().as_second() > deadline {
+                    tracing::info!(from = %from, "dropping a forwarded login nobody waits for");
+                    return;
+                }
+                tracing::info!(from = %from, "completing a manual login forwarded by a follower");
+                let r = self.on_callback(&request_token).await;
+                let answer = Reply {
+                    ok: r.is_ok(),
+                    wrong_user: matches!(r, Err(CallbackError::WrongUser)),
+                    error: r.err().map(|e| e.to_string()).unwrap_or_default(),
+                };
+                f.answer(&reply, &answer).await;
+            }
+            Request::Adopt { access_token, from } => {
+                tracing::info!(from = %from, "a follower found a new token in its env file");
+                self.on_env_change(Secret::new(access_token)).await;
+            }
+        }
     }
 
     /// Write the token (env file, then token.json), publish it, and (when `announce`) tell
@@ -703,6 +984,33 @@ async fn recv_opt(rx: &mut Option<tokio::sync::mpsc::Receiver<Secret>>) -> Optio
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+async fn recv_fleet(rx: &mut Option<UnboundedReceiver<FleetEvent>>) -> Option<FleetEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A manual login that landed on a follower: the leader exchanges the request token (only
+/// the leader talks to the login endpoints) and answers through Redis.
+async fn forward_callback(f: &Fleet, request_token: &str) -> Result<(), CallbackError> {
+    match f.forward_callback(request_token, FORWARD_WAIT).await {
+        Ok(Some(r)) if r.ok => Ok(()),
+        Ok(Some(r)) if r.wrong_user => Err(CallbackError::WrongUser),
+        Ok(Some(r)) => Err(CallbackError::Fleet(format!(
+            "the fleet leader could not complete the login: {}",
+            r.error
+        ))),
+        Ok(None) => Err(CallbackError::Fleet(format!(
+            "no fleet leader answered within {}s; try again from /login",
+            FORWARD_WAIT.as_secs()
+        ))),
+        Err(e) => Err(CallbackError::Fleet(format!(
+            "{e}: in fleet mode only the leader may log in; try again when the store is back"
+        ))),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod command;
 pub mod command_run;
 pub mod dotenv;
 mod env_watch;
+pub mod fleet;
 pub mod keeper;
 pub mod kite;
 pub mod login;

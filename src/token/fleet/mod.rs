@@ -1,0 +1,267 @@
+//! Fleet mode (README "Fleet mode"): many wardens share one Kite app, so exactly one of them —
+//! the holder of a Redis lock — may log in. Kite keeps one token per api_key, and every login
+//! kills the previous token, so two refreshers would take turns breaking each other.
+//!
+//! The lock carries a fencing token (a counter bumped on every acquisition); the shared token
+//! is written only by a script that compares fences, so a leader that was paused past its TTL
+//! cannot overwrite what its successor stored. Followers learn of new tokens over pub/sub and
+//! send what they need (a refresh, a manual login that landed on them) through a Redis list.
+//! Without Redis nobody leads: every warden keeps its last token and nobody logs in.
+
+mod election;
+pub mod keys;
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+pub use store::{FleetError, Reply, Request, SharedToken};
+use store::RedisStore;
+
+use super::TokenRecord;
+use crate::config::StoreConfig;
+use crate::metrics::Metrics;
+
+/// This warden's part in the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Not known yet, or the store is unreachable: nobody may log in from here.
+    #[default]
+    Unknown,
+    Leader,
+    Follower,
+}
+
+/// The `token.store` object of `/api/v1/status`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FleetStatus {
+    pub kind: &'static str,
+    pub up: bool,
+    pub role: Role,
+    /// This warden's id in the fleet.
+    pub id: String,
+    /// The current leader's id, when known.
+    pub leader: Option<String>,
+    /// The fence this warden leads with (0 when it does not lead).
+    pub fence: u64,
+    pub last_error: Option<String>,
+}
+
+/// What the fleet tells the token keeper.
+#[derive(Debug)]
+pub enum FleetEvent {
+    /// The shared token, after a change or a (re)connect.
+    Token(SharedToken),
+    /// This warden started (`true`) or stopped leading.
+    Leading(bool),
+    /// Requests from followers, for the leader.
+    Requests(Vec<Request>),
+}
+
+/// The lock this warden holds while it leads.
+#[derive(Debug, Clone)]
+struct Lease {
+    value: String,
+    fence: u64,
+    /// Past this instant (counted from before the last successful renewal) the lock may be
+    /// someone else's, whatever we last heard.
+    valid_until: Instant,
+}
+
+struct Inner {
+    store: RedisStore,
+    id: String,
+    ttl: Duration,
+    status: watch::Sender<FleetStatus>,
+    lease: Mutex<Option<Lease>>,
+    wake: Notify,
+    metrics: Arc<Metrics>,
+}
+
+/// A cheap handle on the fleet; the election and subscription run in a task of their own.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+impl Fleet {
+    /// Connects lazily: an unreachable Redis at start-up is reported, not fatal.
+    pub fn start(
+        cfg: &StoreConfig,
+        api_key: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Fleet, UnboundedReceiver<FleetEvent>), FleetError> {
+        let store = RedisStore::new(cfg, api_key)?;
+        let id = warden_id();
+        let (status, _) = watch::channel(FleetStatus {
+            kind: "redis",
+            id: id.clone(),
+            ..FleetStatus::default()
+        });
+        metrics.set_token_store_up(false);
+        metrics.set_token_leader(false);
+        let fleet = Fleet {
+            inner: Arc::new(Inner {
+                store,
+                id,
+                ttl: cfg.lock_ttl,
+                status,
+                lease: Mutex::new(None),
+                wake: Notify::new(),
+                metrics,
+            }),
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(election::run(fleet.clone(), tx));
+        Ok((fleet, rx))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn status(&self) -> watch::Receiver<FleetStatus> {
+        self.inner.status.subscribe()
+    }
+
+    pub fn role(&self) -> Role {
+        self.inner.status.borrow().role
+    }
+
+    /// Wait (bounded) until the first election has an answer, so start-up decisions see a role.
+    pub async fn settled(&self, wait: Duration) {
+        let mut rx = self.status();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|s| s.role != Role::Unknown)).await;
+    }
+
+    fn lease(&self) -> Option<Lease> {
+        self.inner
+            .lease
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Renew the lock right now: `Some(fence)` only if this warden still leads. Called right
+    /// before a login, so a leader that lost its lock while busy never logs in.
+    pub async fn confirm_leader(&self) -> Option<u64> {
+        let lease = self.lease()?;
+        let asked = Instant::now();
+        match self.inner.store.renew(&lease.value, self.inner.ttl).await {
+            Ok(true) => {
+                if let Some(l) = self
+                    .inner
+                    .lease
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                {
+                    l.valid_until = asked + self.inner.ttl;
+                }
+                Some(lease.fence)
+            }
+            Ok(false) => {
+                self.inner.wake.notify_one();
+                None
+            }
+            Err(e) => {
+                tracing::warn!("cannot confirm fleet leadership: {e}");
+                None
+            }
+        }
+    }
+
+    /// Share a token this leader obtained: `Ok(false)` when a newer leader's fence refuses it.
+    pub async fn publish(&self, rec: &TokenRecord) -> Result<bool, FleetError> {
+        let Some(lease) = self.lease() else {
+            return Ok(false);
+        };
+        let ok = self
+            .inner
+            .store
+            .write_token(&SharedToken {
+                rec: rec.clone(),
+                fence: lease.fence,
+                writer: self.inner.id.clone(),
+            })
+            .await?;
+        if !ok {
+            self.inner.wake.notify_one();
+        }
+        Ok(ok)
+    }
+
+    pub async fn read_token(&self) -> Result<Option<SharedToken>, FleetError> {
+        self.inner.store.read_token().await
+    }
+
+    pub async fn request(&self, req: &Request) -> Result<(), FleetError> {
+        self.inner.store.push_request(req).await
+    }
+
+    /// Hand a manual login's request token to the leader and wait for its answer.
+    pub async fn forward_callback(
+        &self,
+        request_token: &str,
+        wait: Duration,
+    ) -> Result<Option<Reply>, FleetError> {
+        let reply = self.inner.store.keys().reply(&random_id());
+        let deadline = jiff::Timestamp::now().as_second() + wait.as_secs() as i64;
+        self.request(&Request::Callback {
+            request_token: request_token.to_string(),
+            reply: reply.clone(),
+            from: self.inner.id.clone(),
+            deadline,
+        })
+        .await?;
+        self.inner.store.wait_reply(&reply, wait).await
+    }
+
+    pub async fn answer(&self, reply_key: &str, reply: &Reply) {
+        if let Err(e) = self.inner.store.reply(reply_key, reply).await {
+            tracing::warn!("cannot answer a forwarded manual login: {e}");
+        }
+    }
+
+    /// Give the lock up (graceful stop), so a successor need not wait for the TTL.
+    pub async fn release(&self) {
+        let lease = self
+            .inner
+            .lease
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(l) = lease {
+            match self.inner.store.release(&l.value).await {
+                Ok(true) => tracing::info!("fleet lock released"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot release the fleet lock ({e}); it expires by itself"),
+            }
+            self.inner.metrics.set_token_leader(false);
+        }
+    }
+}
+
+fn random_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// Host, pid and a random part: unique across restarts and across containers that all run
+/// as PID 1.
+fn warden_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{host}/{}/{:04x}",
+        std::process::id(),
+        fastrand::u16(..)
+    )
+}
