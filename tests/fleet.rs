@@ -1,0 +1,434 @@
+//! Fleet mode (`token.store.kind = "redis"`): several real wardens, one real sandbox Kite, one
+//! real redis-server. Each warden runs its own sandbox backend from its own directory.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+const LOCK_TTL_SECS: u64 = 3;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A throwaway redis-server on loopback, without persistence.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    /// `None` (after a visible SKIP) when redis-server is not installed.
+    fn start(test: &str) -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            skip(test, "redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+        };
+        r.restart();
+        Some(r)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        wait_until("redis answers PING", Duration::from_secs(10), || {
+            self.command("PING").is_some_and(|r| r.starts_with("+PONG"))
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// One inline command; the raw reply.
+    fn command(&self, cmd: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).to_string())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn fleet_config(kite: &str, redis: &str, login: &str) -> String {
+    let port = free_port();
+    format!(
+        r#"
+[token]
+provider = "kite"
+env_file = ".env"
+min_interval = "0s"
+check_interval = "1h"
+max_attempts = 5
+verify_timeout = "10s"
+[token.store]
+kind = "redis"
+url = "{redis}"
+key_prefix = "test:"
+lock_ttl = "{LOCK_TTL_SECS}s"
+[token.kite]
+api_key = "kitefront"
+api_secret = "kitefront-sandbox-secret"
+user_id = "AB1234"
+login = "{login}"
+password = "sandbox-password"
+totp_secret = "{SANDBOX_TOTP}"
+login_base = "http://{kite}"
+api_base = "http://{kite}"
+
+[programs.backend]
+command = ["{BIN}", "sandbox", "backend", "--listen", "127.0.0.1:{port}", "--env-file", ".env", "--kite", "http://{kite}", "--api-key", "kitefront"]
+on_token_change = "signal"
+backoff_initial = "100ms"
+[programs.backend.health]
+url = "http://127.0.0.1:{port}/api/system/health"
+interval = "200ms"
+timeout = "2s"
+initial_delay = "100ms"
+failure_threshold = 1000
+"#
+    )
+}
+
+fn env_token(w: &Warden) -> String {
+    let text = std::fs::read_to_string(w.dir.path().join(".env")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("KITE_ACCESS_TOKEN="))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn store(w: &Warden) -> Value {
+    w.status()["token"]["store"].clone()
+}
+
+fn leaders(ws: &[&Warden]) -> Vec<usize> {
+    ws.iter()
+        .enumerate()
+        .filter(|(_, w)| store(w)["role"] == "leader")
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn all_healthy_on_one_token(ws: &[&Warden]) -> bool {
+    let first = env_token(ws[0]);
+    !first.is_empty()
+        && ws.iter().all(|w| {
+            env_token(w) == first
+                && w.status()["token"]["state"] == "valid"
+                && w.program("backend")["health"] == "healthy"
+        })
+}
+
+/// `wait_until`, but a timeout shows every warden's log first.
+fn wait_fleet(ws: &[&Warden], what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            for (i, w) in ws.iter().enumerate() {
+                eprintln!("--- warden {i} ---\n{}", w.logs());
+            }
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sessions(kite: &KiteSandbox) -> u64 {
+    kite.stats()["sessions_created"].as_u64().unwrap()
+}
+
+/// Kite refuses a TOTP code twice and warden never resubmits one, so each automated login
+/// needs its own 30 s step: tests that log in twice take that long.
+fn start_fleet(kite: &KiteSandbox, redis: &Redis, n: usize, login: &str) -> Vec<Warden> {
+    (0..n)
+        .map(|_| Warden::start(&fleet_config(&kite.addr, &redis.url(), login)))
+        .collect()
+}
+
+#[test]
+fn three_wardens_log_in_once_and_after_expiry_once_more() {
+    let Some(redis) = Redis::start("three_wardens_log_in_once_and_after_expiry_once_more") else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let fleet = start_fleet(&kite, &redis, 3, "totp");
+    let ws: Vec<&Warden> = fleet.iter().collect();
+    wait_until("all three healthy on one token", T, || {
+        all_healthy_on_one_token(&ws)
+    });
+    assert_eq!(leaders(&ws).len(), 1, "exactly one leader");
+    assert_eq!(sessions(&kite), 1, "one login for the whole fleet");
+    let leader = leaders(&ws)[0];
+    let metrics = |w: &Warden| http(&w.addr, "GET", "/metrics", &[], "").1;
+    for (i, w) in ws.iter().enumerate() {
+        let m = metrics(w);
+        assert!(m.contains("warden_token_store_up 1"), "{m}");
+        let want = if i == leader { 1 } else { 0 };
+        assert!(m.contains(&format!("warden_token_leader {want}")), "{m}");
+        assert!(m.contains("warden_token_leader_changes_total"), "{m}");
+        let (code, body) = http(&w.addr, "GET", "/readyz", &[], "");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(r#""up":true"#), "{body}");
+    }
+    let before = env_token(ws[0]);
+    let pids: Vec<Value> = ws.iter().map(|w| w.program("backend")["pid"].clone()).collect();
+
+    kite.expire();
+    wait_until("all three healthy on a new token", Duration::from_secs(90), || {
+        env_token(ws[0]) != before && all_healthy_on_one_token(&ws)
+    });
+    assert_eq!(sessions(&kite), 2, "exactly one login after the expiry");
+    assert_eq!(kite.stats()["password_ok"], 2);
+    let after: Vec<Value> = ws.iter().map(|w| w.program("backend")["pid"].clone()).collect();
+    assert_eq!(pids, after, "signalled, not restarted");
+    for w in &ws {
+        let logs = w.logs();
+        assert!(!logs.contains(&env_token(w)), "a token leaked into the log");
+    }
+}
+
+#[test]
+fn killing_the_leader_hands_over_within_the_lock_ttl_and_the_next_refresh_happens_once() {
+    let Some(redis) = Redis::start("killing_the_leader_hands_over") else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let mut fleet = start_fleet(&kite, &redis, 3, "totp");
+    {
+        let ws: Vec<&Warden> = fleet.iter().collect();
+        wait_until("all healthy", T, || all_healthy_on_one_token(&ws));
+    }
+    let leader = leaders(&fleet.iter().collect::<Vec<_>>())[0];
+    let mut dead = fleet.remove(leader);
+    let orphan = dead.pid_of("backend");
+    let killed_at = Instant::now();
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    if let Some(p) = orphan {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let ws: Vec<&Warden> = fleet.iter().collect();
+    wait_until("a new leader", Duration::from_secs(LOCK_TTL_SECS + 5), || {
+        leaders(&ws).len() == 1
+    });
+    let took = killed_at.elapsed();
+    println!("takeover after {took:?} (lock_ttl {LOCK_TTL_SECS}s)");
+    // The lock lapses at most one TTL after the kill and the next follower tries right then;
+    // the slack covers this test's status polling on a loaded machine.
+    assert!(
+        took <= Duration::from_millis(LOCK_TTL_SECS * 1000 + 1500),
+        "takeover took {took:?}"
+    );
+
+    let before = env_token(ws[0]);
+    let logins = sessions(&kite);
+    kite.expire();
+    wait_fleet(&ws, "both healthy on a new token", Duration::from_secs(90), || {
+        env_token(ws[0]) != before && all_healthy_on_one_token(&ws)
+    });
+    assert_eq!(sessions(&kite), logins + 1, "exactly one login after the takeover");
+}
+
+#[test]
+fn without_redis_programs_keep_running_nobody_logs_in_and_the_fleet_resyncs_after() {
+    let Some(mut redis) = Redis::start("without_redis_programs_keep_running") else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let fleet = start_fleet(&kite, &redis, 3, "totp");
+    let ws: Vec<&Warden> = fleet.iter().collect();
+    wait_until("all healthy", T, || all_healthy_on_one_token(&ws));
+    let pids: Vec<Value> = ws.iter().map(|w| w.program("backend")["pid"].clone()).collect();
+    let logins = sessions(&kite);
+    let before = env_token(ws[0]);
+
+    redis.stop();
+    wait_until("every warden reports the store down", T, || {
+        ws.iter().all(|w| store(w)["up"] == false)
+    });
+    // The leader leads on until its lock would have lapsed, and not a moment longer.
+    wait_until("nobody leads", Duration::from_secs(LOCK_TTL_SECS + 3), || {
+        leaders(&ws).is_empty()
+    });
+    for w in &ws {
+        let m = http(&w.addr, "GET", "/metrics", &[], "").1;
+        assert!(m.contains("warden_token_store_up 0"), "{m}");
+        assert!(m.contains("warden_token_leader 0"), "{m}");
+        let (code, body) = http(&w.addr, "GET", "/readyz", &[], "");
+        assert_eq!(code, 200, "the store alone does not decide readiness: {body}");
+        assert!(body.contains(r#""up":false"#), "{body}");
+    }
+    // The token dies while the store is away: the backends see 403, and still nobody may log
+    // in, because nobody can prove it is the only one.
+    kite.expire();
+    let outage = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < outage {
+        assert_eq!(sessions(&kite), logins, "a login without the store");
+        for (w, pid) in ws.iter().zip(&pids) {
+            assert_eq!(&w.program("backend")["pid"], pid, "programs keep running");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(ws.iter().all(|w| w.program("backend")["health"] != "healthy"));
+
+    // Back, and empty (no persistence): a leader is elected, finds the token rejected, logs
+    // in once, and every warden takes the new token.
+    redis.restart();
+    wait_until("all healthy on a new token", Duration::from_secs(90), || {
+        env_token(ws[0]) != before && all_healthy_on_one_token(&ws)
+    });
+    assert_eq!(sessions(&kite), logins + 1, "exactly one login after the outage");
+    assert!(ws.iter().all(|w| store(w)["up"] == true));
+}
+
+#[test]
+fn a_manual_login_started_on_one_warden_and_landing_on_another_is_completed_by_the_leader() {
+    let Some(redis) = Redis::start("a_manual_login_landing_on_a_follower") else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let fleet = start_fleet(&kite, &redis, 2, "manual");
+    let ws: Vec<&Warden> = fleet.iter().collect();
+    wait_until("both need a login and one leads", T, || {
+        ws.iter()
+            .all(|w| w.status()["token"]["state"] == "needs_login")
+            && leaders(&ws).len() == 1
+    });
+    let leader = leaders(&ws)[0];
+    let follower = 1 - leader;
+    // The browser starts on the leader's /login and Kite sends it back to the follower.
+    let location = {
+        let mut s = TcpStream::connect(&ws[leader].addr).unwrap();
+        write!(s, "GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.lines()
+            .find_map(|l| l.to_ascii_lowercase().starts_with("location: ").then(|| l[10..].trim().to_string()))
+            .unwrap()
+    };
+    let state = location.rsplit("state%3D").next().unwrap().to_string();
+    let (code, _) = http(
+        &ws[follower].addr,
+        "GET",
+        "/kite/callback?request_token=x&action=login&status=success&state=forged.1.00",
+        &[],
+        "",
+    );
+    assert_eq!(code, 400, "a forged state is refused on any warden");
+    let request_token = kite.request_token();
+    let path = format!(
+        "/kite/callback?request_token={}&action=login&status=success&state={state}",
+        request_token.expose()
+    );
+    let (code, body) = http(&ws[follower].addr, "GET", &path, &[], "");
+    assert_eq!(code, 302, "{body}");
+    wait_until("both healthy on the manual token", T, || {
+        all_healthy_on_one_token(&ws)
+    });
+    assert_eq!(sessions(&kite), 1);
+    assert_eq!(ws[follower].status()["token"]["source"], "manual");
+    // Single use.
+    let (code, _) = http(&ws[follower].addr, "GET", &path, &[], "");
+    assert_eq!(code, 400);
+}
+
+#[test]
+fn a_stale_leaders_write_with_an_old_fence_is_rejected() {
+    use warden::config::{Secret, StoreConfig, StoreKind};
+    use warden::token::fleet::store::{Acquire, RedisStore, SharedToken};
+    use warden::token::{TokenRecord, TokenSource};
+
+    let Some(redis) = Redis::start("a_stale_leaders_write_with_an_old_fence_is_rejected") else {
+        return;
+    };
+    let cfg = StoreConfig {
+        kind: StoreKind::Redis,
+        url: Secret::new(redis.url()),
+        ..StoreConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a = RedisStore::new(&cfg, "app").unwrap();
+        let b = RedisStore::new(&cfg, "app").unwrap();
+        let ttl = Duration::from_millis(300);
+        let Acquire::Won(fa) = a.acquire("A", ttl).await.unwrap() else {
+            panic!("A should win an empty lock")
+        };
+        assert!(matches!(b.acquire("B", ttl).await.unwrap(), Acquire::Held { .. }));
+        // A pauses past its TTL; B takes over with a newer fence.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let fb = loop {
+            if let Acquire::Won(f) = b.acquire("B", Duration::from_secs(30)).await.unwrap() {
+                break f;
+            }
+            assert!(Instant::now() < deadline, "B never got the lock");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(fb > fa);
+        let token = |t: &str, fence: u64, writer: &str| SharedToken {
+            rec: TokenRecord {
+                access_token: Secret::new(t),
+                user_id: "AB1234".into(),
+                obtained_at: 1,
+                expires_at: 2,
+                source: TokenSource::Totp,
+            },
+            fence,
+            writer: writer.into(),
+        };
+        assert!(b.write_token(&token("new", fb, "B")).await.unwrap());
+        // A wakes up and tries to store what it obtained: refused, and nothing changed.
+        assert!(!a.write_token(&token("old", fa, "A")).await.unwrap());
+        assert!(!a.renew(&format!("A {fa}"), ttl).await.unwrap());
+        let stored = a.read_token().await.unwrap().unwrap();
+        assert_eq!(stored.rec.access_token.expose(), "new");
+        assert_eq!(stored.fence, fb);
+        assert_eq!(stored.writer, "B");
+    });
+}
