@@ -307,3 +307,353 @@ fn missing_file_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("cannot read"), "{stderr}");
 }
+
+/// `[token]` for the Kite provider with every credential in place; each case below breaks it.
+const KITE: &str = r#"[token]
+provider = "kite"
+
+[token.kite]
+api_key = "kitefront"
+api_secret = "api-secret-XYZZY-1"
+user_id = "AB1234"
+"#;
+
+/// Assert exit 2 and that each `(key, needle)` is reported as `FILE:LINE: key: …needle…`
+/// with the line of `line_needle` in `config`.
+fn assert_rejected(config: &str, expected: &[(&str, &str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "supervisor.toml", config);
+    let out = check(&file, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{config}\nstdout:\n{stdout}\n{stderr}"
+    );
+    for (key, line_needle, needle) in expected {
+        let head = format!(
+            "{}:{}: {key}: ",
+            file.display(),
+            line_of(config, line_needle)
+        );
+        let found = stderr
+            .lines()
+            .find(|l| l.starts_with(&head))
+            .unwrap_or_else(|| panic!("no {head:?} in:\n{stderr}"));
+        assert!(found.contains(needle), "{needle:?} not in {found:?}");
+    }
+    let n = expected.len();
+    assert!(
+        stderr.contains(&format!(
+            "{n} problem{} found",
+            if n == 1 { "" } else { "s" }
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("api-secret-XYZZY-1"), "{stderr}");
+}
+
+fn assert_valid(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "supervisor.toml", config);
+    let out = check(&file, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{config}\n{stderr}");
+    assert_eq!(stdout.trim(), format!("{}: ok", file.display()));
+    stderr
+}
+
+#[test]
+fn command_provider_needs_a_program_to_run() {
+    for command in ["[]", "\"\"", "[\"  \", \"refresh.py\"]"] {
+        let config =
+            format!("[token]\nprovider = \"command\"\n\n[token.command]\ncommand = {command}\n");
+        assert_rejected(
+            &config,
+            &[(
+                "token.command.command",
+                "command = ",
+                "must name the program to run",
+            )],
+        );
+    }
+    // No command key at all: located at its table.
+    assert_rejected(
+        "[token]\nprovider = \"command\"\n\n[token.command]\ntimeout = \"5s\"\n",
+        &[(
+            "token.command.command",
+            "[token.command]",
+            "must name the program",
+        )],
+    );
+    assert_valid(
+        "[token]\nprovider = \"command\"\n\n[token.command]\ncommand = [\"python3\", \"r.py\"]\n",
+    );
+}
+
+#[test]
+fn kite_provider_needs_every_credential() {
+    let empty = KITE
+        .replace("\"kitefront\"", "\"\"")
+        .replace("\"api-secret-XYZZY-1\"", "\"  \"")
+        .replace("\"AB1234\"", "\"${WARDEN_TEST_EMPTY_USER:-}\"");
+    assert_rejected(
+        &empty,
+        &[
+            ("token.kite.api_key", "api_key", "must not be empty"),
+            ("token.kite.api_secret", "api_secret", "api_secret_file"),
+            ("token.kite.user_id", "user_id", "must not be empty"),
+        ],
+    );
+    assert_valid(KITE);
+}
+
+#[test]
+fn kite_provider_needs_its_table() {
+    // provider = "kite" is also the default.
+    for token in [
+        "[token]\nprovider = \"kite\"\n",
+        "[token]\nenv_key = \"T\"\n",
+    ] {
+        assert_rejected(
+            token,
+            &[("token.kite", "[token]", "needs a [token.kite] section")],
+        );
+    }
+}
+
+#[test]
+fn totp_login_needs_password_and_totp_secret_in_either_form() {
+    let totp = format!("{KITE}login = \"totp\"\n");
+    assert_rejected(
+        &totp,
+        &[
+            ("token.kite.password", "[token.kite]", "password_file"),
+            ("token.kite.totp_secret", "[token.kite]", "totp_secret_file"),
+        ],
+    );
+    assert_rejected(
+        &format!("{totp}password = \"pw-XYZZY-8\"\n"),
+        &[(
+            "token.kite.totp_secret",
+            "[token.kite]",
+            "needs the TOTP secret",
+        )],
+    );
+    assert_rejected(
+        &format!("{totp}totp_secret = \"JBSWY3DPEHPK3PXP\"\n"),
+        &[("token.kite.password", "[token.kite]", "needs the password")],
+    );
+
+    // The `_file` forms count, relative to the config's directory.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "password", "pw-XYZZY-8\n");
+    write(dir.path(), "totp", "JBSWY3DPEHPK3PXP\n");
+    let config = format!("{totp}password_file = \"password\"\ntotp_secret_file = \"totp\"\n");
+    let file = write(dir.path(), "supervisor.toml", &config);
+    let out = check(&file, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("pw-XYZZY-8") && !stderr.contains("pw-XYZZY-8"));
+    // An empty file is no password: reported at the key that names the file.
+    write(dir.path(), "password", "\n");
+    let out = check(&file, &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:{}: token.kite.password_file: secret file ",
+            file.display(),
+            line_of(&config, "password_file")
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn api_token_file_protects_a_non_loopback_listen_like_an_inline_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = "[http]\nlisten = \"0.0.0.0:9180\"\npublic_url = \"http://warden.example\"\n";
+    let with = |extra: &str| {
+        let config = format!("{http}{extra}");
+        (write(dir.path(), "supervisor.toml", &config), config)
+    };
+
+    let (file, _) = with("api_token = \"inline-TOKEN-15\"\n");
+    let out = check(&file, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+
+    write(dir.path(), "api_token", "file-TOKEN-16\n");
+    let (file, _) = with("api_token_file = \"api_token\"\n");
+    let out = check(&file, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("file-TOKEN-16") && !stderr.contains("file-TOKEN-16"));
+
+    // Neither form: refused, at http.api_token, and the message says both ways out.
+    let (file, _) = with("");
+    let out = check(&file, &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:1: http.api_token: required", file.display()))
+            && stderr.contains("api_token_file"),
+        "{stderr}"
+    );
+
+    // A file that gives no token is no token.
+    for contents in ["", "\n"] {
+        write(dir.path(), "api_token", contents);
+        let (file, config) = with("api_token_file = \"api_token\"\n");
+        let out = check(&file, &[]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{}:{}: http.api_token_file: secret file ",
+                file.display(),
+                line_of(&config, "api_token_file")
+            )),
+            "{stderr}"
+        );
+    }
+    write(dir.path(), "api_token", "   \n");
+    let (file, _) = with("api_token_file = \"api_token\"\n");
+    let out = check(&file, &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("http.api_token: is only whitespace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn fleet_mode_store_is_checked() {
+    let store = r#"
+[token.store]
+kind = "redis"
+url = "redis://:URL-PASS-17@127.0.0.1:6379/0"
+password = "KEY-PASS-18"
+key_prefix = "my app:"
+lock_ttl = "1s"
+"#;
+    let config = format!("{KITE}{store}");
+    assert_rejected(
+        &config,
+        &[
+            ("token.store.password", "password = ", "one place"),
+            ("token.store.key_prefix", "key_prefix", "whitespace"),
+            ("token.store.lock_ttl", "lock_ttl", "between 3s and 10m"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "supervisor.toml", &config);
+    let (stdout, stderr) = text(&check(&file, &[]));
+    for secret in ["URL-PASS-17", "KEY-PASS-18"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    }
+
+    // Without a Kite api_key there is nothing to elect a refresher for.
+    let none = config.replace("provider = \"kite\"", "provider = \"none\"");
+    let out = check(&write(dir.path(), "none.toml", &none), &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("token.store.kind: ") && stderr.contains("one refresher per Kite api_key"),
+        "{stderr}"
+    );
+
+    assert_valid(&format!(
+        "{KITE}\n[token.store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n\
+         password = \"KEY-PASS-18\"\nlock_ttl = \"10m\"\n"
+    ));
+}
+
+#[test]
+fn public_url_warning_is_printed_and_the_config_is_still_ok() {
+    let config = format!("[http]\nlisten = \"0.0.0.0:9180\"\napi_token = \"t\"\n\n{KITE}");
+    let stderr = assert_valid(&config);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(
+            ":1: warning: http.public_url: not set, so it defaults to \
+                           http://0.0.0.0:9180"
+        ) && lines[0].contains("login links"),
+        "{stderr}"
+    );
+    // Set public_url and the warning goes.
+    let fixed = config.replace("api_token", "public_url = \"https://w.example\"\napi_token");
+    assert_eq!(assert_valid(&fixed), "");
+}
+
+#[test]
+fn warnings_are_logged_at_start_up_and_on_reload() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Port 0 and no public_url; a broker nobody listens on (manual login: warden only waits).
+    let config = format!(
+        "[supervisor]\nstate_dir = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\n\n{KITE}\
+         api_base = \"http://127.0.0.1:9\"\nlogin_base = \"http://127.0.0.1:9\"\n"
+    );
+    let file = write(dir.path(), "supervisor.toml", &config);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("run")
+        .arg("-c")
+        .arg(&file)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn warden");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.matches(needle).count() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(_) => panic!("no {needle:?} (x{count}) in:\n{seen}"),
+            }
+        }
+    };
+    let warning = "http.public_url: not set, so it defaults to http://127.0.0.1:0";
+    wait_for(warning, 1);
+    wait_for("http listening on ", 1);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_for("config reloaded", 1);
+    wait_for(warning, 2);
+    assert!(seen.contains("WARN"), "{seen}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("warden did not stop on SIGTERM:\n{seen}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{seen}");
+}
