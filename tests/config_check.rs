@@ -318,12 +318,18 @@ api_secret = "api-secret-XYZZY-1"
 user_id = "AB1234"
 "#;
 
-/// Assert exit 2 and that each `(key, needle)` is reported as `FILE:LINE: key: …needle…`
-/// with the line of `line_needle` in `config`.
+/// Assert exit 2 and that each `(key, line_needle, needle)` is reported as
+/// `FILE:LINE: key: …needle…`, LINE being the line of `line_needle` in `config`; and nothing
+/// else.
 fn assert_rejected(config: &str, expected: &[(&str, &str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "supervisor.toml", config);
-    let out = check(&file, &[]);
+    assert_rejected_file(&file, config, expected);
+}
+
+/// [`assert_rejected`] for a config already written to `file` (next to its secret files).
+fn assert_rejected_file(file: &Path, config: &str, expected: &[(&str, &str, &str)]) {
+    let out = check(file, &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(
         out.status.code(),
@@ -457,16 +463,10 @@ fn totp_login_needs_password_and_totp_secret_in_either_form() {
     assert!(!stdout.contains("pw-XYZZY-8") && !stderr.contains("pw-XYZZY-8"));
     // An empty file is no password: reported at the key that names the file.
     write(dir.path(), "password", "\n");
-    let out = check(&file, &[]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "{}:{}: token.kite.password_file: secret file ",
-            file.display(),
-            line_of(&config, "password_file")
-        )),
-        "{stderr}"
+    assert_rejected_file(
+        &file,
+        &config,
+        &[("token.kite.password_file", "password_file", "secret file ")],
     );
 }
 
@@ -491,41 +491,27 @@ fn api_token_file_protects_a_non_loopback_listen_like_an_inline_api_token() {
     assert!(!stdout.contains("file-TOKEN-16") && !stderr.contains("file-TOKEN-16"));
 
     // Neither form: refused, at http.api_token, and the message says both ways out.
-    let (file, _) = with("");
-    let out = check(&file, &[]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&format!("{}:1: http.api_token: required", file.display()))
-            && stderr.contains("api_token_file"),
-        "{stderr}"
+    let (file, config) = with("");
+    assert_rejected_file(
+        &file,
+        &config,
+        &[("http.api_token", "[http]", "required because http.listen")],
     );
+    assert!(text(&check(&file, &[])).1.contains("api_token_file"));
 
     // A file that gives no token is no token.
-    for contents in ["", "\n"] {
+    for (contents, expected) in [
+        (
+            "",
+            ("http.api_token_file", "api_token_file", "secret file "),
+        ),
+        ("\n", ("http.api_token_file", "api_token_file", "is empty")),
+        ("   \n", ("http.api_token", "[http]", "is only whitespace")),
+    ] {
         write(dir.path(), "api_token", contents);
         let (file, config) = with("api_token_file = \"api_token\"\n");
-        let out = check(&file, &[]);
-        let (_, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains(&format!(
-                "{}:{}: http.api_token_file: secret file ",
-                file.display(),
-                line_of(&config, "api_token_file")
-            )),
-            "{stderr}"
-        );
+        assert_rejected_file(&file, &config, &[expected]);
     }
-    write(dir.path(), "api_token", "   \n");
-    let (file, _) = with("api_token_file = \"api_token\"\n");
-    let out = check(&file, &[]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("http.api_token: is only whitespace"),
-        "{stderr}"
-    );
 }
 
 #[test]
