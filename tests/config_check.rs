@@ -1,4 +1,7 @@
-//! `warden check -c FILE` run as a real process on real files.
+//! `warden check -c FILE` run as a real process on real files; and the config warnings that
+//! `warden run` logs.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -576,70 +579,17 @@ fn public_url_warning_is_printed_and_the_config_is_still_ok() {
 
 #[test]
 fn warnings_are_logged_at_start_up_and_on_reload() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::mpsc;
-    use std::time::{Duration, Instant};
-
-    let dir = tempfile::tempdir().unwrap();
+    use std::time::Duration;
     // Port 0 and no public_url; a broker nobody listens on (manual login: warden only waits).
-    let config = format!(
-        "[supervisor]\nstate_dir = \"state\"\n[http]\nlisten = \"127.0.0.1:0\"\n\n{KITE}\
+    let w = common::Warden::start(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n{KITE}\
          api_base = \"http://127.0.0.1:9\"\nlogin_base = \"http://127.0.0.1:9\"\n"
-    );
-    let file = write(dir.path(), "supervisor.toml", &config);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("run")
-        .arg("-c")
-        .arg(&file)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn warden");
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let mut wait_for = |needle: &str, count: usize| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while seen.matches(needle).count() < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                }
-                Err(_) => panic!("no {needle:?} (x{count}) in:\n{seen}"),
-            }
-        }
-    };
+    ));
     let warning = "http.public_url: not set, so it defaults to http://127.0.0.1:0";
-    wait_for(warning, 1);
-    wait_for("http listening on ", 1);
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    wait_for("config reloaded", 1);
-    wait_for(warning, 2);
-    assert!(seen.contains("WARN"), "{seen}");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("warden did not stop on SIGTERM:\n{seen}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0), "{seen}");
+    let count = || w.logs().matches(warning).count();
+    assert_eq!(count(), 1, "{}", w.logs());
+    assert!(w.logs().contains(" WARN "), "{}", w.logs());
+    w.signal(libc::SIGHUP);
+    w.wait_log("config reloaded", Duration::from_secs(20));
+    assert_eq!(count(), 2, "{}", w.logs());
 }
