@@ -142,6 +142,9 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     }
     warden::logs::init(cfg.supervisor.log_format);
+    for w in &cfg.warnings {
+        tracing::warn!("{}", w.located(path, ""));
+    }
     if let Err(e) = warden::reaper::become_subreaper() {
         tracing::warn!("cannot become a child subreaper ({e}); orphans of programs will not be reaped by warden");
     }
@@ -186,7 +189,11 @@ fn client(cmd: ClientCommand, path: &std::path::Path) -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match warden::config::load(path) {
-        Ok(_) => {
+        Ok(cfg) => {
+            // Warnings do not change the exit code: the config is valid.
+            for w in &cfg.warnings {
+                eprintln!("{}", w.located(path, "warning: "));
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }

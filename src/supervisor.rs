@@ -406,6 +406,9 @@ impl Supervisor {
             }
         };
         self.metrics.inc_config_reload(true);
+        for w in &new.warnings {
+            tracing::warn!("{}", w.located(&path, ""));
+        }
         if new.token != self.cfg.token {
             match &new.token {
                 Some(t) if self.keeper.is_some() => {

@@ -7,7 +7,6 @@
 //! Set WARDEN_TEST_SCREENSHOT_DIR to keep screenshots of each step.
 
 mod common;
-mod http_support;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -15,7 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use http_support::*;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
@@ -222,17 +220,13 @@ fn a_person_logs_in_with_kite_from_the_status_page() {
         );
         return;
     };
-    // warden's port first: the sandbox's registered redirect URL is warden's callback.
-    let port = free_port();
-    let kite = Kite::start(&format!("http://127.0.0.1:{port}/kite/callback"));
-    let cfg = format!(
-        "{}\n[programs.web]\ncommand = [\"sleep\", \"300\"]\non_token_change = \"none\"\n",
-        kite_config(port, &kite.addr, "manual", None)
+    let stack = ManualLoginStack::start(
+        None,
+        "[programs.web]\ncommand = [\"sleep\", \"300\"]\non_token_change = \"none\"\n",
     );
-    let w = Warden::start(&cfg);
-    wait_until("needs_login", T, || {
-        w.status()["token"]["state"] == "needs_login"
-    });
+    let w = &stack.warden;
+    let kite = &stack.kite;
+    let port = stack.port;
 
     let driver = Driver::start(&chromedriver);
     let s = Session::new(&driver, &chromium);
@@ -253,7 +247,7 @@ fn a_person_logs_in_with_kite_from_the_status_page() {
     );
     s.type_into("input[name=user_id]", "AB1234");
     s.type_into("input[name=password]", "sandbox-password");
-    let code = warden::sandbox::kite::current_totp(TOTP_SECRET).unwrap();
+    let code = warden::sandbox::kite::current_totp(SANDBOX_TOTP).unwrap();
     s.type_into("input[name=twofa_value]", &code);
     s.screenshot("2-kite-form.png");
     let submit = s.find("button[type=submit]");

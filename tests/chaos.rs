@@ -20,16 +20,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-const PASSWORD: &str = "sandbox-password";
-const TOTP_SECRET: &str = "WARDENSANDBOXTOTPSECRETKITEAB234";
-const API_SECRET: &str = "kitefront-sandbox-secret";
+const PASSWORD: &str = warden::sandbox::kite::DEFAULT_PASSWORD;
+const TOTP_SECRET: &str = SANDBOX_TOTP;
+const API_SECRET: &str = warden::sandbox::kite::DEFAULT_API_SECRET;
 
 /// Kite blocks an account at 5 wrong 2FA codes.
 const LOCKOUT: u64 = 5;
@@ -49,57 +49,9 @@ fn env_secs(name: &str, default: u64) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The sandbox Kite, as a process of its own (never under warden: it prints its credentials).
+// Broker faults. The sandbox Kite (common::KiteSandbox) runs as a process of its own, never
+// under warden: it prints its credentials.
 // ---------------------------------------------------------------------------------------------
-
-struct Sandbox {
-    child: Child,
-    addr: String,
-}
-
-impl Sandbox {
-    fn start() -> Sandbox {
-        let mut child = Command::new(BIN)
-            .args(["sandbox", "kite", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "sandbox exited");
-            if let Some(a) = line.trim().strip_prefix("listening on http://") {
-                break a.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in out.lines() {});
-        Sandbox { child, addr }
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        get_json(&self.addr, "/_sandbox/stats")
-    }
-
-    fn post(&self, path: &str, json: &str) {
-        let (code, body) = http(
-            &self.addr,
-            "POST",
-            path,
-            &[("Content-Type", "application/json")],
-            json,
-        );
-        assert_eq!(code, 200, "{path}: {body}");
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A request whose answer does not matter and may never come (a `drop` fault).
 fn poke(addr: &str, path: &str) {
@@ -116,7 +68,7 @@ fn poke(addr: &str, path: &str) {
 
 /// Consume the pending faults with requests to paths that have no route behind them, each on
 /// its own thread: a delay fault holds its request for up to 10.5 s.
-fn drain_faults(kite: &Sandbox) {
+fn drain_faults(kite: &KiteSandbox) {
     let pending = kite.stats()["pending_faults"].as_u64().unwrap_or(0);
     for p in FAULT_PATHS {
         for _ in 0..pending {
@@ -182,14 +134,6 @@ struct Edits {
     extra: bool,
     worker_variant: u8,
     typo: bool,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct ConfigA {
@@ -434,45 +378,6 @@ struct Observed {
     zombie_violations: Vec<String>,
 }
 
-/// (pid, state, ppid, starttime) of every process.
-fn scan() -> Vec<(i32, char, i32, u64)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rsplit(')').next() else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() < 20 {
-            continue;
-        }
-        out.push((
-            pid,
-            f[0].chars().next().unwrap_or('?'),
-            f[1].parse().unwrap_or(0),
-            f[19].parse().unwrap_or(0),
-        ));
-    }
-    out
-}
-
-fn descendants(root: i32, procs: &[(i32, char, i32, u64)]) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for c in procs.iter().filter(|q| q.2 == p && q.1 != 'Z') {
-            out.push(c.0);
-            frontier.push(c.0);
-        }
-    }
-    out
-}
-
 fn rss_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -497,26 +402,28 @@ const ATTEMPTS_CMD: &str = r#"warden_token_login_attempts_total{kind="command"}"
 struct Wardens<'a> {
     a: &'a Warden,
     b: &'a Warden,
-    kite: &'a Sandbox,
+    kite: &'a KiteSandbox,
 }
 
 fn sample(w: &Wardens, obs: &Mutex<Observed>) {
     let (pa, pb) = (w.a.child.id() as i32, w.b.child.id() as i32);
     let now = Instant::now();
-    let procs = scan();
+    let procs = proc_table();
     let mut o = obs.lock().unwrap();
     let mut current = Vec::new();
     for p in procs
         .iter()
-        .filter(|p| p.1 == 'Z' && (p.2 == pa || p.2 == pb))
+        .filter(|p| p.state == 'Z' && (p.ppid == pa || p.ppid == pb))
     {
-        let first = *o.zombies.entry((p.0, p.3)).or_insert(now);
-        current.push((p.0, p.3));
+        let first = *o.zombies.entry((p.pid, p.starttime)).or_insert(now);
+        current.push((p.pid, p.starttime));
         let age = now - first;
         o.oldest_zombie = o.oldest_zombie.max(age);
         if age > ZOMBIE_MAX_AGE && o.zombie_violations.len() < 5 {
-            o.zombie_violations
-                .push(format!("pid {} (parent {}) a zombie for {age:?}", p.0, p.2));
+            o.zombie_violations.push(format!(
+                "pid {} (parent {}) a zombie for {age:?}",
+                p.pid, p.ppid
+            ));
         }
     }
     o.zombies.retain(|k, _| current.contains(k));
@@ -671,7 +578,7 @@ fn chaos_soak() {
     eprintln!("chaos: seed {seed} (WARDEN_CHAOS_SEED={seed} replays the schedule), {secs} s");
     let mut rng = fastrand::Rng::with_seed(seed);
 
-    let kite = Sandbox::start();
+    let kite = KiteSandbox::start(&[]);
 
     // The .env of warden A lives on its own small filesystem when we can mount one.
     let envdir = tempfile::tempdir().unwrap();
@@ -766,7 +673,7 @@ fn chaos_soak() {
         while Instant::now() < deadline {
             if forced_expiry.is_some_and(|t| Instant::now() > t) {
                 // At least one expiry per run, at a random moment in its first half.
-                kite.post("/_sandbox/expire", "");
+                kite.expire();
                 *counts.entry(Event::Expire).or_default() += 1;
                 forced_expiry = None;
             }
@@ -781,7 +688,7 @@ fn chaos_soak() {
             let ev = pick(&mut rng);
             match ev {
                 Event::KillProcess => {
-                    let procs = scan();
+                    let procs = proc_table();
                     let mut victims = descendants(pa, &procs);
                     victims.extend(descendants(pb, &procs));
                     if !victims.is_empty() {
@@ -792,14 +699,14 @@ fn chaos_soak() {
                     // A bounded queue, and faults that outlive their window are drained: the
                     // broker is broken for a while, then healthy until the next window.
                     if kite.stats()["pending_faults"].as_u64().unwrap_or(0) < MAX_PENDING_FAULTS {
-                        kite.post("/_sandbox/fault", &random_fault(&mut rng));
+                        kite.fault(&random_fault(&mut rng));
                     }
                     fault_window_until.get_or_insert_with(|| {
                         Instant::now() + Duration::from_millis(rng.u64(1000..8000))
                     });
                 }
                 Event::Expire => {
-                    kite.post("/_sandbox/expire", "");
+                    kite.expire();
                     forced_expiry = None;
                 }
                 Event::ConfigEdit => {
@@ -993,7 +900,7 @@ fn chaos_soak() {
 
     // A graceful stop after all that still stops every program and every grandchild.
     for (name, mut w) in [("A", a), ("B", b)] {
-        let left = descendants(w.child.id() as i32, &scan());
+        let left = descendants(w.child.id() as i32, &proc_table());
         w.signal(libc::SIGTERM);
         let st = w.wait_exit(Duration::from_secs(30));
         assert!(st.success(), "{name}: exit {st}\n{}", tail(&w.logs(), 60));
@@ -1072,7 +979,7 @@ fn tail(text: &str, n: usize) -> String {
 /// the lockout) and warden stops automated logins (`needs_login`).
 #[test]
 fn a_token_settings_reload_never_resubmits_a_totp_code() {
-    let kite = Sandbox::start();
+    let kite = KiteSandbox::start(&[]);
     let env = tempfile::tempdir().unwrap();
     let cfg = |check: &str| {
         format!(

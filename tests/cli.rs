@@ -3,14 +3,12 @@
 //! without an api_token.
 
 mod common;
-mod http_support;
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
-use http_support::*;
 
 const T: Duration = Duration::from_secs(20);
 const API_TOKEN: &str = "cli-test-api-token-4f1c";
@@ -226,16 +224,12 @@ fn restart_needs_the_api_token_and_gives_the_program_a_new_pid() {
 
 #[test]
 fn token_status_and_login_url_with_the_sandbox() {
-    let port = free_port();
-    let kite = Kite::start(&format!("http://127.0.0.1:{port}/kite/callback"));
-    let cfg = format!(
-        "{}\n[programs.web]\ncommand = [\"sleep\", \"300\"]\n",
-        kite_config(port, &kite.addr, "manual", Some(API_TOKEN))
+    let stack = ManualLoginStack::start(
+        Some(API_TOKEN),
+        "[programs.web]\ncommand = [\"sleep\", \"300\"]\n",
     );
-    let w = Warden::start(&cfg);
-    wait_until("needs_login", T, || {
-        w.status()["token"]["state"] == "needs_login"
-    });
+    let w = &stack.warden;
+    let port = stack.port;
 
     let o = cli(&["login-url"], &w.config);
     assert_exit(&o, 0);
@@ -247,7 +241,7 @@ fn token_status_and_login_url_with_the_sandbox() {
     assert!(out.starts_with("state:        needs_login\n"), "{out}");
     assert!(out.contains(&format!("log in at:    {url}\n")), "{out}");
 
-    let totp = warden::sandbox::kite::current_totp(TOTP_SECRET).unwrap();
+    let totp = warden::sandbox::kite::current_totp(SANDBOX_TOTP).unwrap();
     assert_eq!(manual_login(&w.addr, &totp).status, 302);
     wait_until("valid", T, || w.status()["token"]["state"] == "valid");
 

@@ -1,4 +1,7 @@
-//! `warden check -c FILE` run as a real process on real files.
+//! `warden check -c FILE` run as a real process on real files; and the config warnings that
+//! `warden run` logs.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -306,4 +309,287 @@ fn missing_file_exits_2() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+/// `[token]` for the Kite provider with every credential in place; each case below breaks it.
+const KITE: &str = r#"[token]
+provider = "kite"
+
+[token.kite]
+api_key = "kitefront"
+api_secret = "api-secret-XYZZY-1"
+user_id = "AB1234"
+"#;
+
+/// Assert exit 2 and that each `(key, line_needle, needle)` is reported as
+/// `FILE:LINE: key: …needle…`, LINE being the line of `line_needle` in `config`; and nothing
+/// else.
+fn assert_rejected(config: &str, expected: &[(&str, &str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "supervisor.toml", config);
+    assert_rejected_file(&file, config, expected);
+}
+
+/// [`assert_rejected`] for a config already written to `file` (next to its secret files).
+fn assert_rejected_file(file: &Path, config: &str, expected: &[(&str, &str, &str)]) {
+    let out = check(file, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{config}\nstdout:\n{stdout}\n{stderr}"
+    );
+    for (key, line_needle, needle) in expected {
+        let head = format!(
+            "{}:{}: {key}: ",
+            file.display(),
+            line_of(config, line_needle)
+        );
+        let found = stderr
+            .lines()
+            .find(|l| l.starts_with(&head))
+            .unwrap_or_else(|| panic!("no {head:?} in:\n{stderr}"));
+        assert!(found.contains(needle), "{needle:?} not in {found:?}");
+    }
+    let n = expected.len();
+    assert!(
+        stderr.contains(&format!(
+            "{n} problem{} found",
+            if n == 1 { "" } else { "s" }
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("api-secret-XYZZY-1"), "{stderr}");
+}
+
+fn assert_valid(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "supervisor.toml", config);
+    let out = check(&file, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{config}\n{stderr}");
+    assert_eq!(stdout.trim(), format!("{}: ok", file.display()));
+    stderr
+}
+
+#[test]
+fn command_provider_needs_a_program_to_run() {
+    for command in ["[]", "\"\"", "[\"  \", \"refresh.py\"]"] {
+        let config =
+            format!("[token]\nprovider = \"command\"\n\n[token.command]\ncommand = {command}\n");
+        assert_rejected(
+            &config,
+            &[(
+                "token.command.command",
+                "command = ",
+                "must name the program to run",
+            )],
+        );
+    }
+    // No command key at all: located at its table.
+    assert_rejected(
+        "[token]\nprovider = \"command\"\n\n[token.command]\ntimeout = \"5s\"\n",
+        &[(
+            "token.command.command",
+            "[token.command]",
+            "must name the program",
+        )],
+    );
+    assert_valid(
+        "[token]\nprovider = \"command\"\n\n[token.command]\ncommand = [\"python3\", \"r.py\"]\n",
+    );
+}
+
+#[test]
+fn kite_provider_needs_every_credential() {
+    let empty = KITE
+        .replace("\"kitefront\"", "\"\"")
+        .replace("\"api-secret-XYZZY-1\"", "\"  \"")
+        .replace("\"AB1234\"", "\"${WARDEN_TEST_EMPTY_USER:-}\"");
+    assert_rejected(
+        &empty,
+        &[
+            ("token.kite.api_key", "api_key", "must not be empty"),
+            ("token.kite.api_secret", "api_secret", "api_secret_file"),
+            ("token.kite.user_id", "user_id", "must not be empty"),
+        ],
+    );
+    assert_valid(KITE);
+}
+
+#[test]
+fn kite_provider_needs_its_table() {
+    // provider = "kite" is also the default.
+    for token in [
+        "[token]\nprovider = \"kite\"\n",
+        "[token]\nenv_key = \"T\"\n",
+    ] {
+        assert_rejected(
+            token,
+            &[("token.kite", "[token]", "needs a [token.kite] section")],
+        );
+    }
+}
+
+#[test]
+fn totp_login_needs_password_and_totp_secret_in_either_form() {
+    let totp = format!("{KITE}login = \"totp\"\n");
+    assert_rejected(
+        &totp,
+        &[
+            ("token.kite.password", "[token.kite]", "password_file"),
+            ("token.kite.totp_secret", "[token.kite]", "totp_secret_file"),
+        ],
+    );
+    assert_rejected(
+        &format!("{totp}password = \"pw-XYZZY-8\"\n"),
+        &[(
+            "token.kite.totp_secret",
+            "[token.kite]",
+            "needs the TOTP secret",
+        )],
+    );
+    assert_rejected(
+        &format!("{totp}totp_secret = \"JBSWY3DPEHPK3PXP\"\n"),
+        &[("token.kite.password", "[token.kite]", "needs the password")],
+    );
+
+    // The `_file` forms count, relative to the config's directory.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "password", "pw-XYZZY-8\n");
+    write(dir.path(), "totp", "JBSWY3DPEHPK3PXP\n");
+    let config = format!("{totp}password_file = \"password\"\ntotp_secret_file = \"totp\"\n");
+    let file = write(dir.path(), "supervisor.toml", &config);
+    let out = check(&file, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("pw-XYZZY-8") && !stderr.contains("pw-XYZZY-8"));
+    // An empty file is no password: reported at the key that names the file.
+    write(dir.path(), "password", "\n");
+    assert_rejected_file(
+        &file,
+        &config,
+        &[("token.kite.password_file", "password_file", "secret file ")],
+    );
+}
+
+#[test]
+fn api_token_file_protects_a_non_loopback_listen_like_an_inline_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = "[http]\nlisten = \"0.0.0.0:9180\"\npublic_url = \"http://warden.example\"\n";
+    let with = |extra: &str| {
+        let config = format!("{http}{extra}");
+        (write(dir.path(), "supervisor.toml", &config), config)
+    };
+
+    let (file, _) = with("api_token = \"inline-TOKEN-15\"\n");
+    let out = check(&file, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+
+    write(dir.path(), "api_token", "file-TOKEN-16\n");
+    let (file, _) = with("api_token_file = \"api_token\"\n");
+    let out = check(&file, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains("file-TOKEN-16") && !stderr.contains("file-TOKEN-16"));
+
+    // Neither form: refused, at http.api_token, and the message says both ways out.
+    let (file, config) = with("");
+    assert_rejected_file(
+        &file,
+        &config,
+        &[("http.api_token", "[http]", "required because http.listen")],
+    );
+    assert!(text(&check(&file, &[])).1.contains("api_token_file"));
+
+    // A file that gives no token is no token.
+    for (contents, expected) in [
+        (
+            "",
+            ("http.api_token_file", "api_token_file", "secret file "),
+        ),
+        ("\n", ("http.api_token_file", "api_token_file", "is empty")),
+        ("   \n", ("http.api_token", "[http]", "is only whitespace")),
+    ] {
+        write(dir.path(), "api_token", contents);
+        let (file, config) = with("api_token_file = \"api_token\"\n");
+        assert_rejected_file(&file, &config, &[expected]);
+    }
+}
+
+#[test]
+fn fleet_mode_store_is_checked() {
+    let store = r#"
+[token.store]
+kind = "redis"
+url = "redis://:URL-PASS-17@127.0.0.1:6379/0"
+password = "KEY-PASS-18"
+key_prefix = "my app:"
+lock_ttl = "1s"
+"#;
+    let config = format!("{KITE}{store}");
+    assert_rejected(
+        &config,
+        &[
+            ("token.store.password", "password = ", "one place"),
+            ("token.store.key_prefix", "key_prefix", "whitespace"),
+            ("token.store.lock_ttl", "lock_ttl", "between 3s and 10m"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "supervisor.toml", &config);
+    let (stdout, stderr) = text(&check(&file, &[]));
+    for secret in ["URL-PASS-17", "KEY-PASS-18"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    }
+
+    // Without a Kite api_key there is nothing to elect a refresher for.
+    let none = config.replace("provider = \"kite\"", "provider = \"none\"");
+    let out = check(&write(dir.path(), "none.toml", &none), &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("token.store.kind: ") && stderr.contains("one refresher per Kite api_key"),
+        "{stderr}"
+    );
+
+    assert_valid(&format!(
+        "{KITE}\n[token.store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n\
+         password = \"KEY-PASS-18\"\nlock_ttl = \"10m\"\n"
+    ));
+}
+
+#[test]
+fn public_url_warning_is_printed_and_the_config_is_still_ok() {
+    let config = format!("[http]\nlisten = \"0.0.0.0:9180\"\napi_token = \"t\"\n\n{KITE}");
+    let stderr = assert_valid(&config);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(
+            ":1: warning: http.public_url: not set, so it defaults to \
+                           http://0.0.0.0:9180"
+        ) && lines[0].contains("login links"),
+        "{stderr}"
+    );
+    // Set public_url and the warning goes.
+    let fixed = config.replace("api_token", "public_url = \"https://w.example\"\napi_token");
+    assert_eq!(assert_valid(&fixed), "");
+}
+
+#[test]
+fn warnings_are_logged_at_start_up_and_on_reload() {
+    use std::time::Duration;
+    // Port 0 and no public_url; a broker nobody listens on (manual login: warden only waits).
+    let w = common::Warden::start(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n{KITE}\
+         api_base = \"http://127.0.0.1:9\"\nlogin_base = \"http://127.0.0.1:9\"\n"
+    ));
+    let warning = "http.public_url: not set, so it defaults to http://127.0.0.1:0";
+    let count = || w.logs().matches(warning).count();
+    assert_eq!(count(), 1, "{}", w.logs());
+    assert!(w.logs().contains(" WARN "), "{}", w.logs());
+    w.signal(libc::SIGHUP);
+    w.wait_log("config reloaded", Duration::from_secs(20));
+    assert_eq!(count(), 2, "{}", w.logs());
 }

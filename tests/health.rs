@@ -8,14 +8,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn web_program(port: u16, path: &str, extra: &str) -> String {
     format!(
         r#"

@@ -3,14 +3,12 @@
 //! Needs the `prometheus` and `promtool` binaries (Debian package `prometheus`); else a skip.
 
 mod common;
-mod http_support;
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use http_support::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -103,13 +101,13 @@ fn prometheus_scrapes_every_spec_metric_and_promtool_accepts_the_text() {
         return;
     }
     let port = free_port();
-    let kite = Kite::start(&format!("http://127.0.0.1:{port}/kite/callback"));
+    let kite = KiteSandbox::with().redirect_to_warden(port).start();
     // The program's health check probes warden's own /healthz: a real probe, no extra server.
     let cfg = format!(
         "{}\n[programs.web]\ncommand = [\"sleep\", \"300\"]\n\
          [programs.web.health]\nurl = \"http://127.0.0.1:{port}/healthz\"\n\
          interval = \"200ms\"\ninitial_delay = \"100ms\"\n",
-        kite_config(port, &kite.addr, "totp", None)
+        kite.warden_config(port, "totp", None)
     );
     let w = Warden::start(&cfg);
     w.wait_state("web", "running", T);

@@ -2,8 +2,8 @@
 //! rules (single use, one per api_key, ttl, expire, logout), 5-strikes lockout, faults, and
 //! the real `warden sandbox kite` binary.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
@@ -691,58 +691,17 @@ async fn unknown_api_key_and_routes_get_kite_errors() {
     assert_eq!((s, &v["status"]), (StatusCode::NOT_FOUND, &json!("error")));
 }
 
-/// Kills the child on drop so a failed assertion never leaves a server running.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn binary_prints_address_and_credentials_and_exits_0_on_sigterm() {
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args([
-                "sandbox",
-                "kite",
-                "--listen",
-                "127.0.0.1:0",
-                "--token-ttl",
-                "90s",
-            ])
-            .args(["--user-id", "zz9999", "--api-key", "k2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines.len() < 6 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        lines.push(rx.recv_timeout(left).expect("start-up lines within 10 s"));
-    }
-    let addr = lines[0]
-        .strip_prefix("listening on http://")
-        .expect("first line")
-        .to_string();
-    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mut kite = common::KiteSandbox::with()
+        .token_ttl("90s")
+        .flag("--user-id", "zz9999")
+        .flag("--api-key", "k2")
+        .start();
+    let port: u16 = kite.addr.rsplit(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 0, "the real bound port is printed");
-    let all = lines.join("\n");
+    assert_eq!(kite.startup[0], format!("listening on {}", kite.url()));
+    let all = kite.startup.join("\n");
     for want in [
         "user_id: ZZ9999",
         "password: sandbox-password",
@@ -754,29 +713,10 @@ fn binary_prints_address_and_credentials_and_exits_0_on_sigterm() {
     }
 
     // It answers on that address.
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        s,
-        "GET /_sandbox/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let (code, body) = common::http(&kite.addr, "GET", "/_sandbox/stats", &[], "");
+    assert_eq!(code, 200, "{body}");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    kite.signal(libc::SIGTERM);
+    let status = kite.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
 }

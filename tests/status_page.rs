@@ -2,12 +2,10 @@
 //! appears while a login is needed and goes away after one (sandbox Kite, `login = "manual"`).
 
 mod common;
-mod http_support;
 
 use std::time::Duration;
 
 use common::*;
-use http_support::*;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -59,33 +57,29 @@ command = ["sleep", "300"]
 
 #[test]
 fn the_login_button_shows_while_a_login_is_needed_and_a_manual_login_removes_it() {
-    let port = free_port();
-    let kite = Kite::start(&format!("http://127.0.0.1:{port}/kite/callback"));
-    let cfg = format!(
-        "{}\n[programs.web]\ncommand = [\"sleep\", \"300\"]\non_token_change = \"none\"\n",
-        kite_config(port, &kite.addr, "manual", None)
+    let stack = ManualLoginStack::start(
+        None,
+        "[programs.web]\ncommand = [\"sleep\", \"300\"]\non_token_change = \"none\"\n",
     );
-    let w = Warden::start(&cfg);
-    wait_until("token needs_login", T, || {
-        w.status()["token"]["state"] == "needs_login"
-    });
+    let w = &stack.warden;
+    let kite = &stack.kite;
     w.wait_state("web", "running", T);
     let r = request(&w.addr, "GET", "/readyz", &[], "");
     assert_eq!(r.status, 503, "{}", r.body);
     let why: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(why["reason"], "token is needs_login", "{why}");
-    let html = page(&w).body;
+    let html = page(w).body;
     assert!(html.contains(LOGIN_BUTTON), "{html}");
     assert!(html.contains("needs login"), "{html}");
 
     // The no-JavaScript path: the button is a plain link; Kite's form; back through the callback.
-    let totp = warden::sandbox::kite::current_totp(TOTP_SECRET).unwrap();
+    let totp = warden::sandbox::kite::current_totp(SANDBOX_TOTP).unwrap();
     let back = manual_login(&w.addr, &totp);
     assert_eq!(back.status, 302, "{}", back.body);
     assert_eq!(back.header("location"), Some("/"));
     wait_until("token valid", T, || w.status()["token"]["state"] == "valid");
 
-    let html = page(&w).body;
+    let html = page(w).body;
     assert!(!html.contains("Log in with Kite"), "{html}");
     assert!(html.contains(">valid<"), "{html}");
     assert!(html.contains("AB1234"), "{html}");
@@ -109,13 +103,13 @@ fn the_login_button_shows_while_a_login_is_needed_and_a_manual_login_removes_it(
 #[test]
 fn broker_error_text_is_escaped() {
     let port = free_port();
-    let kite = Kite::start(&format!("http://127.0.0.1:{port}/kite/callback"));
+    let kite = KiteSandbox::with().redirect_to_warden(port).start();
     // The automated login's first step fails with a message carrying markup.
     kite.fault(
         r#"{"path": "/api/login", "status": 400, "count": 3,
             "message": "<script>alert(1)</script> & <img src=x>"}"#,
     );
-    let w = Warden::start(&kite_config(port, &kite.addr, "totp", None));
+    let w = Warden::start(&kite.warden_config(port, "totp", None));
     wait_until("a last_error from the login", T, || {
         w.status()["token"]["last_error"]
             .as_str()

@@ -8,14 +8,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(kite: &str, login: &str, totp_secret: &str, on_change: &str) -> String {
     let port = free_port();
     format!(

@@ -68,17 +68,16 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
             }
         }
     }
+    let locate = |f: Found| Problem {
+        line: locator.line(&f.path),
+        key: render(&f.path),
+        message: f.message,
+    };
     if kept.is_empty() {
+        cfg.warnings = validate::warnings(&cfg).into_iter().map(locate).collect();
         return Ok(cfg);
     }
-    let mut problems: Vec<Problem> = kept
-        .into_iter()
-        .map(|f| Problem {
-            line: locator.line(&f.path),
-            key: render(&f.path),
-            message: f.message,
-        })
-        .collect();
+    let mut problems: Vec<Problem> = kept.into_iter().map(locate).collect();
     // Compiler order: by line; problems without a line (none so far) go last.
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     Err(fail(problems))

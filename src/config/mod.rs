@@ -31,7 +31,7 @@ pub use schema::*;
 pub use token_times::parse_hhmm;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One thing wrong with a config file, located by its dotted key path and line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,23 +66,35 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl Problem {
+    /// `FILE:LINE: KEY: message` (parts that are unknown are left out), with `label` (like
+    /// `"warning: "`) before the key.
+    pub fn located(&self, file: &Path, label: &str) -> String {
+        let mut s = file.display().to_string();
+        if let Some(l) = self.line {
+            s.push_str(&format!(":{l}"));
+        }
+        s.push_str(": ");
+        s.push_str(label);
+        if !self.key.is_empty() {
+            s.push_str(&self.key);
+            s.push_str(": ");
+        }
+        s.push_str(&self.message);
+        s
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = self.file.display();
         for p in &self.problems {
-            write!(f, "{file}")?;
-            if let Some(l) = p.line {
-                write!(f, ":{l}")?;
-            }
-            if !p.key.is_empty() {
-                write!(f, ": {}", p.key)?;
-            }
-            writeln!(f, ": {}", p.message)?;
+            writeln!(f, "{}", p.located(&self.file, ""))?;
         }
         let n = self.problems.len();
         write!(
             f,
-            "{file}: {n} problem{} found; fix {} and run `warden check` again",
+            "{}: {n} problem{} found; fix {} and run `warden check` again",
+            self.file.display(),
             if n == 1 { "" } else { "s" },
             if n == 1 { "it" } else { "them" }
         )
@@ -121,6 +133,10 @@ mod tests {
              supervisor.toml: programs.a.depends_on: cycle\n\
              supervisor.toml:3: syntax\n\
              supervisor.toml: 3 problems found; fix them and run `warden check` again"
+        );
+        assert_eq!(
+            e.problems[0].located(Path::new("s.toml"), "warning: "),
+            "s.toml:12: warning: programs.backend.restrat: unknown key"
         );
     }
 }

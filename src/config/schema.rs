@@ -92,6 +92,10 @@ pub struct Config {
     /// The file this was read from (absolute). Set by the loader.
     #[serde(skip)]
     pub source: PathBuf,
+    /// What the loader found suspicious but valid, located like problems. `warden check`
+    /// prints them, `warden run` logs them at start and on reload; they never fail a load.
+    #[serde(skip)]
+    pub warnings: Vec<super::Problem>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -10,6 +10,8 @@ use super::keypath::{at, Found};
 use super::schema::*;
 use super::token_times::parse_hhmm;
 
+/// Problems: any of them makes the config invalid (`warden check` exits 2, start-up and
+/// reload refuse it).
 pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
     let mut v = Vec::new();
     supervisor(&cfg.supervisor, &mut v);
@@ -19,6 +21,39 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
     }
     notify(&cfg.notify, &mut v);
     programs(&cfg.programs, &mut v);
+    v
+}
+
+/// Warnings: the config works, but something in it is probably not what the operator meant.
+/// They never change an exit code; `warden check` prints them and `warden run` logs them.
+pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
+    let mut v = Vec::new();
+    let kite_logins = cfg
+        .token
+        .as_ref()
+        .is_some_and(|t| t.provider == TokenProviderKind::Kite);
+    if kite_logins && cfg.http.public_url.is_empty() {
+        let listen = cfg.http.listen;
+        let why = if listen.ip().is_unspecified() {
+            Some("a wildcard address is where warden listens, not one a browser can open")
+        } else if listen.port() == 0 {
+            Some("port 0 means \"any free port\", so the link names a port nobody listens on")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            push(
+                &mut v,
+                &["http", "public_url"],
+                format!(
+                    "not set, so it defaults to http://{listen} and login links (the status \
+                     page button, notifications, `warden login-url`, the Kite redirect) would be \
+                     unusable: {why}; set public_url to the address people reach warden at, \
+                     like \"https://warden.example.com\""
+                ),
+            );
+        }
+    }
     v
 }
 
@@ -47,7 +82,15 @@ fn supervisor(s: &SupervisorConfig, v: &mut Vec<Found>) {
 }
 
 fn http(h: &HttpConfig, v: &mut Vec<Found>) {
-    if !h.listen.ip().is_loopback() && h.api_token.is_empty() {
+    // An `api_token_file` has been read into `api_token` by now: both forms are judged alike.
+    if !h.api_token.is_empty() && blank(h.api_token.expose()) {
+        push(
+            v,
+            &["http", "api_token"],
+            "is only whitespace, which no client can send as a bearer token: set a real token, \
+             or leave it empty",
+        );
+    } else if !h.listen.ip().is_loopback() && h.api_token.is_empty() {
         push(
             v,
             &["http", "api_token"],
@@ -115,27 +158,90 @@ fn token(t: &TokenConfig, v: &mut Vec<Found>) {
              Zerodha account)",
         );
     }
-    if t.store.kind == StoreKind::Redis {
-        let url = t.store.url.expose();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://"))
-            || url::Url::parse(url).is_err()
-        {
-            push(
-                v,
-                &["token", "store", "url"],
-                "kind = \"redis\" needs url = \"redis://HOST:PORT\" (or rediss:// for TLS); \
-                 set url or url_file",
-            );
-        }
+    let fleet = t.store.kind == StoreKind::Redis;
+    if fleet {
+        store(t, v);
     }
     match t.provider {
-        TokenProviderKind::Kite => kite(t.kite.as_ref(), v),
+        TokenProviderKind::Kite => kite(t.kite.as_ref(), fleet, v),
         TokenProviderKind::Command => command_provider(t.command.as_ref(), v),
         TokenProviderKind::None => {}
     }
 }
 
-fn kite(kite: Option<&KiteConfig>, v: &mut Vec<Found>) {
+/// Shortest and longest `lock_ttl` for fleet mode.
+const LOCK_TTL: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(3)..=Duration::from_secs(600);
+
+/// `[token.store]` with kind = "redis" (fleet mode). With kind = "file" its other keys are
+/// unused and not checked.
+fn store(t: &TokenConfig, v: &mut Vec<Found>) {
+    let s = &t.store;
+    let k = |key: &'static str| ["token", "store", key];
+    let url = s.url.expose();
+    // The url may carry a password: no message here shows any part of it.
+    match url::Url::parse(url) {
+        Ok(u)
+            if matches!(u.scheme(), "redis" | "rediss")
+                && u.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            if u.password().is_some() && !s.password.is_empty() {
+                push(
+                    v,
+                    &k("password"),
+                    "the url already carries a password: keep it in one place, either in the \
+                     url or in password / password_file",
+                );
+            }
+        }
+        _ => push(
+            v,
+            &k("url"),
+            "kind = \"redis\" needs url = \"redis://HOST:PORT\" (or rediss:// for TLS); \
+             set url or url_file",
+        ),
+    }
+    if s.key_prefix.is_empty() {
+        push(
+            v,
+            &k("key_prefix"),
+            "must not be empty: every Redis key of the fleet starts with it (the default is \
+             \"warden:\"), so it keeps them apart from other users of the same Redis",
+        );
+    } else if s.key_prefix.contains(char::is_whitespace) {
+        push(
+            v,
+            &k("key_prefix"),
+            format!(
+                "{:?} contains whitespace, which makes keys awkward to inspect with redis-cli: \
+                 use something like \"warden:\"",
+                s.key_prefix
+            ),
+        );
+    }
+    if !LOCK_TTL.contains(&s.lock_ttl) {
+        push(
+            v,
+            &k("lock_ttl"),
+            "must be between 3s and 10m: much shorter, a slow Redis round trip can cost a live \
+             refresher its lock (and two refreshers kill each other's tokens); longer, a crashed \
+             refresher leaves the fleet without one for that long",
+        );
+    }
+    // The lock is per api_key: without one there is nothing to elect a refresher for. With
+    // provider = "kite" a missing api_key is reported by `kite`, with this reason.
+    if t.provider != TokenProviderKind::Kite {
+        push(
+            v,
+            &k("kind"),
+            "kind = \"redis\" needs provider = \"kite\" with an api_key: fleet mode elects \
+             one refresher per Kite api_key; use kind = \"file\" with this provider",
+        );
+    }
+}
+
+/// `fleet`: `[token.store] kind = "redis"`, whose lock is keyed by the api_key.
+fn kite(kite: Option<&KiteConfig>, fleet: bool, v: &mut Vec<Found>) {
     let Some(kc) = kite else {
         push(
             v,
@@ -146,29 +252,47 @@ fn kite(kite: Option<&KiteConfig>, v: &mut Vec<Found>) {
         return;
     };
     let k = |key: &'static str| ["token", "kite", key];
-    if kc.api_key.is_empty() {
+    if blank(&kc.api_key) {
         push(
             v,
             &k("api_key"),
-            "must not be empty: set it to your Kite Connect app's api_key",
+            if fleet {
+                "must not be empty: set it to your Kite Connect app's api_key (fleet mode, \
+                 [token.store] kind = \"redis\", elects one refresher per Kite api_key)"
+            } else {
+                "must not be empty: set it to your Kite Connect app's api_key"
+            },
+        );
+    } else if kc.api_key.contains(char::is_whitespace) {
+        push(
+            v,
+            &k("api_key"),
+            "contains whitespace, which no Kite api_key has: remove the stray space or newline",
         );
     }
-    if kc.api_secret.is_empty() {
+    if blank(kc.api_secret.expose()) {
         push(
             v,
             &k("api_secret"),
             "must not be empty: set api_secret or api_secret_file",
         );
     }
-    if kc.user_id.is_empty() {
+    if blank(&kc.user_id) {
         push(
             v,
             &k("user_id"),
             "must not be empty: set it to the Zerodha user id the token is for",
         );
+    } else if kc.user_id.contains(char::is_whitespace) {
+        // A session's user_id is compared exactly: a stray space would reject every login.
+        push(
+            v,
+            &k("user_id"),
+            "contains whitespace, which no Zerodha user id has: remove the stray space or newline",
+        );
     }
     if kc.login == LoginMode::Totp {
-        if kc.password.is_empty() {
+        if blank(kc.password.expose()) {
             push(
                 v,
                 &k("password"),
@@ -208,7 +332,7 @@ fn command_provider(c: Option<&CommandProviderConfig>, v: &mut Vec<Found>) {
             "provider = \"command\" needs a [token.command] section with command = [\"…\"]",
         ),
         Some(c) => {
-            if c.command.0.first().is_none_or(|p| p.is_empty()) {
+            if c.command.0.first().is_none_or(|p| blank(p)) {
                 push(
                     v,
                     &["token", "command", "command"],
@@ -263,7 +387,7 @@ fn programs(programs: &BTreeMap<String, ProgramConfig>, v: &mut Vec<Found>) {
                 "program names may use only letters, digits, '_', '.' and '-': rename it",
             );
         }
-        if p.command.0.first().is_none_or(|c| c.is_empty()) {
+        if p.command.0.first().is_none_or(|c| blank(c)) {
             push(
                 v,
                 &k("command"),
@@ -425,6 +549,11 @@ fn cycles(programs: &BTreeMap<String, ProgramConfig>) -> Vec<Vec<String>> {
         }
     }
     out.into_iter().collect()
+}
+
+/// Empty, or only whitespace: as good as unset for a credential, an id or a program name.
+fn blank(s: &str) -> bool {
+    s.trim().is_empty()
 }
 
 fn is_program_name(s: &str) -> bool {
@@ -739,17 +868,211 @@ mod tests {
         assert_eq!(h.auth_status, [401, 403]);
     }
 
+    /// A valid fleet-mode config (kind = "redis") to break one key at a time.
+    fn redis(store_keys: &str) -> String {
+        format!("{KITE}[token.store]\nkind = \"redis\"\n{store_keys}")
+    }
+
     #[test]
     fn redis_store_needs_a_redis_url_and_never_shows_it() {
-        let none = "[token]\nprovider = \"none\"\n[token.store]\nkind = \"redis\"\n";
-        problem_at(none, "token.store.url");
-        let bad = format!("{none}url = \"http://:PASS-WORD-9@host\"\n");
-        problem_at(&bad, "token.store.url");
-        no_leak(&bad, "PASS-WORD-9");
-        ok(&format!(
-            "{none}url = \"redis://:pw@127.0.0.1:6379/0\"\nkey_prefix = \"w:\"\n"
+        problem_at(&redis(""), "token.store.url");
+        for bad in [
+            "http://:PASS-WORD-9@host",
+            "redis://:PASS-WORD-9@",
+            "127.0.0.1:6379",
+        ] {
+            let text = redis(&format!("url = \"{bad}\"\n"));
+            problem_at(&text, "token.store.url");
+            no_leak(&text, "PASS-WORD-9");
+        }
+        ok(&redis(
+            "url = \"redis://:pw@127.0.0.1:6379/0\"\nkey_prefix = \"w:\"\n",
         ));
-        ok(&format!("{none}url = \"rediss://host:6380\"\n"));
+        ok(&redis("url = \"rediss://host:6380\"\n"));
+    }
+
+    #[test]
+    fn redis_password_in_one_place_only() {
+        let url = "url = \"redis://:URL-PASS-11@127.0.0.1:6379\"\n";
+        let text = redis(&format!("{url}password = \"KEY-PASS-12\"\n"));
+        let p = problem_at(&text, "token.store.password");
+        assert!(p.message.contains("one place"), "{}", p.message);
+        no_leak(&text, "URL-PASS-11");
+        no_leak(&text, "KEY-PASS-12");
+        // Through password_file, too.
+        let f = crate::config::load::testutil::write(&redis(&format!(
+            "{url}password_file = \"redis_password\"\n"
+        )));
+        std::fs::write(f.dir.path().join("redis_password"), "FILE-PASS-13\n").unwrap();
+        let e = crate::config::load::testutil::load_vars(&f, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "token.store.password");
+        assert!(!e.to_string().contains("FILE-PASS-13"), "{e}");
+        // A user name in the url with the password apart is fine, and so is either alone.
+        ok(&redis(
+            "url = \"redis://warden@127.0.0.1:6379\"\npassword = \"p\"\n",
+        ));
+        ok(&redis(
+            "url = \"redis://127.0.0.1:6379\"\npassword = \"p\"\n",
+        ));
+        ok(&redis(url));
+    }
+
+    #[test]
+    fn redis_key_prefix_is_non_empty_without_whitespace() {
+        let url = "url = \"redis://127.0.0.1:6379\"\n";
+        let p = problem_at(
+            &redis(&format!("{url}key_prefix = \"\"\n")),
+            "token.store.key_prefix",
+        );
+        assert!(p.message.contains("must not be empty"), "{}", p.message);
+        for bad in ["my app:", "w:\t", " w:", "w:\n"] {
+            let p = problem_at(
+                &redis(&format!("{url}key_prefix = {bad:?}\n")),
+                "token.store.key_prefix",
+            );
+            assert!(p.message.contains("whitespace"), "{bad:?}: {}", p.message);
+        }
+        // The default is "warden:".
+        let c = ok(&redis(url));
+        assert_eq!(c.token.unwrap().store.key_prefix, "warden:");
+        ok(&redis(&format!("{url}key_prefix = \"prod.kite-1:\"\n")));
+    }
+
+    #[test]
+    fn redis_lock_ttl_is_between_3s_and_10m() {
+        let url = "url = \"redis://127.0.0.1:6379\"\n";
+        for bad in ["0s", "2999ms", "10m1s", "1h"] {
+            let p = problem_at(
+                &redis(&format!("{url}lock_ttl = \"{bad}\"\n")),
+                "token.store.lock_ttl",
+            );
+            assert!(p.message.contains("between 3s and 10m"), "{}", p.message);
+        }
+        for good in ["3s", "15s", "10m"] {
+            ok(&redis(&format!("{url}lock_ttl = \"{good}\"\n")));
+        }
+    }
+
+    #[test]
+    fn redis_needs_a_kite_api_key_and_says_why() {
+        let store = "[token.store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n";
+        for provider in [
+            "provider = \"none\"\n",
+            "provider = \"command\"\n[token.command]\ncommand = \"./refresh\"\n",
+        ] {
+            let p = problem_at(&format!("[token]\n{provider}{store}"), "token.store.kind");
+            assert!(
+                p.message.contains("one refresher per Kite api_key"),
+                "{}",
+                p.message
+            );
+        }
+        let text = format!(
+            "{}{store}",
+            KITE.replace("api_key = \"k\"", "api_key = \"\"")
+        );
+        let p = problem_at(&text, "token.kite.api_key");
+        assert!(
+            p.message.contains("one refresher per Kite api_key"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn file_store_keys_are_not_checked() {
+        // kind = "file" (the default) uses none of them.
+        ok(&format!(
+            "{KITE}[token.store]\nkind = \"file\"\nkey_prefix = \"\"\nlock_ttl = \"0s\"\n"
+        ));
+        ok("[token]\nprovider = \"none\"\n[token.store]\nlock_ttl = \"1h\"\n");
+    }
+
+    #[test]
+    fn blank_values_count_as_empty() {
+        for key in ["api_key", "api_secret", "user_id"] {
+            let text = KITE.replacen(&format!("{key} = \""), &format!("{key} = \"  \" #\""), 1);
+            let p = problem_at(&text, &format!("token.kite.{key}"));
+            assert!(
+                p.message.contains("must not be empty"),
+                "{key}: {}",
+                p.message
+            );
+        }
+        let totp = format!("{KITE}login = \"totp\"\ntotp_secret = \"JBSWY3DPEHPK3PXP\"\n");
+        problem_at(
+            &format!("{totp}password = \" \t \"\n"),
+            "token.kite.password",
+        );
+        ok(&format!("{totp}password = \" pass phrase \"\n"));
+        problem_at(
+            "[token]\nprovider = \"command\"\n[token.command]\ncommand = [\"  \", \"x\"]\n",
+            "token.command.command",
+        );
+        problem_at("[programs.a]\ncommand = [\" \"]\n", "programs.a.command");
+    }
+
+    #[test]
+    fn api_key_and_user_id_have_no_inner_whitespace() {
+        for (key, bad) in [("api_key", "kite front"), ("user_id", "AB1234\n")] {
+            let text = KITE.replacen(&format!("{key} = \""), &format!("{key} = {bad:?} #\""), 1);
+            let p = problem_at(&text, &format!("token.kite.{key}"));
+            assert!(p.message.contains("whitespace"), "{key}: {}", p.message);
+        }
+    }
+
+    #[test]
+    fn api_token_from_a_file_counts_like_an_inline_one() {
+        let listen = "[http]\nlisten = \"0.0.0.0:9180\"\napi_token_file = \"api_token\"\n";
+        let with_file = |contents: &str| {
+            let f = crate::config::load::testutil::write(listen);
+            std::fs::write(f.dir.path().join("api_token"), contents).unwrap();
+            crate::config::load::testutil::load_vars(&f, &[])
+        };
+        let c = with_file("FILE-TOKEN-14\n").expect("a token from a file is a token");
+        assert_eq!(c.http.api_token.expose(), "FILE-TOKEN-14");
+        // An empty file is one problem, at the key that names the file.
+        let e = with_file("\n").unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "http.api_token_file");
+        assert_eq!(e.problems[0].line, Some(3));
+        // Only whitespace is no token, from a file or inline, on any address.
+        let e = with_file("  \n").unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "http.api_token");
+        assert!(e.problems[0].message.contains("whitespace"));
+        problem_at("[http]\napi_token = \" \"\n", "http.api_token");
+    }
+
+    #[test]
+    fn public_url_warnings_for_listen_addresses_a_browser_cannot_open() {
+        let token = "api_token = \"t\"\n";
+        for listen in ["0.0.0.0:9180", "[::]:9180", "127.0.0.1:0"] {
+            let c = ok(&format!("{KITE}[http]\nlisten = \"{listen}\"\n{token}"));
+            assert_eq!(c.warnings.len(), 1, "{listen}: {:#?}", c.warnings);
+            let w = &c.warnings[0];
+            assert_eq!(w.key, "http.public_url");
+            assert_eq!(w.line, Some(7), "the [http] header");
+            assert!(
+                w.message.contains(&format!("http://{listen}")) && w.message.contains("login"),
+                "{}",
+                w.message
+            );
+        }
+        // Not when public_url is set, the listen address is usable, or no login links exist.
+        ok_without_warnings(&format!(
+            "{KITE}[http]\nlisten = \"0.0.0.0:9180\"\n{token}public_url = \"https://w.example\"\n"
+        ));
+        ok_without_warnings(&format!("{KITE}[http]\nlisten = \"127.0.0.1:9180\"\n"));
+        ok_without_warnings(KITE);
+        ok_without_warnings(&format!("[http]\nlisten = \"0.0.0.0:9180\"\n{token}"));
+        ok_without_warnings("[token]\nprovider = \"none\"\n[http]\nlisten = \"127.0.0.1:0\"\n");
+    }
+
+    fn ok_without_warnings(text: &str) {
+        let c = ok(text);
+        assert!(c.warnings.is_empty(), "{text}\n{:#?}", c.warnings);
     }
 
     #[test]

@@ -1,9 +1,26 @@
 //! Shared harness for integration tests: runs the real `warden` binary in a temp directory and
 //! talks to it over real HTTP. Every wait is bounded and polls a condition.
+//!
+//! - here: [`Warden`] (a running `warden run`), [`wait_until`], [`skip`], [`free_port`];
+//! - [`web`]: raw HTTP requests ([`request`] keeps the headers, [`http`] and [`get_json`] don't);
+//! - [`sandbox`]: `warden sandbox kite` as a process ([`KiteSandbox`], its flags builder, the
+//!   warden config that points at it) and the by-hand [`manual_login`];
+//! - [`procs`]: the process table from `/proc`.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod procs;
+mod sandbox;
+mod web;
+
+// Each test file uses a part of the harness: what it leaves unused is not a mistake.
+#[allow(unused_imports)]
+pub use procs::*;
+#[allow(unused_imports)]
+pub use sandbox::*;
+#[allow(unused_imports)]
+pub use web::*;
+
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -33,65 +50,18 @@ pub fn skip(test: &str, why: &str) {
         panic!("{test}: {why} (required because WARDEN_TEST_REQUIRE_ALL=1)");
     }
     println!("SKIP {test}: {why}");
-    eprintln!("SKIP {test}: {why}");
+    // Straight to the stream, past libtest's capture, so a normal `cargo test` shows it.
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {why}");
 }
 
-pub fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-pub fn get_json(addr: &str, path: &str) -> Value {
-    let (code, body) = http(addr, "GET", path, &[], "");
-    assert!(code == 200 || code == 503, "GET {path}: {code} {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+/// A port that was free a moment ago, for configs that must name one before the server starts
+/// (the sandbox's redirect URL, a program's health URL).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Warden {
@@ -280,143 +250,3 @@ impl Drop for Warden {
         }
     }
 }
-
-/// True while a process with this pid exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
-/// (pid, state char, ppid, pgid) of every process.
-pub fn processes() -> Vec<(i32, char, i32, i32)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rsplit(')').next() else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() < 4 {
-            continue;
-        }
-        out.push((
-            pid,
-            f[0].chars().next().unwrap_or('?'),
-            f[1].parse().unwrap_or(0),
-            f[2].parse().unwrap_or(0),
-        ));
-    }
-    out
-}
-
-/// Live members of a process group.
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    processes()
-        .into_iter()
-        .filter(|p| p.3 == pgid && p.1 != 'Z')
-        .map(|p| p.0)
-        .collect()
-}
-
-/// `warden sandbox kite` as a real process on a free loopback port.
-pub struct KiteSandbox {
-    child: Child,
-    pub addr: String,
-}
-
-impl KiteSandbox {
-    pub fn start(extra: &[&str]) -> KiteSandbox {
-        let mut child = Command::new(BIN)
-            .args(["sandbox", "kite", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the sandbox");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "sandbox exited before listening"
-            );
-            if let Some(a) = line.trim().strip_prefix("listening on http://") {
-                break a.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in out.lines() {});
-        KiteSandbox { child, addr }
-    }
-
-    pub fn stats(&self) -> Value {
-        get_json(&self.addr, "/_sandbox/stats")
-    }
-
-    pub fn expire(&self) {
-        let (code, body) = http(&self.addr, "POST", "/_sandbox/expire", &[], "");
-        assert_eq!(code, 200, "{body}");
-    }
-
-    pub fn fault(&self, json: &str) {
-        let (code, body) = http(
-            &self.addr,
-            "POST",
-            "/_sandbox/fault",
-            &[("Content-Type", "application/json")],
-            json,
-        );
-        assert_eq!(code, 200, "{body}");
-    }
-
-    /// The sandbox's demo credentials, pointed at this sandbox.
-    pub fn kite_config(&self) -> warden::config::KiteConfig {
-        warden::config::KiteConfig {
-            api_key: "kitefront".into(),
-            api_secret: warden::config::Secret::new("kitefront-sandbox-secret"),
-            user_id: "AB1234".into(),
-            login: warden::config::LoginMode::Totp,
-            password: warden::config::Secret::new("sandbox-password"),
-            totp_secret: warden::config::Secret::new(SANDBOX_TOTP),
-            login_base: format!("http://{}", self.addr),
-            api_base: format!("http://{}", self.addr),
-        }
-    }
-
-    /// Log in the way a person's browser would, and return the request token.
-    pub fn request_token(&self) -> warden::config::Secret {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let cfg = self.kite_config();
-        rt.block_on(async {
-            warden::token::login::TotpLogin::new(&cfg)
-                .unwrap()
-                .login()
-                .await
-                .unwrap()
-        })
-    }
-}
-
-impl Drop for KiteSandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub const SANDBOX_TOTP: &str = "WARDENSANDBOXTOTPSECRETKITEAB234";

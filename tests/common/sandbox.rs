@@ -1,0 +1,340 @@
+//! `warden sandbox kite` as a real process, the warden config that points at it, and the
+//! manual login walked by hand the way a browser without JavaScript would.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use warden::sandbox::kite::{DEFAULT_API_SECRET, DEFAULT_PASSWORD, DEFAULT_TOTP_SECRET};
+
+use super::web::{enc, get_json, http, request, split_url, Resp};
+use super::{free_port, wait_until, Warden, BIN};
+
+/// The sandbox's demo TOTP secret (`--totp-secret` default).
+pub const SANDBOX_TOTP: &str = DEFAULT_TOTP_SECRET;
+
+/// Flags for `warden sandbox kite` beyond `--listen 127.0.0.1:0`; [`SandboxFlags::start`]
+/// runs it. `KiteSandbox::with().redirect_to_warden(port).token_ttl("90s").start()`.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxFlags(Vec<String>);
+
+impl SandboxFlags {
+    /// Any flag of `warden sandbox kite --help`, with its value.
+    pub fn flag(mut self, name: &str, value: &str) -> Self {
+        self.0.push(name.to_string());
+        self.0.push(value.to_string());
+        self
+    }
+
+    /// Kite sends the browser back here after a login: the app's registered redirect URL.
+    pub fn redirect_url(self, url: &str) -> Self {
+        self.flag("--redirect-url", url)
+    }
+
+    /// The redirect URL of a warden that will listen on `127.0.0.1:{port}` (pick the port
+    /// with `free_port` before starting the sandbox, and give it to the warden config).
+    pub fn redirect_to_warden(self, port: u16) -> Self {
+        self.redirect_url(&format!("http://127.0.0.1:{port}/kite/callback"))
+    }
+
+    pub fn token_ttl(self, ttl: &str) -> Self {
+        self.flag("--token-ttl", ttl)
+    }
+
+    /// Start it and wait (at most 10 s) for the lines it prints at start.
+    pub fn start(self) -> KiteSandbox {
+        let mut child = Command::new(BIN)
+            .args(["sandbox", "kite", "--listen", "127.0.0.1:0"])
+            .args(&self.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the sandbox");
+        let lines = line_channel(child.stdout.take().unwrap());
+        let mut sandbox = KiteSandbox {
+            child,
+            addr: String::new(),
+            startup: Vec::new(),
+        };
+        // The start-up block ends with a note in parentheses; the process exiting first (a
+        // bad flag, a taken port) ends the channel.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sandbox.startup.last().is_some_and(|l| l.starts_with('(')) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => sandbox.startup.push(line),
+                Err(e) => panic!(
+                    "sandbox start-up lines ({e}); got so far: {:?}",
+                    sandbox.startup
+                ),
+            }
+        }
+        sandbox.addr = sandbox.startup[0]
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {:?}", sandbox.startup[0]))
+            .to_string();
+        sandbox
+    }
+}
+
+/// Every line `out` prints, on a channel, read by a thread of its own (which also keeps the
+/// pipe drained for as long as the process writes).
+pub fn line_channel(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            // Nobody listening any more: keep draining so the writer never blocks.
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// `warden sandbox kite` as a real process on a free loopback port; killed on drop.
+pub struct KiteSandbox {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// What it printed at start, one entry per line: `listening on http://…`, then
+    /// `key: value` lines (user_id, password, totp_secret, api_key, api_secret, …).
+    pub startup: Vec<String>,
+}
+
+impl KiteSandbox {
+    /// With the default credentials plus `extra` flags (`["--token-ttl", "5s"]`).
+    pub fn start(extra: &[&str]) -> KiteSandbox {
+        let mut flags = SandboxFlags::default();
+        flags.0.extend(extra.iter().map(|s| s.to_string()));
+        flags.start()
+    }
+
+    /// A builder for the flags: `KiteSandbox::with().redirect_to_warden(port).start()`.
+    pub fn with() -> SandboxFlags {
+        SandboxFlags::default()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The value of a `key: value` start-up line, e.g. `printed("api_key")`.
+    pub fn printed(&self, key: &str) -> &str {
+        let prefix = format!("{key}: ");
+        self.startup
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("the sandbox did not print {key}: {:?}", self.startup))
+    }
+
+    pub fn stats(&self) -> Value {
+        get_json(&self.addr, "/_sandbox/stats")
+    }
+
+    /// Expire every token now (`POST /_sandbox/expire`).
+    pub fn expire(&self) {
+        let (code, body) = http(&self.addr, "POST", "/_sandbox/expire", &[], "");
+        assert_eq!(code, 200, "{body}");
+    }
+
+    /// Queue a fault rule (`POST /_sandbox/fault` with a JSON body).
+    pub fn fault(&self, json: &str) {
+        let (code, body) = http(
+            &self.addr,
+            "POST",
+            "/_sandbox/fault",
+            &[("Content-Type", "application/json")],
+            json,
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+
+    /// The sandbox's demo credentials, pointed at this sandbox.
+    pub fn kite_config(&self) -> warden::config::KiteConfig {
+        warden::config::KiteConfig {
+            api_key: "kitefront".into(),
+            api_secret: warden::config::Secret::new(DEFAULT_API_SECRET),
+            user_id: "AB1234".into(),
+            login: warden::config::LoginMode::Totp,
+            password: warden::config::Secret::new(DEFAULT_PASSWORD),
+            totp_secret: warden::config::Secret::new(SANDBOX_TOTP),
+            login_base: self.url(),
+            api_base: self.url(),
+        }
+    }
+
+    /// `[http]` on `127.0.0.1:{port}` (so the CLI and the redirect can find warden) and a
+    /// `[token]` section for this sandbox, `login` = `"manual"` or `"totp"`.
+    pub fn warden_config(&self, port: u16, login: &str, api_token: Option<&str>) -> String {
+        let api_token = api_token
+            .map(|t| format!("api_token = \"{t}\"\n"))
+            .unwrap_or_default();
+        let kite = self.url();
+        format!(
+            r#"[http]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+{api_token}
+[token]
+provider = "kite"
+env_file = ".env"
+min_interval = "0s"
+check_interval = "1h"
+max_attempts = 3
+[token.kite]
+api_key = "kitefront"
+api_secret = "{DEFAULT_API_SECRET}"
+user_id = "AB1234"
+login = "{login}"
+password = "{DEFAULT_PASSWORD}"
+totp_secret = "{SANDBOX_TOTP}"
+login_base = "{kite}"
+api_base = "{kite}"
+"#
+        )
+    }
+
+    /// Log in the way a person's browser would, and return the request token.
+    pub fn request_token(&self) -> warden::config::Secret {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = self.kite_config();
+        rt.block_on(async {
+            warden::token::login::TotpLogin::new(&cfg)
+                .unwrap()
+                .login()
+                .await
+                .unwrap()
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Wait for it to exit; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sandbox did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for KiteSandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A warden in `login = "manual"` mode on a port known in advance, and the sandbox Kite whose
+/// redirect URL is that warden's callback.
+pub struct ManualLoginStack {
+    /// warden listens on `127.0.0.1:{port}`.
+    pub port: u16,
+    // Field order is drop order: warden stops before its broker goes.
+    pub warden: Warden,
+    pub kite: KiteSandbox,
+}
+
+impl ManualLoginStack {
+    /// Start both (`extra`: more config, like `[programs.web]`) and wait (at most 30 s) until
+    /// the token is `needs_login`.
+    pub fn start(api_token: Option<&str>, extra: &str) -> ManualLoginStack {
+        let port = free_port();
+        let kite = KiteSandbox::with().redirect_to_warden(port).start();
+        let warden = Warden::start(&format!(
+            "{}\n{extra}",
+            kite.warden_config(port, "manual", api_token)
+        ));
+        wait_until("token needs_login", Duration::from_secs(30), || {
+            warden.status()["token"]["state"] == "needs_login"
+        });
+        ManualLoginStack { port, warden, kite }
+    }
+}
+
+/// The manual login as a browser without JavaScript walks it: warden's `/login`, Kite's login
+/// form (filled with the sandbox user and the TOTP code `totp`), Kite's redirect to warden's
+/// `/kite/callback`. Returns the callback's answer (302 to `/` on success).
+pub fn manual_login(warden: &str, totp: &str) -> Resp {
+    let r = request(warden, "GET", "/login", &[], "");
+    assert_eq!(r.status, 302, "/login: {}", r.body);
+    let mut url = r.header("location").unwrap().to_string();
+    let mut cookie = String::new();
+    for _ in 0..10 {
+        let (addr, path) = split_url(&url);
+        if addr == warden {
+            return request(warden, "GET", &path, &[], "");
+        }
+        let headers: Vec<(&str, &str)> = if cookie.is_empty() {
+            vec![]
+        } else {
+            vec![("Cookie", cookie.as_str())]
+        };
+        let r = request(&addr, "GET", &path, &headers, "");
+        if r.status == 302 || r.status == 303 {
+            url = absolute(&addr, r.header("location").unwrap());
+            continue;
+        }
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let form = format!(
+            "api_key={}&sess_id={}&user_id=AB1234&password={}&twofa_value={}",
+            enc(&form_value(&r.body, "api_key")),
+            enc(&form_value(&r.body, "sess_id")),
+            enc(DEFAULT_PASSWORD),
+            totp
+        );
+        let r = request(
+            &addr,
+            "POST",
+            "/connect/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &form,
+        );
+        assert_eq!(r.status, 303, "login form: {}", r.body);
+        cookie = r
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_string();
+        url = absolute(&addr, r.header("location").unwrap());
+    }
+    panic!("the login did not come back to warden within 10 hops");
+}
+
+/// The value of `name="…" value="…"` in the sandbox's login form.
+fn form_value(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {name} in the login form:\n{html}"));
+    let rest = &html[at + needle.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+fn absolute(addr: &str, location: &str) -> String {
+    if location.starts_with("http://") {
+        location.to_string()
+    } else {
+        format!("http://{addr}{location}")
+    }
+}
