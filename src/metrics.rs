@@ -354,7 +354,8 @@ impl Metrics {
 
     /// `channel`: one of [`NOTIFY_CHANNELS`].
     fn fleet(&self) -> &FleetMetrics {
-        self.fleet.get_or_init(|| FleetMetrics::register(&self.registry))
+        self.fleet
+            .get_or_init(|| FleetMetrics::register(&self.registry))
     }
 
     pub fn set_token_store_up(&self, up: bool) {

@@ -556,7 +556,9 @@ impl Supervisor {
             Ok(f) => f,
             Err(e) => {
                 // Logging in without the fleet lock would kill the other wardens' token.
-                tracing::error!("fleet mode cannot start ({e}); this warden will not manage the token");
+                tracing::error!(
+                    "fleet mode cannot start ({e}); this warden will not manage the token"
+                );
                 return;
             }
         };

@@ -14,14 +14,6 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(60);
 const LOCK_TTL_SECS: u64 = 3;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A throwaway redis-server on loopback, without persistence.
 struct Redis {
     child: Option<Child>,
@@ -36,7 +28,10 @@ impl Redis {
             .output()
             .is_err()
         {
-            skip(test, "redis-server is not installed (apt-get install redis-server)");
+            skip(
+                test,
+                "redis-server is not installed (apt-get install redis-server)",
+            );
             return None;
         }
         let mut r = Redis {
@@ -211,15 +206,23 @@ fn three_wardens_log_in_once_and_after_expiry_once_more() {
         assert!(body.contains(r#""up":true"#), "{body}");
     }
     let before = env_token(ws[0]);
-    let pids: Vec<Value> = ws.iter().map(|w| w.program("backend")["pid"].clone()).collect();
+    let pids: Vec<Value> = ws
+        .iter()
+        .map(|w| w.program("backend")["pid"].clone())
+        .collect();
 
     kite.expire();
-    wait_until("all three healthy on a new token", Duration::from_secs(90), || {
-        env_token(ws[0]) != before && all_healthy_on_one_token(&ws)
-    });
+    wait_until(
+        "all three healthy on a new token",
+        Duration::from_secs(90),
+        || env_token(ws[0]) != before && all_healthy_on_one_token(&ws),
+    );
     assert_eq!(sessions(&kite), 2, "exactly one login after the expiry");
     assert_eq!(kite.stats()["password_ok"], 2);
-    let after: Vec<Value> = ws.iter().map(|w| w.program("backend")["pid"].clone()).collect();
+    let after: Vec<Value> = ws
+        .iter()
+        .map(|w| w.program("backend")["pid"].clone())
+        .collect();
     assert_eq!(pids, after, "signalled, not restarted");
     for w in &ws {
         let logs = w.logs();
@@ -251,9 +254,11 @@ fn killing_the_leader_hands_over_within_the_lock_ttl_and_the_next_refresh_happen
         );
     }
     let ws: Vec<&Warden> = fleet.iter().collect();
-    wait_until("a new leader", Duration::from_secs(LOCK_TTL_SECS + 5), || {
-        leaders(&ws).len() == 1
-    });
+    wait_until(
+        "a new leader",
+        Duration::from_secs(LOCK_TTL_SECS + 5),
+        || leaders(&ws).len() == 1,
+    );
     let took = killed_at.elapsed();
     println!("takeover after {took:?} (lock_ttl {LOCK_TTL_SECS}s)");
     // The lock lapses at most one TTL after the kill and the next follower tries right then;
@@ -266,10 +271,17 @@ fn killing_the_leader_hands_over_within_the_lock_ttl_and_the_next_refresh_happen
     let before = env_token(ws[0]);
     let logins = sessions(&kite);
     kite.expire();
-    wait_fleet(&ws, "both healthy on a new token", Duration::from_secs(90), || {
-        env_token(ws[0]) != before && all_healthy_on_one_token(&ws)
-    });
-    assert_eq!(sessions(&kite), logins + 1, "exactly one login after the takeover");
+    wait_fleet(
+        &ws,
+        "both healthy on a new token",
+        Duration::from_secs(90),
+        || env_token(ws[0]) != before && all_healthy_on_one_token(&ws),
+    );
+    assert_eq!(
+        sessions(&kite),
+        logins + 1,
+        "exactly one login after the takeover"
+    );
 }
 
 #[test]
@@ -281,7 +293,10 @@ fn without_redis_programs_keep_running_nobody_logs_in_and_the_fleet_resyncs_afte
     let fleet = start_fleet(&kite, &redis, 3, "totp");
     let ws: Vec<&Warden> = fleet.iter().collect();
     wait_until("all healthy", T, || all_healthy_on_one_token(&ws));
-    let pids: Vec<Value> = ws.iter().map(|w| w.program("backend")["pid"].clone()).collect();
+    let pids: Vec<Value> = ws
+        .iter()
+        .map(|w| w.program("backend")["pid"].clone())
+        .collect();
     let logins = sessions(&kite);
     let before = env_token(ws[0]);
 
@@ -290,15 +305,20 @@ fn without_redis_programs_keep_running_nobody_logs_in_and_the_fleet_resyncs_afte
         ws.iter().all(|w| store(w)["up"] == false)
     });
     // The leader leads on until its lock would have lapsed, and not a moment longer.
-    wait_until("nobody leads", Duration::from_secs(LOCK_TTL_SECS + 3), || {
-        leaders(&ws).is_empty()
-    });
+    wait_until(
+        "nobody leads",
+        Duration::from_secs(LOCK_TTL_SECS + 3),
+        || leaders(&ws).is_empty(),
+    );
     for w in &ws {
         let m = http(&w.addr, "GET", "/metrics", &[], "").1;
         assert!(m.contains("warden_token_store_up 0"), "{m}");
         assert!(m.contains("warden_token_leader 0"), "{m}");
         let (code, body) = http(&w.addr, "GET", "/readyz", &[], "");
-        assert_eq!(code, 200, "the store alone does not decide readiness: {body}");
+        assert_eq!(
+            code, 200,
+            "the store alone does not decide readiness: {body}"
+        );
         assert!(body.contains(r#""up":false"#), "{body}");
     }
     // The token dies while the store is away: the backends see 403, and still nobody may log
@@ -312,15 +332,23 @@ fn without_redis_programs_keep_running_nobody_logs_in_and_the_fleet_resyncs_afte
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(ws.iter().all(|w| w.program("backend")["health"] != "healthy"));
+    assert!(ws
+        .iter()
+        .all(|w| w.program("backend")["health"] != "healthy"));
 
     // Back, and empty (no persistence): a leader is elected, finds the token rejected, logs
     // in once, and every warden takes the new token.
     redis.restart();
-    wait_until("all healthy on a new token", Duration::from_secs(90), || {
-        env_token(ws[0]) != before && all_healthy_on_one_token(&ws)
-    });
-    assert_eq!(sessions(&kite), logins + 1, "exactly one login after the outage");
+    wait_until(
+        "all healthy on a new token",
+        Duration::from_secs(90),
+        || env_token(ws[0]) != before && all_healthy_on_one_token(&ws),
+    );
+    assert_eq!(
+        sessions(&kite),
+        logins + 1,
+        "exactly one login after the outage"
+    );
     assert!(ws.iter().all(|w| store(w)["up"] == true));
 }
 
@@ -342,11 +370,19 @@ fn a_manual_login_started_on_one_warden_and_landing_on_another_is_completed_by_t
     // The browser starts on the leader's /login and Kite sends it back to the follower.
     let location = {
         let mut s = TcpStream::connect(&ws[leader].addr).unwrap();
-        write!(s, "GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out.lines()
-            .find_map(|l| l.to_ascii_lowercase().starts_with("location: ").then(|| l[10..].trim().to_string()))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("location: ")
+                    .then(|| l[10..].trim().to_string())
+            })
             .unwrap()
     };
     let state = location.rsplit("state%3D").next().unwrap().to_string();
@@ -400,7 +436,10 @@ fn a_stale_leaders_write_with_an_old_fence_is_rejected() {
         let Acquire::Won(fa) = a.acquire("A", ttl).await.unwrap() else {
             panic!("A should win an empty lock")
         };
-        assert!(matches!(b.acquire("B", ttl).await.unwrap(), Acquire::Held { .. }));
+        assert!(matches!(
+            b.acquire("B", ttl).await.unwrap(),
+            Acquire::Held { .. }
+        ));
         // A pauses past its TTL; B takes over with a newer fence.
         let deadline = Instant::now() + Duration::from_secs(5);
         let fb = loop {

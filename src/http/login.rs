@@ -66,7 +66,7 @@ fn state_mac(st: &AppState, nonce: &str, issued: i64) -> Option<String> {
 
 /// A state issued by another warden of the fleet: genuine, unexpired, not seen here before.
 fn fleet_state_ok(st: &AppState, state: &str) -> bool {
-    if !st.keeper.as_ref().is_some_and(|k| k.fleet.is_some()) {
+    if st.keeper.as_ref().is_none_or(|k| k.fleet.is_none()) {
         return false;
     }
     let mut parts = state.splitn(3, '.');

@@ -339,10 +339,9 @@ fn token_card(out: &mut String, p: &Page<'_>) {
         let role = match (f.up, f.role) {
             (false, _) => "store unreachable: keeping the last token, not logging in".to_string(),
             (true, Role::Leader) => format!("leader (fence {}): this warden logs in", f.fence),
-            (true, Role::Follower) => format!(
-                "follower of {}",
-                escape(f.leader.as_deref().unwrap_or("?"))
-            ),
+            (true, Role::Follower) => {
+                format!("follower of {}", escape(f.leader.as_deref().unwrap_or("?")))
+            }
             (true, Role::Unknown) => "electing a leader".to_string(),
         };
         row(out, "Fleet", format!("{} · {role}", escape(&f.id)));
@@ -616,7 +615,10 @@ mod tests {
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
         });
-        assert!(html.contains("a&lt;b · follower of host/1/&lt;x&gt;"), "{html}");
+        assert!(
+            html.contains("a&lt;b · follower of host/1/&lt;x&gt;"),
+            "{html}"
+        );
         let down = FleetStatus { up: false, ..store };
         let html = render(&Page {
             programs: &[],

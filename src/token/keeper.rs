@@ -205,7 +205,9 @@ impl<B: Broker> Keeper<B> {
         let generation = setup.generation.clone();
         let tz = TimeZone::get(&setup.cfg.timezone).unwrap_or(TimeZone::UTC);
         let watch_env_file = setup.watch_env_file;
-        let (fleet, fleet_rx) = setup.fleet.map_or((None, None), |(f, rx)| (Some(f), Some(rx)));
+        let (fleet, fleet_rx) = setup
+            .fleet
+            .map_or((None, None), |(f, rx)| (Some(f), Some(rx)));
         let fleet_status = fleet.as_ref().map(Fleet::status);
         let keeper = Keeper {
             broker,
@@ -361,7 +363,9 @@ impl<B: Broker> Keeper<B> {
 
     fn reconfigure(&mut self, mut cfg: TokenConfig) {
         if cfg.store != self.cfg.store {
-            tracing::warn!("[token.store] changed: restart warden to apply it (keeping the current store)");
+            tracing::warn!(
+                "[token.store] changed: restart warden to apply it (keeping the current store)"
+            );
             cfg.store = self.cfg.store.clone();
         }
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
@@ -633,6 +637,27 @@ impl<B: Broker> Keeper<B> {
                 tracing::warn!("no longer leading the fleet; leaving the login to the leader");
                 return;
             }
+            if self.login_kind() == "totp" {
+                let unix = super::login::unix_now();
+                let step = unix / super::login::Totp::STEP_SECS;
+                match f.claim_totp_step(step).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // A former leader submitted this step's code: wait for the next one.
+                        let wait =
+                            super::login::Totp::STEP_SECS - unix % super::login::Totp::STEP_SECS;
+                        self.retry_at = Some(now + Duration::from_secs(wait));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot reserve a TOTP code in the fleet ({e}); not logging in"
+                        );
+                        self.retry_at = Some(now + ASK_INTERVAL);
+                        return;
+                    }
+                }
+            }
         }
         self.attempts.push_back(now);
         self.last_attempt = Some(now);
@@ -775,7 +800,9 @@ impl<B: Broker> Keeper<B> {
                     self.current_fence = f.status().borrow().fence;
                 }
                 Ok(false) => {
-                    tracing::warn!("the shared store refused this warden's token: a newer leader took over");
+                    tracing::warn!(
+                        "the shared store refused this warden's token: a newer leader took over"
+                    );
                     return Err(CommitError::Fenced);
                 }
                 Err(e) => {
@@ -792,7 +819,11 @@ impl<B: Broker> Keeper<B> {
     /// a person asked), and reminds it until a token arrives.
     async fn ask_leader(&mut self, f: &Fleet, force: bool) {
         let now = Instant::now();
-        if !force && self.last_ask.is_some_and(|t| now.duration_since(t) < ASK_INTERVAL) {
+        if !force
+            && self
+                .last_ask
+                .is_some_and(|t| now.duration_since(t) < ASK_INTERVAL)
+        {
             return;
         }
         self.last_ask = Some(now);

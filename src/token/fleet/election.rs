@@ -158,7 +158,10 @@ async fn elect(fleet: &Fleet, tx: &UnboundedSender<FleetEvent>) -> Duration {
             let leader = holder.rsplit_once(' ').map(|(id, _)| id.to_string());
             inner.status.send_modify(|s| {
                 if s.role != Role::Follower || s.leader != leader {
-                    tracing::info!(leader = leader.as_deref().unwrap_or("?"), "following the fleet leader");
+                    tracing::info!(
+                        leader = leader.as_deref().unwrap_or("?"),
+                        "following the fleet leader"
+                    );
                 }
                 s.up = true;
                 s.last_error = None;

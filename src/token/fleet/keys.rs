@@ -10,6 +10,8 @@ pub struct Keys {
     pub fence: String,
     /// The shared token (JSON).
     pub token: String,
+    /// The last TOTP time step any leader submitted: a new leader must not reuse it.
+    pub totp_step: String,
     /// Followers' requests to the leader (a list of JSON objects).
     pub requests: String,
     /// Pub/sub channel: `token {fence}` after a new token, `request` after a push to `requests`.
@@ -24,6 +26,7 @@ impl Keys {
             lock: format!("{base}lock"),
             fence: format!("{base}fence"),
             token: format!("{base}token"),
+            totp_step: format!("{base}totp_step"),
             requests: format!("{base}requests"),
             events: format!("{base}events"),
             reply_prefix: format!("{base}reply:"),

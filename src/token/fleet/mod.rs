@@ -20,8 +20,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-pub use store::{FleetError, Reply, Request, SharedToken};
 use store::RedisStore;
+pub use store::{FleetError, Reply, Request, SharedToken};
 
 use super::TokenRecord;
 use crate::config::StoreConfig;
@@ -197,6 +197,11 @@ impl Fleet {
         Ok(ok)
     }
 
+    /// Reserve the current TOTP step for this leader's login (see [`RedisStore::claim_totp_step`]).
+    pub async fn claim_totp_step(&self, step: u64) -> Result<bool, FleetError> {
+        self.inner.store.claim_totp_step(step).await
+    }
+
     pub async fn read_token(&self) -> Result<Option<SharedToken>, FleetError> {
         self.inner.store.read_token().await
     }
@@ -241,7 +246,9 @@ impl Fleet {
             match self.inner.store.release(&l.value).await {
                 Ok(true) => tracing::info!("fleet lock released"),
                 Ok(false) => {}
-                Err(e) => tracing::warn!("cannot release the fleet lock ({e}); it expires by itself"),
+                Err(e) => {
+                    tracing::warn!("cannot release the fleet lock ({e}); it expires by itself")
+                }
             }
             self.inner.metrics.set_token_leader(false);
         }
@@ -259,9 +266,5 @@ fn warden_id() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "host".into());
-    format!(
-        "{host}/{}/{:04x}",
-        std::process::id(),
-        fastrand::u16(..)
-    )
+    format!("{host}/{}/{:04x}", std::process::id(), fastrand::u16(..))
 }

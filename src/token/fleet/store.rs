@@ -123,6 +123,16 @@ redis.call('PUBLISH', KEYS[3], 'token ' .. ARGV[1])
 return 1
 "#;
 
+/// Kite refuses a TOTP code twice; a successor must not submit its predecessor's code.
+const CLAIM_TOTP_STEP: &str = r#"
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if last >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', 3600)
+return 1
+"#;
+
 pub struct RedisStore {
     client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
@@ -293,12 +303,7 @@ impl RedisStore {
 
     pub async fn read_token(&self) -> Result<Option<SharedToken>, FleetError> {
         let raw: Option<String> = self
-            .run(async |c| {
-                redis::cmd("GET")
-                    .arg(&self.keys.token)
-                    .query_async(c)
-                    .await
-            })
+            .run(async |c| redis::cmd("GET").arg(&self.keys.token).query_async(c).await)
             .await?;
         let Some(raw) = raw else { return Ok(None) };
         let wire: WireToken = serde_json::from_str(&raw).map_err(|e| {
@@ -322,15 +327,24 @@ impl RedisStore {
         }))
     }
 
+    /// Claim a TOTP time step for one login: `false` when some leader already used it.
+    pub async fn claim_totp_step(&self, step: u64) -> Result<bool, FleetError> {
+        let n: i64 = self
+            .run(async |c| {
+                Script::new(CLAIM_TOTP_STEP)
+                    .key(&self.keys.totp_step)
+                    .arg(step)
+                    .invoke_async(c)
+                    .await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
     /// The current fencing counter (the newest leader's fence).
     pub async fn current_fence(&self) -> Result<u64, FleetError> {
         let n: Option<u64> = self
-            .run(async |c| {
-                redis::cmd("GET")
-                    .arg(&self.keys.fence)
-                    .query_async(c)
-                    .await
-            })
+            .run(async |c| redis::cmd("GET").arg(&self.keys.fence).query_async(c).await)
             .await?;
         Ok(n.unwrap_or(0))
     }
