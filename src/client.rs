@@ -593,7 +593,22 @@ pub fn render_status(status: &Value, now: Timestamp) -> String {
     if let Some(e) = t["last_error"].as_str().filter(|e| !e.is_empty()) {
         out.push_str(&format!("last error: {e}\n"));
     }
+    if let Some(s) = store_line(&t["store"]) {
+        out.push_str(&format!("store: {s}\n"));
+    }
     out
+}
+
+/// Fleet mode: `redis up, leader (fence 3)` / `redis DOWN, ...` / `redis up, follower of ID`.
+fn store_line(s: &Value) -> Option<String> {
+    let kind = s["kind"].as_str()?;
+    let up = if s["up"] == true { "up" } else { "DOWN" };
+    let role = match s["role"].as_str().unwrap_or("unknown") {
+        "leader" => format!("leader (fence {})", s["fence"]),
+        "follower" => format!("follower of {}", s["leader"].as_str().unwrap_or("?")),
+        other => other.to_string(),
+    };
+    Some(format!("{kind} {up}, {role}"))
 }
 
 /// `warden token status`: every field of the token object, one per line (never the token).
@@ -617,6 +632,9 @@ pub fn render_token(t: &Value, public_url: &str, now: Timestamp) -> String {
         );
     }
     field("last error:", text("last_error"));
+    if let Some(line) = store_line(&t["store"]) {
+        field("store:", line);
+    }
     if matches!(state, "needs_login" | "expired" | "unknown") && t["login"] != "command" {
         field("log in at:", format!("{public_url}/login"));
     }
@@ -725,5 +743,21 @@ mod tests {
         assert!(out.contains("(9h 30m ago)"), "{out}");
         assert!(out.contains("next refresh: -\n"));
         assert!(out.contains("log in at:    http://127.0.0.1:9180/login\n"));
+        assert!(
+            !out.contains("store:"),
+            "no store line without fleet mode: {out}"
+        );
+    }
+
+    #[test]
+    fn fleet_store_state_is_one_line() {
+        let lead = json!({"kind": "redis", "up": true, "role": "leader", "fence": 3});
+        assert_eq!(store_line(&lead).unwrap(), "redis up, leader (fence 3)");
+        let follow = json!({"kind": "redis", "up": false, "role": "follower", "leader": "h/1/ab"});
+        assert_eq!(
+            store_line(&follow).unwrap(),
+            "redis DOWN, follower of h/1/ab"
+        );
+        assert!(store_line(&Value::Null).is_none());
     }
 }

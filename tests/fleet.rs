@@ -285,6 +285,38 @@ fn killing_the_leader_hands_over_within_the_lock_ttl_and_the_next_refresh_happen
 }
 
 #[test]
+fn a_leader_stopping_gracefully_hands_over_at_once_not_after_the_ttl() {
+    let Some(redis) = Redis::start("a_leader_stopping_gracefully_hands_over") else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let long_ttl = |_| {
+        Warden::start(&fleet_config(&kite.addr, &redis.url(), "totp").replace(
+            &format!("lock_ttl = \"{LOCK_TTL_SECS}s\""),
+            "lock_ttl = \"60s\"",
+        ))
+    };
+    let mut fleet: Vec<Warden> = (0..2).map(long_ttl).collect();
+    {
+        let ws: Vec<&Warden> = fleet.iter().collect();
+        wait_until("both healthy", T, || all_healthy_on_one_token(&ws));
+    }
+    let leader = leaders(&fleet.iter().collect::<Vec<_>>())[0];
+    let mut old = fleet.remove(leader);
+    let stopped_at = Instant::now();
+    old.signal(libc::SIGTERM);
+    assert!(old.wait_exit(Duration::from_secs(20)).success());
+    assert!(old.logs().contains("fleet lock released"), "{}", old.logs());
+    let ws: Vec<&Warden> = fleet.iter().collect();
+    wait_fleet(&ws, "the survivor leads", Duration::from_secs(15), || {
+        leaders(&ws).len() == 1
+    });
+    let took = stopped_at.elapsed();
+    println!("graceful handover after {took:?} (lock_ttl 60s)");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
 fn without_redis_programs_keep_running_nobody_logs_in_and_the_fleet_resyncs_after() {
     let Some(mut redis) = Redis::start("without_redis_programs_keep_running") else {
         return;

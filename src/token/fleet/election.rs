@@ -20,7 +20,7 @@ pub(super) async fn run(fleet: Fleet, tx: UnboundedSender<FleetEvent>) {
     let mut sub: Option<PubSubStream> = None;
     let mut next_election = Instant::now();
     loop {
-        if tx.is_closed() {
+        if tx.is_closed() || fleet.retired() {
             return;
         }
         if sub.is_none() {
@@ -72,6 +72,9 @@ async fn on_message(fleet: &Fleet, tx: &UnboundedSender<FleetEvent>, payload: &s
         sync_token(fleet, tx).await;
     } else if payload == "request" && fleet.role() == Role::Leader {
         drain_requests(fleet, tx).await;
+    } else if payload == "released" && fleet.role() != Role::Leader {
+        // Stored as a permit: the loop's next wait ends at once with an election.
+        fleet.inner.wake.notify_one();
     }
 }
 
@@ -133,6 +136,11 @@ async fn elect(fleet: &Fleet, tx: &UnboundedSender<FleetEvent>) -> Duration {
         };
     }
     match inner.store.acquire(&inner.id, ttl).await {
+        Ok(Acquire::Won(fence)) if fleet.retired() => {
+            // Won while warden was stopping: hand it straight back.
+            let _ = inner.store.release(&format!("{} {fence}", inner.id)).await;
+            renew_every
+        }
         Ok(Acquire::Won(fence)) => {
             *inner.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(Lease {
                 value: format!("{} {fence}", inner.id),

@@ -14,7 +14,8 @@ pub struct Keys {
     pub totp_step: String,
     /// Followers' requests to the leader (a list of JSON objects).
     pub requests: String,
-    /// Pub/sub channel: `token {fence}` after a new token, `request` after a push to `requests`.
+    /// Pub/sub channel: `token {fence}` after a new token, `request` after a push to
+    /// `requests`, `released` when a leader gives the lock up.
     pub events: String,
     reply_prefix: String,
 }

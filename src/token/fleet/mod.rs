@@ -12,6 +12,7 @@ mod election;
 pub mod keys;
 pub mod store;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +83,8 @@ struct Inner {
     lease: Mutex<Option<Lease>>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// Set on graceful stop: never take the lock again.
+    retired: AtomicBool,
 }
 
 /// A cheap handle on the fleet; the election and subscription run in a task of their own.
@@ -115,6 +118,7 @@ impl Fleet {
                 lease: Mutex::new(None),
                 wake: Notify::new(),
                 metrics,
+                retired: AtomicBool::new(false),
             }),
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -236,6 +240,8 @@ impl Fleet {
 
     /// Give the lock up (graceful stop), so a successor need not wait for the TTL.
     pub async fn release(&self) {
+        self.inner.retired.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
         let lease = self
             .inner
             .lease
@@ -252,6 +258,12 @@ impl Fleet {
             }
             self.inner.metrics.set_token_leader(false);
         }
+    }
+}
+
+impl Fleet {
+    fn retired(&self) -> bool {
+        self.inner.retired.load(Ordering::SeqCst)
     }
 }
 

@@ -105,9 +105,13 @@ end
 return 0
 "#;
 
+/// Releasing also tells the followers, so one of them takes over now rather than at its next
+/// scheduled attempt.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[2], 'released')
+  return 1
 end
 return 0
 "#;
@@ -265,6 +269,7 @@ impl RedisStore {
             .run(async |c| {
                 Script::new(RELEASE)
                     .key(&self.keys.lock)
+                    .key(&self.keys.events)
                     .arg(lock_value)
                     .invoke_async(c)
                     .await
