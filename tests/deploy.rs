@@ -35,12 +35,13 @@ const SPEC_METRICS: [(&str, bool); 13] = [
 ];
 
 /// Secret files the configs may reference; `warden check` gets a dummy for each.
-const SECRET_FILES: [&str; 5] = [
+const SECRET_FILES: [&str; 6] = [
     "warden_api_token",
     "kite_api_secret",
     "kite_password",
     "kite_totp_secret",
     "webhook_url",
+    "redis_password",
 ];
 
 fn repo() -> PathBuf {
@@ -220,7 +221,13 @@ fn every_supervisor_toml_passes_warden_check() {
     assert!(configs.len() >= 4, "found only {configs:?}");
     let creds = tempfile::tempdir().unwrap();
     for name in SECRET_FILES {
-        std::fs::write(creds.path().join(name), "dummy-value\n").unwrap();
+        // A TOTP secret must be base32 to pass the check.
+        let dummy = if name == "kite_totp_secret" {
+            "JBSWY3DPEHPK3PXP"
+        } else {
+            "dummy-value"
+        };
+        std::fs::write(creds.path().join(name), format!("{dummy}\n")).unwrap();
     }
     let work = tempfile::tempdir().unwrap();
     for (i, (name, text)) in configs.iter().enumerate() {
