@@ -18,11 +18,16 @@ const LOCK_TTL_SECS: u64 = 3;
 struct Redis {
     child: Option<Child>,
     port: u16,
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// `None` (after a visible SKIP) when redis-server is not installed.
     fn start(test: &str) -> Option<Redis> {
+        Redis::start_with(test, &[])
+    }
+
+    fn start_with(test: &str, extra: &[&str]) -> Option<Redis> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -37,6 +42,7 @@ impl Redis {
         let mut r = Redis {
             child: None,
             port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         r.restart();
         Some(r)
@@ -50,13 +56,16 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
         wait_until("redis answers PING", Duration::from_secs(10), || {
-            self.command("PING").is_some_and(|r| r.starts_with("+PONG"))
+            // A password-protected server answers -NOAUTH: up all the same.
+            self.command("PING")
+                .is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
         });
     }
 
@@ -502,4 +511,39 @@ fn a_stale_leaders_write_with_an_old_fence_is_rejected() {
         assert_eq!(stored.fence, fb);
         assert_eq!(stored.writer, "B");
     });
+}
+
+#[test]
+fn a_password_from_a_file_opens_the_store_and_a_wrong_one_is_reported_without_showing_it() {
+    let Some(redis) = Redis::start_with(
+        "a_password_from_a_file_opens_the_store",
+        &["--requirepass", "fleet-pw-4242"],
+    ) else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let with_password = |pw: &str| {
+        let pw = pw.to_string();
+        Warden::start_with(
+            &fleet_config(&kite.addr, &redis.url(), "totp").replace(
+                "key_prefix = \"test:\"",
+                "key_prefix = \"test:\"\npassword_file = \"redis.pw\"",
+            ),
+            move |dir| std::fs::write(dir.join("redis.pw"), format!("{pw}\n")).unwrap(),
+            Vec::new(),
+        )
+    };
+    let good = with_password("fleet-pw-4242");
+    wait_until("the store is up and this warden leads", T, || {
+        store(&good)["up"] == true && store(&good)["role"] == "leader"
+    });
+    let bad = with_password("not-the-password");
+    wait_until("the wrong password is reported", T, || {
+        store(&bad)["up"] == false && !store(&bad)["last_error"].is_null()
+    });
+    let shown = format!("{}\n{}\n{}", store(&bad), bad.logs(), good.logs());
+    for secret in ["fleet-pw-4242", "not-the-password"] {
+        assert!(!shown.contains(secret), "a Redis password leaked: {shown}");
+    }
+    assert_ne!(store(&bad)["role"], "leader");
 }
