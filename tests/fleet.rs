@@ -93,52 +93,18 @@ impl Drop for Redis {
     }
 }
 
-fn fleet_config(kite: &str, redis: &str, login: &str) -> String {
-    let port = free_port();
-    format!(
-        r#"
-[token]
-provider = "kite"
-env_file = ".env"
-min_interval = "0s"
-check_interval = "1h"
-max_attempts = 5
-verify_timeout = "10s"
-[token.store]
-kind = "redis"
-url = "{redis}"
-key_prefix = "test:"
-lock_ttl = "{LOCK_TTL_SECS}s"
-[token.kite]
-api_key = "kitefront"
-api_secret = "kitefront-sandbox-secret"
-user_id = "AB1234"
-login = "{login}"
-password = "sandbox-password"
-totp_secret = "{SANDBOX_TOTP}"
-login_base = "http://{kite}"
-api_base = "http://{kite}"
-
-[programs.backend]
-command = ["{BIN}", "sandbox", "backend", "--listen", "127.0.0.1:{port}", "--env-file", ".env", "--kite", "http://{kite}", "--api-key", "kitefront"]
-on_token_change = "signal"
-backoff_initial = "100ms"
-[programs.backend.health]
-url = "http://127.0.0.1:{port}/api/system/health"
-interval = "200ms"
-timeout = "2s"
-initial_delay = "100ms"
-failure_threshold = 1000
-"#
-    )
-}
-
-fn env_token(w: &Warden) -> String {
-    let text = std::fs::read_to_string(w.dir.path().join(".env")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("KITE_ACCESS_TOKEN="))
-        .unwrap_or("")
-        .to_string()
+/// The token-cycle stack (one demo backend per warden) plus the shared store.
+fn fleet_config(kite: &KiteSandbox, redis: &str, login: &str) -> String {
+    kite.backend_stack_config(login, SANDBOX_TOTP, "signal")
+        .replace(
+            "verify_timeout = \"5s\"\n",
+            &format!(
+                "verify_timeout = \"10s\"\n[token.store]\nkind = \"redis\"\nurl = \"{redis}\"\n\
+                 key_prefix = \"test:\"\nlock_ttl = \"{LOCK_TTL_SECS}s\"\n"
+            ),
+        )
+        // Backends stay unhealthy through a store outage; that must not restart them.
+        .replace("failure_threshold = 5", "failure_threshold = 1000")
 }
 
 fn store(w: &Warden) -> Value {
@@ -154,10 +120,10 @@ fn leaders(ws: &[&Warden]) -> Vec<usize> {
 }
 
 fn all_healthy_on_one_token(ws: &[&Warden]) -> bool {
-    let first = env_token(ws[0]);
+    let first = ws[0].env_token();
     !first.is_empty()
         && ws.iter().all(|w| {
-            env_token(w) == first
+            w.env_token() == first
                 && w.status()["token"]["state"] == "valid"
                 && w.program("backend")["health"] == "healthy"
         })
@@ -185,7 +151,7 @@ fn sessions(kite: &KiteSandbox) -> u64 {
 /// needs its own 30 s step: tests that log in twice take that long.
 fn start_fleet(kite: &KiteSandbox, redis: &Redis, n: usize, login: &str) -> Vec<Warden> {
     (0..n)
-        .map(|_| Warden::start(&fleet_config(&kite.addr, &redis.url(), login)))
+        .map(|_| Warden::start(&fleet_config(&kite, &redis.url(), login)))
         .collect()
 }
 
@@ -214,7 +180,7 @@ fn three_wardens_log_in_once_and_after_expiry_once_more() {
         assert_eq!(code, 200, "{body}");
         assert!(body.contains(r#""up":true"#), "{body}");
     }
-    let before = env_token(ws[0]);
+    let before = ws[0].env_token();
     let pids: Vec<Value> = ws
         .iter()
         .map(|w| w.program("backend")["pid"].clone())
@@ -224,7 +190,7 @@ fn three_wardens_log_in_once_and_after_expiry_once_more() {
     wait_until(
         "all three healthy on a new token",
         Duration::from_secs(90),
-        || env_token(ws[0]) != before && all_healthy_on_one_token(&ws),
+        || ws[0].env_token() != before && all_healthy_on_one_token(&ws),
     );
     assert_eq!(sessions(&kite), 2, "exactly one login after the expiry");
     assert_eq!(kite.stats()["password_ok"], 2);
@@ -235,7 +201,10 @@ fn three_wardens_log_in_once_and_after_expiry_once_more() {
     assert_eq!(pids, after, "signalled, not restarted");
     for w in &ws {
         let logs = w.logs();
-        assert!(!logs.contains(&env_token(w)), "a token leaked into the log");
+        assert!(
+            !logs.contains(&w.env_token()),
+            "a token leaked into the log"
+        );
     }
 }
 
@@ -277,14 +246,14 @@ fn killing_the_leader_hands_over_within_the_lock_ttl_and_the_next_refresh_happen
         "takeover took {took:?}"
     );
 
-    let before = env_token(ws[0]);
+    let before = ws[0].env_token();
     let logins = sessions(&kite);
     kite.expire();
     wait_fleet(
         &ws,
         "both healthy on a new token",
         Duration::from_secs(90),
-        || env_token(ws[0]) != before && all_healthy_on_one_token(&ws),
+        || ws[0].env_token() != before && all_healthy_on_one_token(&ws),
     );
     assert_eq!(
         sessions(&kite),
@@ -300,7 +269,7 @@ fn a_leader_stopping_gracefully_hands_over_at_once_not_after_the_ttl() {
     };
     let kite = KiteSandbox::start(&[]);
     let long_ttl = |_| {
-        Warden::start(&fleet_config(&kite.addr, &redis.url(), "totp").replace(
+        Warden::start(&fleet_config(&kite, &redis.url(), "totp").replace(
             &format!("lock_ttl = \"{LOCK_TTL_SECS}s\""),
             "lock_ttl = \"60s\"",
         ))
@@ -339,7 +308,7 @@ fn without_redis_programs_keep_running_nobody_logs_in_and_the_fleet_resyncs_afte
         .map(|w| w.program("backend")["pid"].clone())
         .collect();
     let logins = sessions(&kite);
-    let before = env_token(ws[0]);
+    let before = ws[0].env_token();
 
     redis.stop();
     wait_until("every warden reports the store down", T, || {
@@ -383,7 +352,7 @@ fn without_redis_programs_keep_running_nobody_logs_in_and_the_fleet_resyncs_afte
     wait_until(
         "all healthy on a new token",
         Duration::from_secs(90),
-        || env_token(ws[0]) != before && all_healthy_on_one_token(&ws),
+        || ws[0].env_token() != before && all_healthy_on_one_token(&ws),
     );
     assert_eq!(
         sessions(&kite),
@@ -525,7 +494,7 @@ fn a_password_from_a_file_opens_the_store_and_a_wrong_one_is_reported_without_sh
     let with_password = |pw: &str| {
         let pw = pw.to_string();
         Warden::start_with(
-            &fleet_config(&kite.addr, &redis.url(), "totp").replace(
+            &fleet_config(&kite, &redis.url(), "totp").replace(
                 "key_prefix = \"test:\"",
                 "key_prefix = \"test:\"\npassword_file = \"redis.pw\"",
             ),

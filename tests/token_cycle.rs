@@ -8,41 +8,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(30);
 
-fn config(kite: &str, login: &str, totp_secret: &str, on_change: &str) -> String {
-    let port = free_port();
-    format!(
-        r#"
-[token]
-provider = "kite"
-env_file = ".env"
-min_interval = "0s"
-check_interval = "1h"
-max_attempts = 5
-verify_timeout = "5s"
-[token.kite]
-api_key = "kitefront"
-api_secret = "kitefront-sandbox-secret"
-user_id = "AB1234"
-login = "{login}"
-password = "sandbox-password"
-totp_secret = "{totp_secret}"
-login_base = "http://{kite}"
-api_base = "http://{kite}"
-
-[programs.backend]
-command = ["{BIN}", "sandbox", "backend", "--listen", "127.0.0.1:{port}", "--env-file", ".env", "--kite", "http://{kite}", "--api-key", "kitefront"]
-on_token_change = "{on_change}"
-backoff_initial = "100ms"
-[programs.backend.health]
-url = "http://127.0.0.1:{port}/api/system/health"
-interval = "200ms"
-timeout = "2s"
-initial_delay = "100ms"
-failure_threshold = 5
-"#
-    )
-}
-
 const GOOD_TOTP: &str = SANDBOX_TOTP;
 
 /// Kite (and the sandbox) refuse a TOTP code twice, and warden never resubmits one: a second
@@ -55,22 +20,14 @@ fn wait_for_fresh_totp_step() {
     });
 }
 
-fn env_token(w: &Warden) -> String {
-    let text = std::fs::read_to_string(w.dir.path().join(".env")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("KITE_ACCESS_TOKEN="))
-        .unwrap_or("")
-        .to_string()
-}
-
 #[test]
 fn cold_start_logs_in_once_and_the_backend_becomes_healthy() {
     let kite = KiteSandbox::start(&[]);
-    let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
+    let w = Warden::start(&kite.backend_stack_config("totp", GOOD_TOTP, "signal"));
     let st = w.wait_state("backend", "running", T);
     assert_eq!(st["health"], "healthy");
     assert_eq!(kite.stats()["sessions_created"], 1);
-    let token = env_token(&w);
+    let token = w.env_token();
     assert!(!token.is_empty());
     assert!(!w.logs().contains(&token), "the token leaked into the log");
     let (_, metrics) = http(&w.addr, "GET", "/metrics", &[], "");
@@ -91,14 +48,14 @@ fn cold_start_logs_in_once_and_the_backend_becomes_healthy() {
 #[test]
 fn expiry_leads_to_exactly_one_login_and_the_signalled_backend_recovers_with_the_same_pid() {
     let kite = KiteSandbox::start(&[]);
-    let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
+    let w = Warden::start(&kite.backend_stack_config("totp", GOOD_TOTP, "signal"));
     let pid = w.wait_state("backend", "running", T)["pid"].clone();
     wait_until("healthy", T, || w.program("backend")["health"] == "healthy");
-    let old = env_token(&w);
+    let old = w.env_token();
     wait_for_fresh_totp_step();
     kite.expire();
     wait_until("a new token in .env", T, || {
-        let t = env_token(&w);
+        let t = w.env_token();
         !t.is_empty() && t != old
     });
     wait_until("backend healthy again", T, || {
@@ -118,7 +75,7 @@ fn expiry_leads_to_exactly_one_login_and_the_signalled_backend_recovers_with_the
 #[test]
 fn restart_mode_gives_the_backend_a_new_pid() {
     let kite = KiteSandbox::start(&[]);
-    let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "restart"));
+    let w = Warden::start(&kite.backend_stack_config("totp", GOOD_TOTP, "restart"));
     let pid = w.wait_state("backend", "running", T)["pid"].clone();
     wait_for_fresh_totp_step();
     kite.expire();
@@ -132,7 +89,7 @@ fn restart_mode_gives_the_backend_a_new_pid() {
 #[test]
 fn a_wrong_totp_is_tried_once_then_needs_login() {
     let kite = KiteSandbox::start(&[]);
-    let w = Warden::start(&config(&kite.addr, "totp", "JBSWY3DPEHPK3PXP", "signal"));
+    let w = Warden::start(&kite.backend_stack_config("totp", "JBSWY3DPEHPK3PXP", "signal"));
     wait_until("needs_login", T, || {
         w.status()["token"]["state"] == "needs_login"
     });
@@ -151,10 +108,10 @@ fn a_wrong_totp_is_tried_once_then_needs_login() {
 #[test]
 fn a_restarted_warden_reuses_the_valid_token() {
     let kite = KiteSandbox::start(&[]);
-    let cfg = config(&kite.addr, "totp", GOOD_TOTP, "signal");
+    let cfg = kite.backend_stack_config("totp", GOOD_TOTP, "signal");
     let mut w = Warden::start(&cfg);
     w.wait_state("backend", "running", T);
-    let token = env_token(&w);
+    let token = w.env_token();
     w.signal(libc::SIGTERM);
     w.wait_exit(T);
     // Same directory, same config: a second warden.
@@ -170,7 +127,7 @@ fn a_restarted_warden_reuses_the_valid_token() {
         Vec::new(),
     );
     w2.wait_state("backend", "running", T);
-    assert_eq!(env_token(&w2), token);
+    assert_eq!(w2.env_token(), token);
     assert_eq!(kite.stats()["sessions_created"], 1, "no second login");
     assert!(w2.logs().contains("reusing the stored token"));
 }
@@ -178,7 +135,7 @@ fn a_restarted_warden_reuses_the_valid_token() {
 #[test]
 fn manual_login_through_login_and_callback() {
     let kite = KiteSandbox::start(&[]);
-    let w = Warden::start(&config(&kite.addr, "manual", GOOD_TOTP, "signal"));
+    let w = Warden::start(&kite.backend_stack_config("manual", GOOD_TOTP, "signal"));
     wait_until("needs_login", T, || {
         w.status()["token"]["state"] == "needs_login"
     });
@@ -253,7 +210,7 @@ fn raw_location(addr: &str, path: &str) -> String {
 #[test]
 fn an_external_env_change_with_a_valid_token_is_adopted() {
     let kite = KiteSandbox::start(&[]);
-    let w = Warden::start(&config(&kite.addr, "totp", GOOD_TOTP, "signal"));
+    let w = Warden::start(&kite.backend_stack_config("totp", GOOD_TOTP, "signal"));
     w.wait_state("backend", "running", T);
     wait_for_fresh_totp_step();
     // Someone runs their own refresh script: a new session, written into .env by hand.
@@ -273,7 +230,7 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
     });
     let env = w.dir.path().join(".env");
     let text = std::fs::read_to_string(&env).unwrap();
-    let old = env_token(&w);
+    let old = w.env_token();
     std::fs::write(&env, text.replace(&old, token.expose())).unwrap();
     wait_until("adopted", T, || w.status()["token"]["source"] == "env_file");
     w.wait_log("sending SIGHUP for the new token", T);
@@ -291,7 +248,8 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
 fn a_callback_for_another_user_is_refused_logged_out_and_changes_nothing() {
     let kite = KiteSandbox::start(&[]);
     // warden expects ZZ9999; the only user who can log in at the sandbox is AB1234.
-    let cfg = config(&kite.addr, "manual", GOOD_TOTP, "signal")
+    let cfg = kite
+        .backend_stack_config("manual", GOOD_TOTP, "signal")
         .replace("user_id = \"AB1234\"", "user_id = \"ZZ9999\"");
     let w = Warden::start(&cfg);
     wait_until("needs_login", T, || {
@@ -312,7 +270,7 @@ fn a_callback_for_another_user_is_refused_logged_out_and_changes_nothing() {
         "the foreign session was logged out"
     );
     assert_eq!(w.status()["token"]["state"], "needs_login");
-    assert!(env_token(&w).is_empty(), "the env file was not touched");
+    assert!(w.env_token().is_empty(), "the env file was not touched");
 }
 
 #[test]
@@ -320,7 +278,7 @@ fn a_signalled_program_that_does_not_recover_within_verify_timeout_is_restarted(
     let kite = KiteSandbox::start(&[]);
     // The backend reads a private copy of .env taken at start, so a SIGHUP cannot give it the
     // new token; only a restart (which copies .env again) can.
-    let cfg = config(&kite.addr, "totp", GOOD_TOTP, "signal").replacen(
+    let cfg = kite.backend_stack_config("totp", GOOD_TOTP, "signal").replacen(
         &format!("command = [\"{BIN}\", \"sandbox\", \"backend\""),
         &format!("command = [\"sh\", \"-c\", \"cp .env stale.env && exec \\\"$0\\\" \\\"$@\\\"\", \"{BIN}\", \"sandbox\", \"backend\""),
         1,

@@ -640,10 +640,10 @@ impl<B: Broker> Keeper<B> {
             if self.login_kind() == "totp" {
                 let unix = super::login::unix_now();
                 let step = unix / super::login::Totp::STEP_SECS;
-                match f.claim_totp_step(step).await {
+                match f.claim_totp_steps(step).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        // A former leader submitted this step's code: wait for the next one.
+                        // A leader may have used this step's code: wait for the next step.
                         let wait =
                             super::login::Totp::STEP_SECS - unix % super::login::Totp::STEP_SECS;
                         self.retry_at = Some(now + Duration::from_secs(wait));

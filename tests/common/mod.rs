@@ -176,6 +176,15 @@ impl Warden {
             .unwrap_or(Value::Null)
     }
 
+    /// The `KITE_ACCESS_TOKEN` in this warden's `.env` ("" when there is none).
+    pub fn env_token(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(".env")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("KITE_ACCESS_TOKEN="))
+            .unwrap_or("")
+            .to_string()
+    }
+
     pub fn pid_of(&self, name: &str) -> Option<i32> {
         self.program(name)["pid"].as_i64().map(|p| p as i32)
     }

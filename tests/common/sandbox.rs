@@ -197,6 +197,44 @@ api_base = "{kite}"
         )
     }
 
+    /// A warden config for this sandbox with one demo backend (its own free port, a 200 ms
+    /// probe) that reads the token from `.env`: the token lifecycle tests' stack.
+    pub fn backend_stack_config(&self, login: &str, totp_secret: &str, on_change: &str) -> String {
+        let port = free_port();
+        let kite = &self.addr;
+        format!(
+            r#"
+[token]
+provider = "kite"
+env_file = ".env"
+min_interval = "0s"
+check_interval = "1h"
+max_attempts = 5
+verify_timeout = "5s"
+[token.kite]
+api_key = "kitefront"
+api_secret = "{DEFAULT_API_SECRET}"
+user_id = "AB1234"
+login = "{login}"
+password = "{DEFAULT_PASSWORD}"
+totp_secret = "{totp_secret}"
+login_base = "http://{kite}"
+api_base = "http://{kite}"
+
+[programs.backend]
+command = ["{BIN}", "sandbox", "backend", "--listen", "127.0.0.1:{port}", "--env-file", ".env", "--kite", "http://{kite}", "--api-key", "kitefront"]
+on_token_change = "{on_change}"
+backoff_initial = "100ms"
+[programs.backend.health]
+url = "http://127.0.0.1:{port}/api/system/health"
+interval = "200ms"
+timeout = "2s"
+initial_delay = "100ms"
+failure_threshold = 5
+"#
+        )
+    }
+
     /// Log in the way a person's browser would, and return the request token.
     pub fn request_token(&self) -> warden::config::Secret {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -201,9 +201,10 @@ impl Fleet {
         Ok(ok)
     }
 
-    /// Reserve the current TOTP step for this leader's login (see [`RedisStore::claim_totp_step`]).
-    pub async fn claim_totp_step(&self, step: u64) -> Result<bool, FleetError> {
-        self.inner.store.claim_totp_step(step).await
+    /// Reserve the TOTP steps a login starting in `step` may use: this one and the next (the
+    /// login waits out the last seconds of a step, and the password round trip takes time).
+    pub async fn claim_totp_steps(&self, step: u64) -> Result<bool, FleetError> {
+        self.inner.store.claim_totp_steps(step, step + 1).await
     }
 
     pub async fn read_token(&self) -> Result<Option<SharedToken>, FleetError> {

@@ -127,13 +127,14 @@ redis.call('PUBLISH', KEYS[3], 'token ' .. ARGV[1])
 return 1
 "#;
 
-/// Kite refuses a TOTP code twice; a successor must not submit its predecessor's code.
-const CLAIM_TOTP_STEP: &str = r#"
+/// Kite refuses a TOTP code twice; a successor must not submit its predecessor's code. A claim
+/// covers the steps `ARGV[1]..=ARGV[2]`: a login near the end of a step uses the next one.
+const CLAIM_TOTP_STEPS: &str = r#"
 local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if last >= tonumber(ARGV[1]) then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', 3600)
+redis.call('SET', KEYS[1], ARGV[2], 'EX', 3600)
 return 1
 "#;
 
@@ -332,13 +333,15 @@ impl RedisStore {
         }))
     }
 
-    /// Claim a TOTP time step for one login: `false` when some leader already used it.
-    pub async fn claim_totp_step(&self, step: u64) -> Result<bool, FleetError> {
+    /// Claim the TOTP steps `from..=to` for one login: `false` when a leader already claimed
+    /// `from` (or a later step).
+    pub async fn claim_totp_steps(&self, from: u64, to: u64) -> Result<bool, FleetError> {
         let n: i64 = self
             .run(async |c| {
-                Script::new(CLAIM_TOTP_STEP)
+                Script::new(CLAIM_TOTP_STEPS)
                     .key(&self.keys.totp_step)
-                    .arg(step)
+                    .arg(from)
+                    .arg(to)
                     .invoke_async(c)
                     .await
             })
