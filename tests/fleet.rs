@@ -151,7 +151,7 @@ fn sessions(kite: &KiteSandbox) -> u64 {
 /// needs its own 30 s step: tests that log in twice take that long.
 fn start_fleet(kite: &KiteSandbox, redis: &Redis, n: usize, login: &str) -> Vec<Warden> {
     (0..n)
-        .map(|_| Warden::start(&fleet_config(&kite, &redis.url(), login)))
+        .map(|_| Warden::start(&fleet_config(kite, &redis.url(), login)))
         .collect()
 }
 
