@@ -504,4 +504,4 @@ if __name__ == "__main__":
     try:
         main()
     except (KeyboardInterrupt, Interrupted) as e:
-        sys.exit(f"interrupted ({e or 'SIGINT'}); every child was stopped")
+        sys.exit(f"interrupted ({str(e) or 'SIGINT'}); every child was stopped")
