@@ -19,6 +19,8 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     extra: Vec<String>,
+    /// TLS only: ready once the port accepts connections.
+    tls: bool,
 }
 
 impl Redis {
@@ -43,6 +45,7 @@ impl Redis {
             child: None,
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls: false,
         };
         r.restart();
         Some(r)
@@ -50,6 +53,95 @@ impl Redis {
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A TLS-only redis-server with a certificate from a private CA made for this test (in
+    /// `dir`); `None` after a SKIP when openssl or TLS support is missing.
+    fn start_tls(test: &str, dir: &std::path::Path) -> Option<Redis> {
+        let openssl = |args: &[&str]| {
+            Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let made = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=warden-test-ca",
+        ]) && openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]) && openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        if !made {
+            skip(
+                test,
+                "openssl could not make a test CA (apt-get install openssl)",
+            );
+            return None;
+        }
+        let file = |n: &str| dir.join(n).display().to_string();
+        let mut r = Redis::start_with(
+            test,
+            &[
+                "--tls-cert-file",
+                &file("srv.crt"),
+                "--tls-key-file",
+                &file("srv.key"),
+                "--tls-ca-cert-file",
+                &file("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ],
+        )?;
+        // Same port, TLS only: the plain-text PING above proved the server runs.
+        r.stop();
+        r.extra.extend([
+            "--tls-port".into(),
+            r.port.to_string(),
+            "--port".into(),
+            "0".into(),
+        ]);
+        r.tls = true;
+        r.restart();
+        Some(r)
     }
 
     fn restart(&mut self) {
@@ -62,6 +154,12 @@ impl Redis {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
+        if self.tls {
+            wait_until("redis listens", Duration::from_secs(10), || {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            });
+            return;
+        }
         wait_until("redis answers PING", Duration::from_secs(10), || {
             // A password-protected server answers -NOAUTH: up all the same.
             self.command("PING")
@@ -515,4 +613,35 @@ fn a_password_from_a_file_opens_the_store_and_a_wrong_one_is_reported_without_sh
         assert!(!shown.contains(secret), "a Redis password leaked: {shown}");
     }
     assert_ne!(store(&bad)["role"], "leader");
+}
+
+#[test]
+fn rediss_with_a_private_ca_works_with_ca_file_and_is_refused_without_it() {
+    let certs = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start_tls("rediss_with_a_private_ca", certs.path()) else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let ca = certs.path().join("ca.crt");
+    let trusted = Warden::start(&fleet_config(&kite, &url, "totp").replace(
+        "key_prefix = \"test:\"",
+        &format!("key_prefix = \"test:\"\nca_file = \"{}\"", ca.display()),
+    ));
+    wait_until("TLS store up, leading, token valid", T, || {
+        store(&trusted)["up"] == true
+            && store(&trusted)["role"] == "leader"
+            && trusted.status()["token"]["state"] == "valid"
+    });
+    // The same server is not trusted through the bundled public roots.
+    let untrusted = Warden::start(&fleet_config(&kite, &url, "totp"));
+    wait_until("the certificate problem is reported", T, || {
+        store(&untrusted)["up"] == false && !store(&untrusted)["last_error"].is_null()
+    });
+    assert_ne!(store(&untrusted)["role"], "leader");
+    assert_eq!(
+        kite.stats()["sessions_created"],
+        1,
+        "only the trusted warden logged in"
+    );
 }

@@ -115,6 +115,9 @@ fn resolve_paths(cfg: &mut Config, base: &Path) {
         if let Some(c) = &mut t.command {
             join(&mut c.cwd);
         }
+        if let Some(f) = &mut t.store.ca_file {
+            join(f);
+        }
     }
     for p in cfg.programs.values_mut() {
         join(&mut p.cwd);

@@ -233,6 +233,9 @@ pub struct StoreConfig {
     pub password: Secret,
     /// Every Redis key warden uses starts with this, then the api_key.
     pub key_prefix: String,
+    /// PEM CA certificate(s) to trust for `rediss://` instead of the bundled public roots (a
+    /// private CA). Relative to the config file's directory.
+    pub ca_file: Option<PathBuf>,
     /// How long a leader's lock outlives its last renewal: a dead leader is replaced after
     /// at most this long.
     #[serde(with = "duration")]
@@ -246,6 +249,7 @@ impl Default for StoreConfig {
             url: Secret::default(),
             password: Secret::default(),
             key_prefix: "warden:".into(),
+            ca_file: None,
             lock_ttl: d(15),
         }
     }

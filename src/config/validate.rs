@@ -185,6 +185,21 @@ fn store(t: &TokenConfig, v: &mut Vec<Found>) {
             if matches!(u.scheme(), "redis" | "rediss")
                 && u.host_str().is_some_and(|h| !h.is_empty()) =>
         {
+            if let Some(ca) = &s.ca_file {
+                if u.scheme() != "rediss" {
+                    push(
+                        v,
+                        &k("ca_file"),
+                        "only used with TLS: set url = \"rediss://…\" or remove ca_file",
+                    );
+                } else if let Err(e) = std::fs::read(ca) {
+                    push(
+                        v,
+                        &k("ca_file"),
+                        format!("cannot read {}: {e}", ca.display()),
+                    );
+                }
+            }
             if u.password().is_some() && !s.password.is_empty() {
                 push(
                     v,
@@ -889,6 +904,25 @@ mod tests {
             "url = \"redis://:pw@127.0.0.1:6379/0\"\nkey_prefix = \"w:\"\n",
         ));
         ok(&redis("url = \"rediss://host:6380\"\n"));
+    }
+
+    #[test]
+    fn redis_ca_file_needs_tls_and_a_readable_file() {
+        let p = problem_at(
+            &redis("url = \"redis://h:6379\"\nca_file = \"/nonexistent-ca.pem\"\n"),
+            "token.store.ca_file",
+        );
+        assert!(p.message.contains("rediss://"), "{}", p.message);
+        let p = problem_at(
+            &redis("url = \"rediss://h:6380\"\nca_file = \"/nonexistent-ca.pem\"\n"),
+            "token.store.ca_file",
+        );
+        assert!(p.message.contains("/nonexistent-ca.pem"), "{}", p.message);
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        ok(&redis(&format!(
+            "url = \"rediss://h:6380\"\nca_file = \"{}\"\n",
+            ca.path().display()
+        )));
     }
 
     #[test]

@@ -167,8 +167,22 @@ impl RedisStore {
                 .set_password(cfg.password.expose());
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info)
-            .map_err(|e| FleetError::Config(redact(&e.to_string(), &secrets)))?;
+        let client = match &cfg.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    FleetError::Config(format!("token.store.ca_file {}: {e}", path.display()))
+                })?;
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| FleetError::Config(redact(&e.to_string(), &secrets)))?;
         Ok(RedisStore {
             client,
             conn: Mutex::new(None),
