@@ -645,3 +645,38 @@ fn rediss_with_a_private_ca_works_with_ca_file_and_is_refused_without_it() {
         "only the trusted warden logged in"
     );
 }
+
+#[test]
+fn a_rejected_login_is_tried_once_for_the_fleet_and_every_page_offers_the_manual_login() {
+    let Some(redis) = Redis::start("a_rejected_login_is_tried_once_for_the_fleet") else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let wrong_totp = |_| {
+        Warden::start(&fleet_config(&kite, &redis.url(), "totp").replace(
+            &format!("totp_secret = \"{SANDBOX_TOTP}\""),
+            "totp_secret = \"JBSWY3DPEHPK3PXP\"",
+        ))
+    };
+    let fleet: Vec<Warden> = (0..2).map(wrong_totp).collect();
+    let ws: Vec<&Warden> = fleet.iter().collect();
+    wait_fleet(&ws, "every warden needs a login", T, || {
+        ws.iter()
+            .all(|w| w.status()["token"]["state"] == "needs_login")
+    });
+    let stats = kite.stats();
+    assert_eq!(
+        stats["twofa_fail"], 1,
+        "one wrong code for the whole fleet: {stats}"
+    );
+    assert_eq!(stats["sessions_created"], 0);
+    let follower = ws[1 - leaders(&ws)[0]];
+    let reason = follower.status()["token"]["last_error"].to_string();
+    assert!(reason.contains("fleet leader needs a person"), "{reason}");
+    let (code, page) = http(&follower.addr, "GET", "/", &[], "");
+    assert_eq!(code, 200);
+    assert!(page.contains("Log in with Kite"), "{page}");
+    // Still only one attempt a while later: followers never try, the leader stays blocked.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(kite.stats()["twofa_fail"], 1);
+}

@@ -717,6 +717,9 @@ impl<B: Broker> Keeper<B> {
         if self.status.borrow().state != TokenState::NeedsLogin {
             tracing::warn!("a person must log in: {reason}; open {}", self.login_url);
         }
+        if let Some(f) = &self.fleet {
+            f.share_needs_login(reason.clone());
+        }
         self.set_state(TokenState::NeedsLogin, Some(reason));
         // One message per fleet, not one per warden.
         if self.following().is_none() {
@@ -819,6 +822,10 @@ impl<B: Broker> Keeper<B> {
     /// a person asked), and reminds it until a token arrives.
     async fn ask_leader(&mut self, f: &Fleet, force: bool) {
         let now = Instant::now();
+        // The leader already waits for a person; asking again changes nothing.
+        if !force && self.status.borrow().state == TokenState::NeedsLogin {
+            return;
+        }
         if !force
             && self
                 .last_ask
@@ -850,6 +857,17 @@ impl<B: Broker> Keeper<B> {
             FleetEvent::Token(shared) => self.on_shared(shared).await,
             FleetEvent::Leading(true) => self.lead().await,
             FleetEvent::Leading(false) => {}
+            FleetEvent::LeaderNeedsLogin(reason) => {
+                // Every warden's page then offers the login, not only the leader's.
+                if self.following().is_some() && self.status.borrow().state != TokenState::Valid {
+                    self.set_state(
+                        TokenState::NeedsLogin,
+                        Some(format!(
+                            "the fleet leader needs a person to log in: {reason}"
+                        )),
+                    );
+                }
+            }
             FleetEvent::Requests(reqs) => {
                 for r in reqs {
                     self.on_request(r).await;

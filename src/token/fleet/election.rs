@@ -31,6 +31,7 @@ pub(super) async fn run(fleet: Fleet, tx: UnboundedSender<FleetEvent>) {
                     fleet.set_up(true, None);
                     // Whatever changed while we were away: one read catches up.
                     sync_token(&fleet, &tx).await;
+                    sync_needs_login(&fleet, &tx).await;
                 }
                 Err(e) => fleet.set_up(false, Some(e.to_string())),
             }
@@ -72,6 +73,8 @@ async fn on_message(fleet: &Fleet, tx: &UnboundedSender<FleetEvent>, payload: &s
         sync_token(fleet, tx).await;
     } else if payload == "request" && fleet.role() == Role::Leader {
         drain_requests(fleet, tx).await;
+    } else if payload == "needs_login" && fleet.role() != Role::Leader {
+        sync_needs_login(fleet, tx).await;
     } else if payload == "released" && fleet.role() != Role::Leader {
         // Stored as a permit: the loop's next wait ends at once with an election.
         fleet.inner.wake.notify_one();
@@ -85,6 +88,16 @@ async fn sync_token(fleet: &Fleet, tx: &UnboundedSender<FleetEvent>) {
         }
         Ok(None) => {}
         Err(e) => tracing::warn!("cannot read the shared token: {e}"),
+    }
+}
+
+async fn sync_needs_login(fleet: &Fleet, tx: &UnboundedSender<FleetEvent>) {
+    match fleet.inner.store.needs_login().await {
+        Ok(Some(reason)) => {
+            let _ = tx.send(FleetEvent::LeaderNeedsLogin(reason));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot read the fleet's login state: {e}"),
     }
 }
 

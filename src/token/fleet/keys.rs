@@ -12,6 +12,8 @@ pub struct Keys {
     pub token: String,
     /// The last TOTP time step any leader submitted: a new leader must not reuse it.
     pub totp_step: String,
+    /// Why the leader needs a person to log in (cleared by the next shared token).
+    pub needs_login: String,
     /// Followers' requests to the leader (a list of JSON objects).
     pub requests: String,
     /// Pub/sub channel: `token {fence}` after a new token, `request` after a push to
@@ -28,6 +30,7 @@ impl Keys {
             fence: format!("{base}fence"),
             token: format!("{base}token"),
             totp_step: format!("{base}totp_step"),
+            needs_login: format!("{base}needs_login"),
             requests: format!("{base}requests"),
             events: format!("{base}events"),
             reply_prefix: format!("{base}reply:"),

@@ -63,6 +63,8 @@ pub enum FleetEvent {
     Leading(bool),
     /// Requests from followers, for the leader.
     Requests(Vec<Request>),
+    /// The leader needs a person to log in, for this reason.
+    LeaderNeedsLogin(String),
 }
 
 /// The lock this warden holds while it leads.
@@ -205,6 +207,20 @@ impl Fleet {
     /// login waits out the last seconds of a step, and the password round trip takes time).
     pub async fn claim_totp_steps(&self, step: u64) -> Result<bool, FleetError> {
         self.inner.store.claim_totp_steps(step, step + 1).await
+    }
+
+    /// Tell every warden of the fleet that a person must log in (leader only; in the
+    /// background, so a slow store never holds the keeper up).
+    pub fn share_needs_login(&self, reason: String) {
+        if self.role() != Role::Leader {
+            return;
+        }
+        let f = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = f.inner.store.set_needs_login(&reason).await {
+                tracing::warn!("cannot tell the fleet that a login is needed: {e}");
+            }
+        });
     }
 
     pub async fn read_token(&self) -> Result<Option<SharedToken>, FleetError> {

@@ -123,6 +123,7 @@ if current ~= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('SET', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[4])
 redis.call('PUBLISH', KEYS[3], 'token ' .. ARGV[1])
 return 1
 "#;
@@ -312,6 +313,7 @@ impl RedisStore {
                     .key(&self.keys.fence)
                     .key(&self.keys.token)
                     .key(&self.keys.events)
+                    .key(&self.keys.needs_login)
                     .arg(token.fence)
                     .arg(&json)
                     .invoke_async(c)
@@ -361,6 +363,32 @@ impl RedisStore {
             })
             .await?;
         Ok(n == 1)
+    }
+
+    /// The leader tells the fleet that a person must log in (`reason` is shown on every
+    /// warden's status page). A new shared token clears it.
+    pub async fn set_needs_login(&self, reason: &str) -> Result<(), FleetError> {
+        self.run(async |c| {
+            redis::pipe()
+                .atomic()
+                .set(&self.keys.needs_login, reason)
+                .ignore()
+                .publish(&self.keys.events, "needs_login")
+                .ignore()
+                .query_async::<()>(c)
+                .await
+        })
+        .await
+    }
+
+    pub async fn needs_login(&self) -> Result<Option<String>, FleetError> {
+        self.run(async |c| {
+            redis::cmd("GET")
+                .arg(&self.keys.needs_login)
+                .query_async(c)
+                .await
+        })
+        .await
     }
 
     /// The current fencing counter (the newest leader's fence).
