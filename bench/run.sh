@@ -336,8 +336,9 @@ EOF
         echo
         scaling_table
         echo
-        echo "CPU: utime+stime of the supervisor (all threads, schedstat) over ${SCALE_WINDOW} s; RSS at the end"
-        echo "of the window; probes/s: requests the health endpoints answered per second meanwhile."
+        echo "CPU: the supervisor process's run time over ${SCALE_WINDOW} s (schedstat summed over its threads when the same"
+        echo "threads live through the window, else utime+stime ticks, which keep exited threads' time); RSS"
+        echo "at the end of the window; probes/s: requests the health endpoints answered per second meanwhile."
         [ -s "$OUT/scaling.png" ] && echo && echo "![scaling](scaling.png)"
     fi
     if [ -s "$WORK/warden-detail.txt" ]; then

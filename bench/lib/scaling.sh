@@ -16,6 +16,22 @@ requests_served() {
 
 now_ns() { date +%s%N; }
 
+# CPU time of the whole process: "ticks ns tids". ticks is utime+stime from /proc/PID/stat,
+# which keeps the time of threads that have exited (horust starts threads per health check);
+# ns is the finer schedstat run time summed over the live threads, tids their ids. When the
+# same threads live at both ends of the window, ns is exact and used; otherwise ticks.
+proc_cpu() {
+    local stat rest ticks t ns=0 tids="" sched
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    rest=${stat##*) }
+    ticks=$(awk '{ print $12 + $13 }' <<<"$rest")
+    for t in /proc/"$1"/task/*; do
+        read -r sched _ <"$t/schedstat" 2>/dev/null || continue
+        ns=$((ns + sched)) tids+="${t##*/},"
+    done
+    echo "$ticks $ns $tids"
+}
+
 # One measurement: SUP with N programs. Appends "sup n cpu_pct rss_kib probes_per_s threads"
 # to $WORK/scaling.tsv, or "sup n failed <why>".
 scale_once() {
@@ -64,21 +80,33 @@ scale_once() {
         return
     fi
     run_bg sleep 2
-    local c0 c1 t0 t1 q0 q1 ns0 ns1 th rss
+    local c0 c1 t0 t1 q0 q1 th rss
     q0=$(requests_served "$lpid" "$dir/stats")
     t0=$(now_ns)
-    c0=$(cpu_of "$spid")
+    c0=$(proc_cpu "$spid")
     run_bg sleep "$SCALE_WINDOW"
-    c1=$(cpu_of "$spid")
+    c1=$(proc_cpu "$spid")
     t1=$(now_ns)
     q1=$(requests_served "$lpid" "$dir/stats")
     rss=$(mem_of "$spid" | cut -d' ' -f1)
-    read -r _ ns0 _ _ _ <<<"$c0"
-    read -r _ ns1 _ th _ <<<"$c1"
-    awk -v s="$sup" -v n="$n" -v cpu=$((ns1 - ns0)) -v dt=$((t1 - t0)) -v rss="$rss" \
-        -v q=$((q1 - q0)) -v th="$th" 'BEGIN {
-            printf "%s %d %.2f %d %.0f %d\n", s, n, 100 * cpu / dt, rss, q / (dt / 1e9), th }' \
-        >>"$WORK/scaling.tsv"
+    th=$(awk '$1 == "Threads:" { print $2 }' "/proc/$spid/status" 2>/dev/null)
+    if [ -z "$c0" ] || [ -z "$c1" ] || ! alive "$spid"; then
+        echo "$sup $n failed died" >>"$WORK/scaling.tsv"
+        log "scaling: $sup with $n programs died during the window"
+    else
+        local k0 k1 ns0 ns1 id0 id1 cpu_s
+        read -r k0 ns0 id0 <<<"$c0"
+        read -r k1 ns1 id1 <<<"$c1"
+        if [ "$id0" = "$id1" ]; then
+            cpu_s=$(awk -v ns=$((ns1 - ns0)) 'BEGIN { print ns / 1e9 }')
+        else
+            cpu_s=$(awk -v t=$((k1 - k0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')
+        fi
+        awk -v s="$sup" -v n="$n" -v cpu="$cpu_s" -v dt=$((t1 - t0)) \
+            -v rss="$rss" -v q=$((q1 - q0)) -v th="${th:-0}" 'BEGIN {
+                printf "%s %d %.3f %d %.0f %d\n", s, n, 100 * cpu / (dt / 1e9), rss, q / (dt / 1e9), th }' \
+            >>"$WORK/scaling.tsv"
+    fi
     stop_pid "$spid" 15
     stop_pid "$lpid" 5
 }
@@ -110,7 +138,7 @@ scaling_table() {
     echo "| programs | warden CPU % of one core | warden RSS (KiB) | warden probes/s | horust CPU % of one core | horust RSS (KiB) | horust probes/s | horust threads |"
     echo "|---|---|---|---|---|---|---|---|"
     for n in ${SCALE_NS//,/ }; do
-        awk -v n="$n" -v hh="${HAVE[horust]}" -v why="${WHY_NOT[horust]}" '
+        awk -v n="$n" -v hh="${HAVE[horust]}" -v why="$(cell x horust)" '
             $2 == n { cpu[$1] = $3; rss[$1] = $4; q[$1] = $5; th[$1] = $6 }
             END {
                 w = ("warden" in cpu) ? (cpu["warden"] == "failed" ? "failed | | " : cpu["warden"] " | " rss["warden"] " | " q["warden"]) : "— | — | —"
