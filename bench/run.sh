@@ -169,22 +169,23 @@ trap 'exit 143' TERM
 # Results: R[metric,sup] holds the printed cell; SPREAD[metric,sup] min / p50 / p95 / max.
 declare -A R SPREAD
 
-# Token-expiry recovery (bench/recovery.py): warden only.
+# Token-expiry recovery (bench/recovery.py): warden only. Its whole output (warden's log when a
+# mode fails) is kept in $OUT/recovery.out.
 bench_recovery() {
     log "recovery after a token expiry ($RECOVERY_RUNS runs per mode, both modes at once)"
-    if ! run_bg python3 "$ROOT/bench/recovery.py" --runs "$RECOVERY_RUNS" --exe "$WARDEN" \
-        --json "$WORK/recovery.json" >"$WORK/recovery.out" 2>&1; then
-        R[recsig50,warden]="failed"
-        log "recovery: $(tail -n 5 "$WORK/recovery.out")"
-        return
-    fi
+    run_bg python3 "$ROOT/bench/recovery.py" --runs "$RECOVERY_RUNS" --exe "$WARDEN" \
+        --json "$WORK/recovery.json" >"$WORK/recovery.out" 2>&1 ||
+        log "recovery: a mode failed; see $OUT/recovery.out: $(grep -m1 'failed' "$WORK/recovery.out")"
+    cp "$WORK/recovery.out" "$OUT/recovery.out"
     local mode key
     for mode in signal restart; do
         key=${mode:0:3}
+        R[rec${key}50,warden]="failed" R[rec${key}95,warden]="failed"
+        [ -s "$WORK/recovery.json" ] || continue
         read -r "R[rec${key}50,warden]" "R[rec${key}95,warden]" < <(python3 -c '
 import json, sys
-r = json.load(open(sys.argv[1]))[sys.argv[2]]
-print("%.0f %.0f" % (r["p50_ms"], r["p95_ms"]))' "$WORK/recovery.json" "$mode")
+r = json.load(open(sys.argv[1])).get(sys.argv[2], {})
+print("%.0f %.0f" % (r["p50_ms"], r["p95_ms"]) if "p50_ms" in r else "failed failed")' "$WORK/recovery.json" "$mode")
     done
 }
 
@@ -227,7 +228,11 @@ report() {
     peer_versions
     echo "run:     ${MEM_INSTANCES} instances each in the memory parts, window ${WINDOW}s, ${RESTARTS} restarts, ${RUNS} runs, ${ORPHANS} orphans x ${REAP_RUNS}, ${RECOVERY_RUNS} recoveries per mode, scaling ${SCALE_NS} programs x ${SCALE_WINDOW}s"
     echo "load:    $LOAD_BEFORE (before) -> $(cut -d' ' -f1-3 /proc/loadavg) (after); 1/5/15-min averages"
-    echo "took:    $(($(date +%s) - STARTED)) s"
+    local took="" p
+    for p in memory memory100 kite restart reap startup sigterm recovery scaling; do
+        [ -n "${TOOK[$p]:-}" ] && took+=" $p ${TOOK[$p]},"
+    done
+    echo "took:    $(($(date +%s) - STARTED)) s (${took# }; seconds)"
     echo '```'
     echo
     hdr="| metric |"
@@ -353,15 +358,25 @@ EOF
 
 STARTED=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-wanted memory && bench_memory_cpu 2 ""
-wanted memory100 && bench_memory_cpu 100 100
-wanted kite && bench_kite_memory
-wanted restart && bench_restart
-wanted reap && bench_reap
-wanted startup && bench_startup
-wanted sigterm && bench_sigterm
-wanted recovery && bench_recovery
-wanted scaling && bench_scaling
+# Run part NAME (if wanted) as FUNCTION ARGS..., and note how long it took.
+declare -A TOOK
+part() {
+    local name=$1 t0=$SECONDS
+    shift
+    wanted "$name" || return 0
+    "$@"
+    TOOK[$name]=$((SECONDS - t0))
+    log "$name took ${TOOK[$name]}s"
+}
+part memory bench_memory_cpu 2 ""
+part memory100 bench_memory_cpu 100 100
+part kite bench_kite_memory
+part restart bench_restart
+part reap bench_reap
+part startup bench_startup
+part sigterm bench_sigterm
+part recovery bench_recovery
+part scaling bench_scaling
 report | tee "$OUT/report.md"
 [ -s "$WORK/scaling.tsv" ] && cp "$WORK/scaling.tsv" "$OUT/scaling.tsv"
 log "done in $(($(date +%s) - STARTED))s; report in $OUT/report.md"

@@ -18,15 +18,18 @@ sample() { echo "$3" >>"$MEMDIR/v.$1.$2"; }
 
 # A private copy of the executable PATH for instance K: instances that ran one file would share
 # its page-cache pages and each show a third of them in PSS and none in Private_Clean. Written
-# back to disk at once (a freshly written file's pages count as dirty). supervisord, s6 and runit
-# start their other programs by name and keep sharing their files between instances.
+# with O_DIRECT, past the page cache: a freshly written file's cached pages are dirty (smaps
+# counts them as Private_Dirty) until written back, and an fsync would wait for every other
+# file's dirty data on a busy disk. supervisord, s6 and runit start their other programs by name
+# and keep sharing their files between instances.
 instance_bin() {
     local path=$1 k=$2 copy
     [ -n "$path" ] || return 0
     copy=$WORK/bin/$k/${path##*/}
     if [ ! -x "$copy" ]; then
         mkdir -p "${copy%/*}"
-        cp "$path" "$copy" && sync "$copy"
+        { dd if="$path" of="$copy" bs=1M oflag=direct status=none 2>/dev/null ||
+            { cp "$path" "$copy" && sync "$copy"; }; } && chmod +x "$copy"
     fi
     echo "$copy"
 }

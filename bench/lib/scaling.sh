@@ -50,7 +50,11 @@ scale_once() {
     local -a progs=()
     for ((i = 0; i < n; i++)); do progs+=("sleep 100000"); done
     port=$(free_port)
-    WARDEN_PORT=$port prepare "$sup" "$dir/sup" "${progs[@]}"
+    # Like the memory parts: the supervisor's own copy of its executable, read from disk.
+    local w h
+    w=$(instance_bin "$WARDEN" scale) h=$(instance_bin "$HORUST" scale)
+    "$PROBE" evict "$w" ${h:+"$h"}
+    WARDEN=$w HORUST=$h WARDEN_PORT=$port prepare "$sup" "$dir/sup" "${progs[@]}"
     add_health_checks "$sup" "$dir/sup" "$dir/ports"
     launch "$dir/sup.log"
     spid=$LAUNCHED
