@@ -232,7 +232,8 @@ report() {
     for p in memory memory100 kite restart reap startup sigterm recovery scaling; do
         [ -n "${TOOK[$p]:-}" ] && took+=" $p ${TOOK[$p]},"
     done
-    echo "took:    $(($(date +%s) - STARTED)) s (${took# }; seconds)"
+    took=${took# }
+    echo "took:    $(($(date +%s) - STARTED)) s (${took%,}; seconds)"
     echo '```'
     echo
     hdr="| metric |"
