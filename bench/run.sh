@@ -22,7 +22,7 @@ set -uo pipefail
 usage() {
     cat <<'EOF'
 usage: bench/run.sh [options]
-  --quick              shorter run (about 6 min instead of about 15): 5 s windows, 20 restarts,
+  --quick              shorter run (about 6 min instead of about 12): 5 s windows, 20 restarts,
                        10 runs, 3 reap runs, 3 recovery runs per mode
   --window SECS        idle-CPU window (default 30)
   --restarts N         restarts measured per supervisor (default 50)
@@ -56,10 +56,9 @@ ONLY_SUPS=warden,tini,dumb-init,supervisord,s6,s6-supervise,runit,runsv,horust
 # (s6 and runit start one process per service) to have every child running.
 SETTLE=5
 ORIG_ARGS=("$@")
-QUICK=0
 while (($#)); do
     case $1 in
-        --quick) QUICK=1 WINDOW=5 RESTARTS=20 RUNS=10 REAP_RUNS=3 RECOVERY_RUNS=3 SCALE_WINDOW=5 ;;
+        --quick) WINDOW=5 RESTARTS=20 RUNS=10 REAP_RUNS=3 RECOVERY_RUNS=3 SCALE_WINDOW=5 ;;
         --window) WINDOW=${2:-}; shift ;;
         --restarts) RESTARTS=${2:-}; shift ;;
         --runs) RUNS=${2:-}; shift ;;

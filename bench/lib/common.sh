@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/common.sh: process bookkeeping, /proc readings and arithmetic shared by the parts
 # of bench/run.sh. Sourced, never run. Expects SELF (the subreaper shell's pid) and WORK.
 
@@ -25,8 +26,8 @@ descendants() {
 # Kill everything below us until nothing is left (a supervisor may respawn between rounds; its
 # orphans come back to us). Bounded.
 kill_all_below() {
-    local round pids
-    for round in $(seq 1 100); do
+    local pids
+    for _ in $(seq 1 100); do
         pids=$(descendants "$SELF")
         [ -z "$pids" ] && return 0
         # shellcheck disable=SC2086
@@ -87,6 +88,18 @@ launch() {
 # ones that race for it).
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+http_get() { curl -fsS --max-time 2 "$1" 2>/dev/null; }
+
+# Wait up to SECS for URL to answer 2xx.
+wait_http() {
+    local url=$1 secs=$2 i
+    for ((i = 0; i < secs * 20; i++)); do
+        http_get "$url" >/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
 }
 
 # Field of the first line of FILE whose first word is EVENT.

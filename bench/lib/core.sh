@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/core.sh: the per-supervisor measurements of bench/run.sh: memory and idle CPU (2
 # and 100 children), memory with the Kite provider live, restart latency, reaping orphans as
 # PID 1, start-up to first child exec, SIGTERM forwarding. Sourced; results go to R[KEY,SUP]
@@ -163,18 +164,6 @@ warden_detail() {
 # every 3 s (GET /user/profile) so that the broker client's code is in use. Measured once the
 # token is valid and a few validations ran, and again after a forced refresh (a full login).
 # ---------------------------------------------------------------------------------------------
-http_get() { curl -fsS --max-time 2 "$1" 2>/dev/null; }
-
-# Wait up to SECS for URL to answer 2xx.
-wait_http() {
-    local url=$1 secs=$2 i
-    for ((i = 0; i < secs * 20; i++)); do
-        http_get "$url" >/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
 obtained_at() { http_get "$1/api/v1/status" | grep -o '"obtained_at":"[^"]*"' | head -n1; }
 
 # One warden with the Kite provider against its own sandbox (one valid token per api_key: two
@@ -203,7 +192,7 @@ kite_instance() {
 }
 
 bench_kite_memory() {
-    local k dir i all
+    local k i all
     local -a pids=() bases=() before=()
     log "memory with the Kite provider live (sandbox Kite on loopback, $MEM_INSTANCES instances)"
     MEMDIR=$WORK/kite

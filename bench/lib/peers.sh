@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/peers.sh: which supervisors are measured, and how each one is set up to run a list of
 # programs. Sourced by bench/run.sh. Expects ROOT, WORK, PROBE, WARDEN, ONLY_SUPS.
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/scaling.sh: CPU and RSS of a supervisor running N programs, each with an HTTP health
 # check every second, for N in SCALE_NS. The health endpoints are real listeners: one `probe
 # http` process answers on N loopback ports, one port per program as if each were its own
@@ -182,9 +183,8 @@ set ylabel 'CPU, % of one core (log scale)'
 set logscale y
 set yrange [0.01:*]
 plot $plots, 10 with lines dt 2 lc rgb 'red' title 'target for warden at 1000: 10 %'
-unset logscale y
-set ylabel 'RSS (MiB)'
-set yrange [0:*]
+set ylabel 'RSS (MiB, log scale)'
+set yrange [1:*]
 plot $plots2
 unset multiplot
 EOF
