@@ -23,6 +23,12 @@
  *                              at once, append "reaped <ns from release to none left> <ns of
  *                              CPU PID 1 used meanwhile>" (or "timeout ..."), sleep until killed
  *   subreaper CMD ARG...       become a child subreaper, then execvp(CMD)
+ *   evict FILE...              drop FILE's clean, unmapped pages from the page cache, so that the
+ *                              next exec reads it from disk like a first start would
+ *   http N PORTFILE STATSFILE  listen on N loopback ports (written to PORTFILE, one per line,
+ *                              once all are bound) and answer every HTTP/1.1 request with 200
+ *                              (keep-alive, HEAD too); on SIGUSR1 append "requests <count>"
+ *                              to STATSFILE: the health probes of the scaling bench
  * Invoked as `run` (a service's run file symlinked to probe, as s6 wants), or with no
  * arguments, the mode and file come from $PROBE_MODE and $PROBE_FILE; with $PROBE_NOTIFY_FD
  * set, stamp and term modes also signal s6 readiness on that descriptor.
@@ -38,7 +44,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -349,6 +360,142 @@ static void __attribute__((noreturn)) mode_orphans(int n, const char *file, int6
         pause();
 }
 
+/*
+ * The health endpoints of the scaling bench: N listeners in one epoll loop, one per program as
+ * if each program were its own backend. Every complete request (ended by an empty line; no
+ * request here has a body) gets a 200 with a small JSON body (headers only for HEAD), and the
+ * connection stays open for the next probe. Cheap on purpose: the machine is shared with the
+ * supervisor being measured.
+ */
+#define HTTP_BUF 2048
+struct http_conn {
+    int len;
+    char buf[HTTP_BUF];
+};
+
+static volatile sig_atomic_t http_report;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    http_report = 1;
+}
+
+static void http_answer(int fd, struct http_conn *c, uint64_t *served)
+{
+    static const char get_resp[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   "Content-Length: 16\r\n\r\n{\"status\":\"ok\"}\n";
+    static const char head_resp[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                    "Content-Length: 16\r\n\r\n";
+    for (;;) {
+        char *end = memmem(c->buf, (size_t)c->len, "\r\n\r\n", 4);
+        if (!end)
+            break;
+        int is_head = c->len >= 5 && !memcmp(c->buf, "HEAD ", 5);
+        const char *r = is_head ? head_resp : get_resp;
+        size_t rl = is_head ? sizeof head_resp - 1 : sizeof get_resp - 1;
+        ssize_t w = write(fd, r, rl); /* a few dozen bytes into an empty socket buffer */
+        (void)w;
+        (*served)++;
+        int used = (int)(end + 4 - c->buf);
+        memmove(c->buf, c->buf + used, (size_t)(c->len - used));
+        c->len -= used;
+    }
+}
+
+static int __attribute__((noreturn)) mode_http(int n, const char *portfile, const char *statsfile)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    long maxfd = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ? (long)rl.rlim_cur : 65536;
+    if (maxfd > 1 << 20)
+        maxfd = 1 << 20;
+    struct http_conn **conns = calloc((size_t)maxfd, sizeof *conns);
+    char *listening = calloc((size_t)maxfd, 1);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (!conns || !listening || ep < 0)
+        die("http setup");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", portfile);
+    FILE *pf = fopen(tmp, "w");
+    if (!pf)
+        die(tmp);
+    for (int i = 0; i < n; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0 || fd >= maxfd)
+            die("socket");
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t al = sizeof a;
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 128) < 0 ||
+            getsockname(fd, (struct sockaddr *)&a, &al) < 0)
+            die("bind/listen");
+        listening[fd] = 1;
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+            die("epoll_ctl");
+        fprintf(pf, "%d\n", ntohs(a.sin_port));
+    }
+    if (fclose(pf) != 0 || rename(tmp, portfile) < 0)
+        die(portfile);
+
+    uint64_t served = 0;
+    struct epoll_event evs[256];
+    for (;;) {
+        if (http_report) {
+            http_report = 0;
+            append_event(statsfile, "requests", (int64_t)served, getpid());
+        }
+        int k = epoll_wait(ep, evs, 256, -1);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < k; i++) {
+            int fd = evs[i].data.fd;
+            if (listening[fd]) {
+                int c;
+                while ((c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+                    if (c >= maxfd) {
+                        close(c);
+                        continue;
+                    }
+                    int one = 1;
+                    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    if (!conns[c] && !(conns[c] = malloc(sizeof **conns)))
+                        die("malloc");
+                    conns[c]->len = 0;
+                    struct epoll_event ev = {.events = EPOLLIN, .data.fd = c};
+                    if (epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) < 0)
+                        close(c);
+                }
+                continue;
+            }
+            struct http_conn *c = conns[fd];
+            ssize_t r = read(fd, c->buf + c->len, (size_t)(HTTP_BUF - c->len));
+            if (r > 0) {
+                c->len += (int)r;
+                http_answer(fd, c, &served);
+                if (c->len == HTTP_BUF) /* a request this bench never sends: drop it */
+                    r = 0;
+            }
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                close(fd);
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     /* s6-supervise runs `./run` (with the service name as an argument on recent s6). */
@@ -396,6 +543,18 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "orphans") && (argc == 4 || argc == 5))
         mode_orphans(atoi(argv[2]), argv[3],
                             (argc == 5 ? atoll(argv[4]) : 60000LL) * 1000000LL);
+    if (!strcmp(mode, "evict") && argc >= 3) {
+        for (int i = 2; i < argc; i++) {
+            int fd = open(argv[i], O_RDONLY | O_CLOEXEC);
+            if (fd < 0 || posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0)
+                perror(argv[i]);
+            if (fd >= 0)
+                close(fd);
+        }
+        return 0;
+    }
+    if (!strcmp(mode, "http") && argc == 5)
+        mode_http(atoi(argv[2]), argv[3], argv[4]);
     if (!strcmp(mode, "subreaper") && argc >= 3) {
         if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
             die("prctl");

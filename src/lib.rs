@@ -6,6 +6,7 @@ pub mod config_watch;
 pub mod health;
 pub mod http;
 pub mod logs;
+pub mod memtrim;
 pub mod metrics;
 pub mod notify;
 pub mod program;

@@ -3,8 +3,9 @@
 use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
 
-use tokio::io::AsyncReadExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
@@ -12,22 +13,34 @@ static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 /// Longest line re-emitted in one piece; longer output is split rather than buffered forever.
 const MAX_LINE: usize = 16 * 1024;
+/// Room made in the line buffer before each read.
+const READ_CHUNK: usize = 4096;
 
 /// Install the global subscriber. `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let _ = FORMAT.set(format);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| LossyStderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(|| LossyStderr);
+    let registry = tracing_subscriber::registry().with(filter(std::env::var("RUST_LOG").ok()));
     let _ = match format {
-        LogFormat::Text => builder.with_target(false).with_ansi(false).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        LogFormat::Text => registry
+            .with(layer.with_target(false).with_ansi(false))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(layer.json().flatten_event(true).with_current_span(false))
             .try_init(),
     };
+}
+
+/// The log filter from `RUST_LOG`: comma-separated `level` and `target=level` directives
+/// (`debug`, `warn,warden::token=debug`). Unset, empty or unparsable means `info`.
+///
+/// Why not `EnvFilter`: its span and field filters need a regex engine (a DFA builder) that
+/// costs warden ~10 % of its code size, and so resident memory, for a feature nobody uses here.
+fn filter(directives: Option<String>) -> Targets {
+    directives
+        .filter(|d| !d.trim().is_empty())
+        .and_then(|d| d.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// stderr that never fails: when whoever reads warden's log goes away (a closed pipe), log
@@ -57,19 +70,27 @@ fn emit(program: &str, stream: &'static str, bytes: &[u8]) {
 
 /// Copy a child's pipe to the log, one event per line, tagged with the program name.
 /// Partial lines are flushed at EOF; invalid UTF-8 is replaced, never fatal.
+///
+/// The buffer is allocated only once the pipe has something to read and given back when it is
+/// empty again: most programs are quiet most of the time, and with hundreds of them a resident
+/// buffer per pipe would be most of warden's heap.
 pub fn pump(program: String, stream: &'static str, fd: OwnedFd) {
-    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
     tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 4096];
+        let mut buf: Vec<u8> = Vec::new();
         loop {
-            let n = match pipe.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&chunk[..n]);
+            if pipe.readable().await.is_err() {
+                break;
+            }
+            buf.reserve(READ_CHUNK);
+            match pipe.try_read_buf(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => break,
+            }
             let mut start = 0;
             while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
                 emit(&program, stream, &buf[start..start + pos]);
@@ -80,12 +101,42 @@ pub fn pump(program: String, stream: &'static str, fd: OwnedFd) {
                 emit(&program, stream, &buf[..MAX_LINE]);
                 buf.drain(..MAX_LINE);
             }
-            if buf.capacity() > 4 * MAX_LINE && buf.len() < 1024 {
-                buf.shrink_to(1024);
+            if buf.is_empty() {
+                buf = Vec::new();
             }
         }
         if !buf.is_empty() {
             emit(&program, stream, &buf);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    fn enabled(f: &Targets, target: &str, level: Level) -> bool {
+        f.would_enable(target, &level)
+    }
+
+    #[test]
+    fn rust_log_directives() {
+        let f = filter(Some("warn,warden::token=debug".into()));
+        assert!(enabled(&f, "warden::token::keeper", Level::DEBUG));
+        assert!(!enabled(&f, "warden::supervisor", Level::INFO));
+        assert!(enabled(&f, "warden::supervisor", Level::WARN));
+        let f = filter(Some("debug".into()));
+        assert!(enabled(&f, "hyper", Level::DEBUG));
+        assert!(!enabled(&f, "hyper", Level::TRACE));
+    }
+
+    #[test]
+    fn unset_empty_or_bad_rust_log_means_info() {
+        for v in [None, Some(String::new()), Some("=!=".to_string())] {
+            let f = filter(v);
+            assert!(enabled(&f, "warden", Level::INFO));
+            assert!(!enabled(&f, "warden", Level::DEBUG));
+        }
+    }
 }

@@ -151,6 +151,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let reaper = warden::reaper::Reaper::start()?;
+            tokio::spawn(warden::memtrim::keep_trimmed());
             warden::supervisor::Supervisor::new(cfg, reaper)
                 .run()
                 .await?;
