@@ -172,25 +172,33 @@ impl KiteSandbox {
         let api_token = api_token
             .map(|t| format!("api_token = \"{t}\"\n"))
             .unwrap_or_default();
-        let kite = self.url();
+        let token = self.token_section(login, SANDBOX_TOTP, "max_attempts = 3\n");
         format!(
             r#"[http]
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 {api_token}
-[token]
+{token}"#
+        )
+    }
+
+    /// `[token]` and `[token.kite]` for this sandbox's demo user; `limits` adds keys to
+    /// `[token]` (attempt caps, verify_timeout).
+    fn token_section(&self, login: &str, totp_secret: &str, limits: &str) -> String {
+        let kite = self.url();
+        format!(
+            r#"[token]
 provider = "kite"
 env_file = ".env"
 min_interval = "0s"
 check_interval = "1h"
-max_attempts = 3
-[token.kite]
+{limits}[token.kite]
 api_key = "kitefront"
 api_secret = "{DEFAULT_API_SECRET}"
 user_id = "AB1234"
 login = "{login}"
 password = "{DEFAULT_PASSWORD}"
-totp_secret = "{SANDBOX_TOTP}"
+totp_secret = "{totp_secret}"
 login_base = "{kite}"
 api_base = "{kite}"
 "#
@@ -202,25 +210,14 @@ api_base = "{kite}"
     pub fn backend_stack_config(&self, login: &str, totp_secret: &str, on_change: &str) -> String {
         let port = free_port();
         let kite = &self.addr;
+        let token = self.token_section(
+            login,
+            totp_secret,
+            "max_attempts = 5\nverify_timeout = \"5s\"\n",
+        );
         format!(
             r#"
-[token]
-provider = "kite"
-env_file = ".env"
-min_interval = "0s"
-check_interval = "1h"
-max_attempts = 5
-verify_timeout = "5s"
-[token.kite]
-api_key = "kitefront"
-api_secret = "{DEFAULT_API_SECRET}"
-user_id = "AB1234"
-login = "{login}"
-password = "{DEFAULT_PASSWORD}"
-totp_secret = "{totp_secret}"
-login_base = "http://{kite}"
-api_base = "http://{kite}"
-
+{token}
 [programs.backend]
 command = ["{BIN}", "sandbox", "backend", "--listen", "127.0.0.1:{port}", "--env-file", ".env", "--kite", "http://{kite}", "--api-key", "kitefront"]
 on_token_change = "{on_change}"
