@@ -1,20 +1,9 @@
 //! The login page a browser sees at `/connect/login` without a session: user id, password and
 //! TOTP code in one form that posts back to `/connect/login`. No JavaScript needed.
 
-/// Minimal HTML escaping for text and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// HTML escaping for text and attribute values: the status page's.
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::http::page::escape(s)
 }
 
 pub(super) fn login_page(
