@@ -4,7 +4,8 @@
 //! body matching `auth_body`, is `auth` — the broker token is bad, which a restart cannot fix;
 //! anything else is `fail`, and a request that outlives `timeout` is `timeout`. After
 //! `failure_threshold` consecutive fail/timeout results the program is unhealthy (liveness).
-//! Probes only report transitions, so a healthy steady state costs the supervisor nothing.
+//! Probes report transitions, so a healthy steady state costs the supervisor nothing; after a
+//! token hand-over they also report the first ok answer to a probe sent after it (SPEC §3.1).
 
 use std::time::Duration;
 
@@ -14,8 +15,9 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use regex::Regex;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::HealthConfig;
 use crate::supervisor::Health;
@@ -59,6 +61,8 @@ pub struct HealthEvent {
     pub health: Health,
     /// A short, secret-free description of the last result.
     pub detail: String,
+    /// When the probe behind this result was sent (token hand-overs count only later probes).
+    pub sent: Instant,
 }
 
 /// Observer of every single probe result (metrics).
@@ -132,6 +136,67 @@ async fn probe_once(
     }
 }
 
+/// The running probe task of one process, and the way to tell it about token hand-overs.
+pub struct ProbeHandle {
+    task: JoinHandle<()>,
+    handovers: UnboundedSender<Instant>,
+}
+
+impl ProbeHandle {
+    /// The program was handed a new token at `at` (SPEC §3.1): probe it within
+    /// [`FIRST_PROBE_AFTER_HANDOVER`] (or `interval`, if shorter), and report the first 2xx
+    /// answer to a probe sent at or after `at` even if the program was healthy all along.
+    pub fn handed_over(&self, at: Instant) {
+        let _ = self.handovers.send(at);
+    }
+
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// How soon after a hand-over the first probe goes out. Not at once: a signal handler or a
+/// file watcher needs a moment to re-read the file, and SPEC §3.1 allows up to 1 s.
+pub const FIRST_PROBE_AFTER_HANDOVER: Duration = Duration::from_millis(250);
+
+/// What the probe task knows about the latest hand-over.
+#[derive(Default)]
+struct HandoverWatch {
+    /// The latest hand-over; the first ok answer to a probe sent since is reported.
+    since: Option<Instant>,
+    /// A probe must go out by then (cleared once one has been sent after `since`).
+    probe_by: Option<Instant>,
+}
+
+impl HandoverWatch {
+    fn note(&mut self, at: Instant, interval: Duration) {
+        self.since = Some(self.since.map_or(at, |s| s.max(at)));
+        let by = at + interval.min(FIRST_PROBE_AFTER_HANDOVER);
+        self.probe_by = Some(self.probe_by.map_or(by, |b| b.min(by)));
+    }
+
+    /// The next probe's time, moved earlier if a hand-over wants one sooner.
+    fn next(&self, scheduled: Instant) -> Instant {
+        self.probe_by.map_or(scheduled, |b| b.min(scheduled))
+    }
+
+    /// A probe went out at `sent`.
+    fn sent(&mut self, sent: Instant) {
+        if self.since.is_some_and(|s| sent >= s) {
+            self.probe_by = None;
+        }
+    }
+
+    /// Whether an ok answer to the probe sent at `sent` must be reported; reported once.
+    fn take_ok(&mut self, sent: Instant) -> bool {
+        let counts = self.since.is_some_and(|s| sent >= s);
+        if counts {
+            self.since = None;
+        }
+        counts
+    }
+}
+
 /// Probe `program` (process `pid`) until the returned task is aborted.
 pub fn spawn_probe(
     program: String,
@@ -140,8 +205,9 @@ pub fn spawn_probe(
     client: ProbeClient,
     events: UnboundedSender<HealthEvent>,
     on_result: Option<ResultHook>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+) -> ProbeHandle {
+    let (handovers, mut handover_rx) = unbounded_channel::<Instant>();
+    let task = tokio::spawn(async move {
         let uri: hyper::Uri = match cfg.url.parse() {
             Ok(u) => u,
             Err(e) => {
@@ -152,15 +218,40 @@ pub fn spawn_probe(
         let auth_body = (!cfg.auth_body.is_empty())
             .then(|| Regex::new(&cfg.auth_body).ok())
             .flatten();
+        // Hand-overs during the initial delay wait in the channel: the first probe is after
+        // them anyway.
         tokio::time::sleep(cfg.initial_delay).await;
         let mut reported = Health::Unknown;
         let mut failures = 0u32;
-        let mut next = tokio::time::Instant::now();
+        let mut watch = HandoverWatch::default();
+        let mut supervisor_here = true;
+        let mut next = Instant::now();
         loop {
-            let started = tokio::time::Instant::now();
-            let (result, detail) = probe_once(&client, &cfg, &uri, auth_body.as_ref()).await;
+            loop {
+                tokio::select! {
+                    biased;
+                    at = handover_rx.recv(), if supervisor_here => match at {
+                        Some(at) => watch.note(at, cfg.interval),
+                        None => supervisor_here = false,
+                    },
+                    _ = tokio::time::sleep_until(watch.next(next)) => break,
+                }
+            }
+            let sent = Instant::now();
+            watch.sent(sent);
+            let probe = probe_once(&client, &cfg, &uri, auth_body.as_ref());
+            tokio::pin!(probe);
+            let (result, detail) = loop {
+                tokio::select! {
+                    out = &mut probe => break out,
+                    at = handover_rx.recv(), if supervisor_here => match at {
+                        Some(at) => watch.note(at, cfg.interval),
+                        None => supervisor_here = false,
+                    },
+                }
+            };
             if let Some(hook) = &on_result {
-                hook(&program, result, started.elapsed());
+                hook(&program, result, sent.elapsed());
             }
             let health = match result {
                 ProbeResult::Ok => {
@@ -182,24 +273,74 @@ pub fn spawn_probe(
             };
             // Unhealthy is re-reported at every threshold crossing: each one is a restart request.
             let crossing = health == Health::Unhealthy && failures == cfg.failure_threshold.max(1);
-            if health != reported || crossing {
+            let verifies = result == ProbeResult::Ok && watch.take_ok(sent);
+            if health != reported || crossing || verifies {
                 reported = health;
                 let ev = HealthEvent {
                     program: program.clone(),
                     pid,
                     health,
                     detail,
+                    sent,
                 };
                 if events.send(ev).is_err() {
                     return;
                 }
             }
             next += cfg.interval;
-            let now = tokio::time::Instant::now();
+            let now = Instant::now();
             if next < now {
                 next = now;
             }
-            tokio::time::sleep_until(next).await;
         }
-    })
+    });
+    ProbeHandle { task, handovers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const INTERVAL: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_hand_over_brings_the_next_probe_forward_but_never_delays_it() {
+        let t0 = Instant::now();
+        let mut w = HandoverWatch::default();
+        assert_eq!(w.next(t0 + INTERVAL), t0 + INTERVAL);
+        w.note(t0, INTERVAL);
+        assert_eq!(w.next(t0 + INTERVAL), t0 + FIRST_PROBE_AFTER_HANDOVER);
+        assert_eq!(w.next(t0 + MS), t0 + MS, "an earlier scheduled probe stays");
+        // A short interval wins over the grace.
+        let mut fast = HandoverWatch::default();
+        fast.note(t0, 100 * MS);
+        assert_eq!(fast.next(t0 + INTERVAL), t0 + 100 * MS);
+    }
+
+    #[test]
+    fn only_a_probe_sent_after_the_hand_over_is_reported_and_only_once() {
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let mut w = HandoverWatch::default();
+        assert!(!w.take_ok(t0), "no hand-over: nothing to report");
+        w.note(t0, INTERVAL);
+        // In flight when the hand-over happened.
+        w.sent(t0 - MS);
+        assert!(w.probe_by.is_some(), "still owes a probe after the hand-over");
+        assert!(!w.take_ok(t0 - MS));
+        w.sent(t0 + MS);
+        assert!(w.probe_by.is_none());
+        assert!(w.take_ok(t0 + MS));
+        assert!(!w.take_ok(t0 + 2 * MS), "reported once");
+    }
+
+    #[test]
+    fn a_second_hand_over_moves_the_start_later() {
+        let t0 = Instant::now();
+        let mut w = HandoverWatch::default();
+        w.note(t0, INTERVAL);
+        w.note(t0 + 10 * MS, INTERVAL);
+        assert!(!w.take_ok(t0 + 5 * MS));
+        assert!(w.take_ok(t0 + 10 * MS));
+    }
 }

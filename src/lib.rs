@@ -3,6 +3,7 @@
 pub mod client;
 pub mod config;
 pub mod config_watch;
+pub mod handover;
 pub mod health;
 pub mod http;
 pub mod logs;

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use crate::config::OnTokenChange;
 use crate::config::{self, Config, ProgramConfig};
-use crate::health::HealthEvent;
+use crate::handover::{Verdict, Verification};
+use crate::health::{HealthEvent, ProbeHandle};
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyEvent};
 use crate::program::actor::ProgramActor;
@@ -79,11 +80,11 @@ struct Entry {
     /// The actor has ended.
     gone: bool,
     /// The running health probe of the current process.
-    probe: Option<tokio::task::JoinHandle<()>>,
+    probe: Option<ProbeHandle>,
     /// Token generation the current process has (from its spawn or its last hand-over).
     generation: u64,
-    /// After a reload signal for a new token: must probe healthy before this, or be restarted.
-    verify_until: Option<Instant>,
+    /// A token hand-over (signal or watch) that a probe has yet to confirm (SPEC §3.1).
+    verification: Option<Verification>,
 }
 
 pub struct Supervisor {
@@ -184,7 +185,7 @@ impl Supervisor {
                 gone: false,
                 probe: None,
                 generation: 0,
-                verify_until: None,
+                verification: None,
             },
         );
         let status = ProgramStatus {
@@ -273,7 +274,7 @@ impl Supervisor {
             ProgramEvent::Spawned { pid, generation } => {
                 if let Some(e) = self.entries.get_mut(&name) {
                     e.generation = generation;
-                    e.verify_until = None;
+                    e.verification = None;
                 }
                 self.start_probe(&name, pid);
             }
@@ -293,6 +294,7 @@ impl Supervisor {
                     }
                 });
             }
+            ProgramEvent::Signalled { pid, signal } => self.on_signalled(&name, pid, signal),
             ProgramEvent::Gone => self.on_gone(name),
         }
         self.start_ready();
@@ -330,6 +332,25 @@ impl Supervisor {
         }
     }
 
+    /// A reload signal reached the program: its token hand-over starts now, and the probe
+    /// is asked for an answer from after this moment.
+    fn on_signalled(&mut self, name: &str, pid: i32, signal: Signal) {
+        let current = self.status(name).and_then(|s| s.pid);
+        let Some(e) = self.entries.get_mut(name) else {
+            return;
+        };
+        if current != Some(pid) || signal != e.cfg.reload_signal.0 {
+            return;
+        }
+        if let Some(v) = e.verification.as_mut().filter(|v| v.handed_at().is_none()) {
+            let at = Instant::now();
+            v.signal_delivered(at);
+            if let Some(p) = &e.probe {
+                p.handed_over(at);
+            }
+        }
+    }
+
     fn on_health(&mut self, ev: HealthEvent) {
         let Some(current) = self.status(&ev.program) else {
             return;
@@ -338,6 +359,7 @@ impl Supervisor {
             return; // a probe result about a process that is already gone
         }
         let name = ev.program.clone();
+        let changed = current.health != ev.health;
         self.view.send_modify(|v| {
             if let Some(s) = v.get_mut(&name) {
                 s.health = ev.health;
@@ -349,12 +371,21 @@ impl Supervisor {
         });
         match ev.health {
             Health::Healthy => {
+                if changed {
+                    tracing::info!(program = %name, "healthy ({})", ev.detail);
+                }
                 if let Some(e) = self.entries.get_mut(&name) {
-                    if e.verify_until.take().is_some() {
-                        tracing::info!(program = %name, "recovered with the new token");
+                    let verdict = e.verification.map(|v| (v.on_ok(ev.sent), v.handed_at()));
+                    if let Some((Verdict::Verified, Some(at))) = verdict {
+                        e.verification = None;
+                        tracing::info!(
+                            program = %name,
+                            "token hand-over verified: {} to a probe sent {:?} after it",
+                            ev.detail,
+                            ev.sent.saturating_duration_since(at)
+                        );
                     }
                 }
-                tracing::info!(program = %name, "healthy ({})", ev.detail);
             }
             Health::Unhealthy => {
                 tracing::warn!(program = %name, "unhealthy ({}); restarting", ev.detail);
@@ -486,7 +517,8 @@ impl Supervisor {
         }
     }
 
-    /// Give running programs the new token: reload signal (then verify) or restart.
+    /// Give running programs the new token (SPEC §3.1): reload signal or nothing (`watch`),
+    /// then verify with a probe if they have a health check; or restart.
     fn hand_over(&mut self, generation: u64) {
         let view = self.view.borrow().clone();
         let verify_timeout = self.token_verify_timeout();
@@ -503,8 +535,20 @@ impl Supervisor {
                     let sig = e.cfg.reload_signal.0;
                     tracing::info!(program = %name, "sending {sig} for the new token");
                     let _ = e.control.send(Control::Signal(sig));
+                    // Verified from the moment the actor confirms the delivery (Signalled).
                     if e.cfg.health.is_some() {
-                        e.verify_until = Some(Instant::now() + verify_timeout);
+                        e.verification =
+                            Some(Verification::signal_pending(Instant::now(), verify_timeout));
+                    }
+                }
+                OnTokenChange::Watch => {
+                    // The keeper wrote the file before it announced the change: the program
+                    // can see the token from now on.
+                    tracing::info!(program = %name, "the new token is in the env file it watches; sending nothing");
+                    if let Some(p) = e.probe.as_ref().filter(|_| e.cfg.health.is_some()) {
+                        let at = Instant::now();
+                        e.verification = Some(Verification::handed(at, verify_timeout));
+                        p.handed_over(at);
                     }
                 }
                 OnTokenChange::Restart => {
@@ -523,20 +567,29 @@ impl Supervisor {
             .map_or(Duration::from_secs(30), |t| t.verify_timeout)
     }
 
-    /// Programs that were signalled a new token and are still not healthy get restarted.
+    /// Programs handed a new token that answered no probe sent since with 2xx within
+    /// `verify_timeout` get restarted.
     fn check_verifications(&mut self) {
         let now = Instant::now();
+        let timeout = self.token_verify_timeout();
         for (name, e) in self.entries.iter_mut() {
-            if e.verify_until.is_some_and(|t| t <= now) {
-                e.verify_until = None;
-                tracing::warn!(program = %name, "not healthy {:?} after the token hand-over; restarting", self.cfg.token.as_ref().map(|t| t.verify_timeout));
+            if e.verification.map(|v| v.on_tick(now)) == Some(Verdict::Restart) {
+                e.verification = None;
+                tracing::warn!(
+                    program = %name,
+                    "no 2xx answer to a probe within {} after the token hand-over; restarting",
+                    humantime::format_duration(timeout)
+                );
                 let _ = e.control.send(Control::Restart(RestartReason::Token));
             }
         }
     }
 
     fn next_verification(&self) -> Option<Instant> {
-        self.entries.values().filter_map(|e| e.verify_until).min()
+        self.entries
+            .values()
+            .filter_map(|e| e.verification.map(|v| v.deadline()))
+            .min()
     }
 
     fn start_keeper(&mut self) {

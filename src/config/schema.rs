@@ -374,6 +374,8 @@ pub enum OnTokenChange {
     #[default]
     Signal,
     Restart,
+    /// The program watches the env file itself: warden sends nothing, then verifies.
+    Watch,
     None,
 }
 

@@ -54,6 +54,19 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
             );
         }
     }
+    for (name, p) in &cfg.programs {
+        if p.on_token_change == OnTokenChange::Watch && p.health.is_none() {
+            push(
+                &mut v,
+                &["programs", name, "on_token_change"],
+                format!(
+                    "is \"watch\" but the program has no health check: warden sends it nothing \
+                     and cannot tell whether it picked up a new token; add a \
+                     [programs.{name}.health] section so a program that misses it is restarted"
+                ),
+            );
+        }
+    }
     v
 }
 
@@ -1102,6 +1115,27 @@ mod tests {
         ok_without_warnings(KITE);
         ok_without_warnings(&format!("[http]\nlisten = \"0.0.0.0:9180\"\n{token}"));
         ok_without_warnings("[token]\nprovider = \"none\"\n[http]\nlisten = \"127.0.0.1:0\"\n");
+    }
+
+    #[test]
+    fn watch_without_a_health_check_is_a_warning_not_an_error() {
+        let c = ok("[programs.a]\ncommand = \"x\"\non_token_change = \"watch\"\n");
+        assert_eq!(c.warnings.len(), 1, "{:#?}", c.warnings);
+        let w = &c.warnings[0];
+        assert_eq!(w.key, "programs.a.on_token_change");
+        assert!(w.message.contains("[programs.a.health]"), "{}", w.message);
+        let c = ok("[programs.a]\ncommand = \"x\"\non_token_change = \"watch\"\n\
+             [programs.a.health]\nurl = \"http://127.0.0.1:1/\"\n");
+        assert_eq!(
+            c.programs["a"].on_token_change,
+            crate::config::OnTokenChange::Watch
+        );
+        assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+        let p = problem_at(
+            "[programs.a]\ncommand = \"x\"\non_token_change = \"wath\"\n",
+            "programs.a.on_token_change",
+        );
+        assert!(p.message.contains("watch"), "the choices are named: {}", p.message);
     }
 
     fn ok_without_warnings(text: &str) {

@@ -134,6 +134,7 @@ impl ProgramActor {
                             Some(Control::Start) => Phase::Running(run),
                             Some(Control::Signal(sig)) => {
                                 signal_group(run.pid, sig);
+                                self.report(ProgramEvent::Signalled { pid: run.pid, signal: sig });
                                 Phase::Running(run)
                             }
                             Some(Control::Stop) => {

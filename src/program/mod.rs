@@ -110,6 +110,12 @@ pub enum ProgramEvent {
     Restarting {
         reason: RestartReason,
     },
+    /// `signal` was delivered to the group of the running process `pid` (the moment a token
+    /// hand-over by signal happens: probes sent after this count for its verification).
+    Signalled {
+        pid: i32,
+        signal: Signal,
+    },
     /// The actor has ended; its process group is gone.
     Gone,
 }
