@@ -326,7 +326,10 @@ mod tests {
         w.note(t0, INTERVAL);
         // In flight when the hand-over happened.
         w.sent(t0 - MS);
-        assert!(w.probe_by.is_some(), "still owes a probe after the hand-over");
+        assert!(
+            w.probe_by.is_some(),
+            "still owes a probe after the hand-over"
+        );
         assert!(!w.take_ok(t0 - MS));
         w.sent(t0 + MS);
         assert!(w.probe_by.is_none());

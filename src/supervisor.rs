@@ -380,9 +380,9 @@ impl Supervisor {
                         e.verification = None;
                         tracing::info!(
                             program = %name,
-                            "token hand-over verified: {} to a probe sent {:?} after it",
+                            "token hand-over verified: {} to a probe sent {}ms after it",
                             ev.detail,
-                            ev.sent.saturating_duration_since(at)
+                            ev.sent.saturating_duration_since(at).as_millis()
                         );
                     }
                 }

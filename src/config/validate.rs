@@ -1124,8 +1124,10 @@ mod tests {
         let w = &c.warnings[0];
         assert_eq!(w.key, "programs.a.on_token_change");
         assert!(w.message.contains("[programs.a.health]"), "{}", w.message);
-        let c = ok("[programs.a]\ncommand = \"x\"\non_token_change = \"watch\"\n\
-             [programs.a.health]\nurl = \"http://127.0.0.1:1/\"\n");
+        let c = ok(
+            "[programs.a]\ncommand = \"x\"\non_token_change = \"watch\"\n\
+             [programs.a.health]\nurl = \"http://127.0.0.1:1/\"\n",
+        );
         assert_eq!(
             c.programs["a"].on_token_change,
             crate::config::OnTokenChange::Watch
@@ -1135,7 +1137,11 @@ mod tests {
             "[programs.a]\ncommand = \"x\"\non_token_change = \"wath\"\n",
             "programs.a.on_token_change",
         );
-        assert!(p.message.contains("watch"), "the choices are named: {}", p.message);
+        assert!(
+            p.message.contains("watch"),
+            "the choices are named: {}",
+            p.message
+        );
     }
 
     fn ok_without_warnings(text: &str) {

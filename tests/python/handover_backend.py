@@ -1,0 +1,75 @@
+"""A health endpoint whose answers a test controls through SIGHUP, for tests/handover.rs.
+
+    python3 handover_backend.py PORT HOLD_SECONDS AFTER
+
+Before a SIGHUP every probe is held until the SIGHUP arrives (at most HOLD_SECONDS), then
+answered 200: so when warden hands over a token by signal, a probe is almost surely in flight,
+and its 200 arrives after the hand-over although it was sent before. Probes received after the
+SIGHUP are answered at once: 200 if AFTER is "ok", 503 if it is "fail".
+
+It prints (flushed, one line each) what a test needs to see:
+    listening
+    SIGHUP with N probe(s) in flight
+    200 after SIGHUP to a probe received before it
+"""
+
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT = int(sys.argv[1])
+HOLD_SECONDS = float(sys.argv[2])
+AFTER_OK = sys.argv[3] == "ok"
+
+_lock = threading.Lock()
+_handed_over = threading.Event()
+_in_flight = 0
+
+
+def say(line):
+    print(line, flush=True)
+
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        global _in_flight
+        if _handed_over.is_set():
+            self.answer(200 if AFTER_OK else 503)
+            return
+        with _lock:
+            _in_flight += 1
+        try:
+            late = _handed_over.wait(HOLD_SECONDS)
+        finally:
+            with _lock:
+                _in_flight -= 1
+        self.answer(200)
+        if late:
+            say("200 after SIGHUP to a probe received before it")
+
+    def answer(self, status):
+        body = b'{"status":"ok"}' if status == 200 else b'{"status":"error"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args):
+        pass
+
+
+def on_sighup(_signum, _frame):
+    if _handed_over.is_set():
+        return
+    # The counter, not the lock: a handler must not wait for a thread it interrupted.
+    say(f"SIGHUP with {_in_flight} probe(s) in flight")
+    _handed_over.set()
+
+
+server = ThreadingHTTPServer(("127.0.0.1", PORT), Health)
+server.daemon_threads = True
+signal.signal(signal.SIGHUP, on_sighup)
+say("listening")
+server.serve_forever()
