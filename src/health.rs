@@ -20,7 +20,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::HealthConfig;
-use crate::supervisor::Health;
 
 pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -50,6 +49,17 @@ impl ProbeResult {
             ProbeResult::Auth => "auth",
         }
     }
+}
+
+/// SPEC §5 health states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+    AuthFailed,
 }
 
 /// A change of a program's health, reported to the supervisor.

@@ -33,16 +33,8 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 /// After the shutdown budget, how long SIGKILLed groups get to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// SPEC §5 health states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    #[default]
-    Unknown,
-    Healthy,
-    Unhealthy,
-    AuthFailed,
-}
+/// SPEC §5 health states (defined with the probes, which produce them).
+pub use crate::health::Health;
 
 /// One row of `/api/v1/status`'s `programs`.
 #[derive(Debug, Clone, Serialize)]
