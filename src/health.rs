@@ -190,6 +190,13 @@ impl HandoverWatch {
         self.probe_by.map_or(scheduled, |b| b.min(scheduled))
     }
 
+    /// When a probe sent at `sent`, still unanswered, is to be abandoned: it was sent before
+    /// the latest hand-over, whose own probe is due then.
+    fn overdue(&self, sent: Instant) -> Option<Instant> {
+        self.probe_by
+            .filter(|_| self.since.is_some_and(|s| sent < s))
+    }
+
     /// A probe went out at `sent`.
     fn sent(&mut self, sent: Instant) {
         if self.since.is_some_and(|s| sent >= s) {
@@ -204,6 +211,13 @@ impl HandoverWatch {
             self.since = None;
         }
         counts
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -251,14 +265,20 @@ pub fn spawn_probe(
             watch.sent(sent);
             let probe = probe_once(&client, &cfg, &uri, auth_body.as_ref());
             tokio::pin!(probe);
-            let (result, detail) = loop {
+            let outcome = loop {
+                let overdue = watch.overdue(sent);
                 tokio::select! {
-                    out = &mut probe => break out,
+                    out = &mut probe => break Some(out),
                     at = handover_rx.recv(), if supervisor_here => match at {
                         Some(at) => watch.note(at, cfg.interval),
                         None => supervisor_here = false,
                     },
+                    // A slow probe from before a hand-over must not hold up the one it needs.
+                    _ = sleep_until_opt(overdue) => break None,
                 }
+            };
+            let Some((result, detail)) = outcome else {
+                continue;
             };
             if let Some(hook) = &on_result {
                 hook(&program, result, sent.elapsed());
@@ -341,8 +361,11 @@ mod tests {
             "still owes a probe after the hand-over"
         );
         assert!(!w.take_ok(t0 - MS));
+        assert_eq!(w.overdue(t0 - MS), Some(t0 + FIRST_PROBE_AFTER_HANDOVER));
         w.sent(t0 + MS);
         assert!(w.probe_by.is_none());
+        assert_eq!(w.overdue(t0 - MS), None, "the hand-over's probe is out");
+        assert_eq!(w.overdue(t0 + MS), None);
         assert!(w.take_ok(t0 + MS));
         assert!(!w.take_ok(t0 + 2 * MS), "reported once");
     }

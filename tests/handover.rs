@@ -151,8 +151,9 @@ const REFRESH_SH: &str =
     "n=$(cat counter 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > counter\necho tok$n\n";
 
 /// warden with the command provider (a new token per SIGUSR1) and one program: the switchable
-/// endpoint, which holds every probe until the hand-over's SIGHUP and then answers `after`.
-fn switch_stack(after: &str) -> Option<Warden> {
+/// endpoint, which holds every probe until the hand-over's SIGHUP (at most `hold` seconds) and
+/// then answers `after` (see the script). Probes time out after `hold` + 1 s.
+fn switch_stack(after: &str, hold: u64, verify_timeout: &str) -> Option<Warden> {
     if python_modules(&["http.server"]).is_err() {
         skip("handover switch backend", "no python3");
         return None;
@@ -168,22 +169,23 @@ env_file = ".env"
 min_interval = "0s"
 max_attempts = 10
 attempt_window = "1s"
-verify_timeout = "2s"
+verify_timeout = "{verify_timeout}"
 [token.command]
 command = ["sh", "refresh.sh"]
 timeout = "10s"
 
 [programs.app]
-command = ["python3", "{script}", "{port}", "2.5", "{after}"]
+command = ["python3", "{script}", "{port}", "{hold}", "{after}"]
 on_token_change = "signal"
 backoff_initial = "100ms"
 [programs.app.health]
 url = "http://127.0.0.1:{port}/health"
 interval = "200ms"
-timeout = "3s"
+timeout = "{probe_timeout}s"
 initial_delay = "200ms"
 failure_threshold = 50
-"#
+"#,
+        probe_timeout = hold + 1,
     );
     let w = Warden::start_with(
         &config,
@@ -196,6 +198,11 @@ failure_threshold = 50
 
 /// A new token (SIGUSR1 → the command provider), handed over while a probe is held in flight.
 fn hand_over_with_a_probe_in_flight(w: &Warden) {
+    hand_over_while_a_probe_is_held(w);
+    w.wait_log("app | 200 after SIGHUP to a probe received before it", T);
+}
+
+fn hand_over_while_a_probe_is_held(w: &Warden) {
     w.signal(libc::SIGUSR1);
     w.wait_log("app | SIGHUP with ", T);
     let logs = w.logs();
@@ -204,12 +211,11 @@ fn hand_over_with_a_probe_in_flight(w: &Warden) {
         !line.contains("with 0 probe"),
         "a probe was in flight at the hand-over: {line}"
     );
-    w.wait_log("app | 200 after SIGHUP to a probe received before it", T);
 }
 
 #[test]
 fn a_probe_in_flight_at_the_hand_over_does_not_verify_it_and_no_2xx_means_a_token_restart() {
-    let Some(w) = switch_stack("fail") else {
+    let Some(w) = switch_stack("fail", 3, "2s") else {
         return;
     };
     let pid = w.pid_of("app").unwrap();
@@ -238,7 +244,7 @@ fn a_probe_in_flight_at_the_hand_over_does_not_verify_it_and_no_2xx_means_a_toke
 
 #[test]
 fn a_program_that_stays_healthy_is_verified_by_a_probe_sent_after_the_hand_over() {
-    let Some(w) = switch_stack("ok") else {
+    let Some(w) = switch_stack("ok", 3, "2s") else {
         return;
     };
     let pid = w.pid_of("app").unwrap();
@@ -249,6 +255,25 @@ fn a_program_that_stays_healthy_is_verified_by_a_probe_sent_after_the_hand_over(
     assert_eq!(w.pid_of("app"), Some(pid), "{logs}");
     assert_eq!(w.program("app")["restarts"], 0);
     assert_eq!(token_restarts(&w, "app"), 0.0);
+    assert!(
+        !logs.contains("after the token hand-over; restarting"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_slow_probe_from_before_the_hand_over_does_not_hold_up_the_one_after_it() {
+    // Probes held for 9 s, and the SIGHUP does not release them; 1 s to verify. Waiting for
+    // the held probe would miss the deadline: the hand-over's own probe must go out at once.
+    let Some(w) = switch_stack("ok-unreleased", 9, "1s") else {
+        return;
+    };
+    let pid = w.pid_of("app").unwrap();
+    hand_over_while_a_probe_is_held(&w);
+    w.wait_log("token hand-over verified", T);
+    let logs = w.logs();
+    assert_eq!(w.pid_of("app"), Some(pid), "{logs}");
+    assert_eq!(token_restarts(&w, "app"), 0.0, "{logs}");
     assert!(
         !logs.contains("after the token hand-over; restarting"),
         "{logs}"

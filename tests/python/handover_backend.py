@@ -5,7 +5,9 @@
 Before a SIGHUP every probe is held until the SIGHUP arrives (at most HOLD_SECONDS), then
 answered 200: so when warden hands over a token by signal, a probe is almost surely in flight,
 and its 200 arrives after the hand-over although it was sent before. Probes received after the
-SIGHUP are answered at once: 200 if AFTER is "ok", 503 if it is "fail".
+SIGHUP are answered at once: 200 if AFTER is "ok" or "ok-unreleased", 503 if it is "fail".
+With "ok-unreleased" the SIGHUP does not release the probes already held: they are answered
+only after the full HOLD_SECONDS (a slow answer to a probe from before the hand-over).
 
 It prints (flushed, one line each) what a test needs to see:
     listening
@@ -20,10 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
 HOLD_SECONDS = float(sys.argv[2])
-AFTER_OK = sys.argv[3] == "ok"
+AFTER_OK = sys.argv[3] in ("ok", "ok-unreleased")
+RELEASE_ON_SIGHUP = sys.argv[3] != "ok-unreleased"
 
 _lock = threading.Lock()
 _handed_over = threading.Event()
+_released = threading.Event()
 _in_flight = 0
 
 
@@ -40,12 +44,15 @@ class Health(BaseHTTPRequestHandler):
         with _lock:
             _in_flight += 1
         try:
-            late = _handed_over.wait(HOLD_SECONDS)
+            _released.wait(HOLD_SECONDS)
         finally:
             with _lock:
                 _in_flight -= 1
-        self.answer(200)
-        if late:
+        try:
+            self.answer(200)
+        except OSError:
+            return  # warden gave up on this probe
+        if _handed_over.is_set():
             say("200 after SIGHUP to a probe received before it")
 
     def answer(self, status):
@@ -66,6 +73,8 @@ def on_sighup(_signum, _frame):
     # The counter, not the lock: a handler must not wait for a thread it interrupted.
     say(f"SIGHUP with {_in_flight} probe(s) in flight")
     _handed_over.set()
+    if RELEASE_ON_SIGHUP:
+        _released.set()
 
 
 server = ThreadingHTTPServer(("127.0.0.1", PORT), Health)
