@@ -154,6 +154,12 @@ const REFRESH_SH: &str =
 /// endpoint, which holds every probe until the hand-over's SIGHUP (at most `hold` seconds) and
 /// then answers `after` (see the script). Probes time out after `hold` + 1 s.
 fn switch_stack(after: &str, hold: u64, verify_timeout: &str) -> Option<Warden> {
+    switch_stack_in(after, hold, verify_timeout, "signal")
+}
+
+/// [`switch_stack`] with `on_token_change = "{mode}"`; in `watch` mode the endpoint watches
+/// `.env` instead of waiting for a SIGHUP.
+fn switch_stack_in(after: &str, hold: u64, verify_timeout: &str, mode: &str) -> Option<Warden> {
     if python_modules(&["http.server"]).is_err() {
         skip("handover switch backend", "no python3");
         return None;
@@ -175,8 +181,8 @@ command = ["sh", "refresh.sh"]
 timeout = "10s"
 
 [programs.app]
-command = ["python3", "{script}", "{port}", "{hold}", "{after}"]
-on_token_change = "signal"
+command = ["python3", "{script}", "{port}", "{hold}", "{after}"{watch_arg}]
+on_token_change = "{mode}"
 backoff_initial = "100ms"
 [programs.app.health]
 url = "http://127.0.0.1:{port}/health"
@@ -186,6 +192,7 @@ initial_delay = "200ms"
 failure_threshold = 50
 "#,
         probe_timeout = hold + 1,
+        watch_arg = if mode == "watch" { ", \".env\"" } else { "" },
     );
     let w = Warden::start_with(
         &config,
@@ -199,7 +206,10 @@ failure_threshold = 50
 /// A new token (SIGUSR1 → the command provider), handed over while a probe is held in flight.
 fn hand_over_with_a_probe_in_flight(w: &Warden) {
     hand_over_while_a_probe_is_held(w);
-    w.wait_log("app | 200 after SIGHUP to a probe received before it", T);
+    w.wait_log(
+        "app | 200 after the hand-over to a probe received before it",
+        T,
+    );
 }
 
 fn hand_over_while_a_probe_is_held(w: &Warden) {
@@ -278,4 +288,30 @@ fn a_slow_probe_from_before_the_hand_over_does_not_hold_up_the_one_after_it() {
         !logs.contains("after the token hand-over; restarting"),
         "{logs}"
     );
+}
+
+#[test]
+fn a_watching_program_gets_no_signal_and_is_restarted_only_when_no_2xx_follows() {
+    let Some(w) = switch_stack_in("fail", 3, "2s", "watch") else {
+        return;
+    };
+    let pid = w.pid_of("app").unwrap();
+    w.signal(libc::SIGUSR1);
+    w.wait_log("app | env file change with ", T);
+    wait_until("the app restarted", T, || {
+        w.pid_of("app").is_some_and(|p| p != pid)
+    });
+    let logs = w.logs();
+    assert_eq!(
+        count(&w, "sending SIGHUP"),
+        0,
+        "watch sends nothing\n{logs}"
+    );
+    assert_eq!(count(&w, "app | SIGHUP with"), 0, "{logs}");
+    assert!(
+        logs.contains("no 2xx answer to a probe within 2s after the token hand-over; restarting"),
+        "{logs}"
+    );
+    assert_eq!(token_restarts(&w, "app"), 1.0, "{logs}");
+    w.wait_state("app", "running", T);
 }

@@ -1,6 +1,6 @@
 """A health endpoint whose answers a test controls through SIGHUP, for tests/handover.rs.
 
-    python3 handover_backend.py PORT HOLD_SECONDS AFTER
+    python3 handover_backend.py PORT HOLD_SECONDS AFTER [ENV_FILE]
 
 Before a SIGHUP every probe is held until the SIGHUP arrives (at most HOLD_SECONDS), then
 answered 200: so when warden hands over a token by signal, a probe is almost surely in flight,
@@ -9,15 +9,20 @@ SIGHUP are answered at once: 200 if AFTER is "ok" or "ok-unreleased", 503 if it 
 With "ok-unreleased" the SIGHUP does not release the probes already held: they are answered
 only after the full HOLD_SECONDS (a slow answer to a probe from before the hand-over).
 
+With ENV_FILE, a change of that file (a rename-over included) is a hand-over too, like a
+program with `on_token_change = "watch"` sees it.
+
 It prints (flushed, one line each) what a test needs to see:
     listening
-    SIGHUP with N probe(s) in flight
-    200 after SIGHUP to a probe received before it
+    SIGHUP with N probe(s) in flight        (or: env file change with N probe(s) in flight)
+    200 after the hand-over to a probe received before it
 """
 
+import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
@@ -53,7 +58,7 @@ class Health(BaseHTTPRequestHandler):
         except OSError:
             return  # warden gave up on this probe
         if _handed_over.is_set():
-            say("200 after SIGHUP to a probe received before it")
+            say("200 after the hand-over to a probe received before it")
 
     def answer(self, status):
         body = b'{"status":"ok"}' if status == 200 else b'{"status":"error"}'
@@ -67,18 +72,38 @@ class Health(BaseHTTPRequestHandler):
         pass
 
 
-def on_sighup(_signum, _frame):
+def hand_over(cause):
     if _handed_over.is_set():
         return
-    # The counter, not the lock: a handler must not wait for a thread it interrupted.
-    say(f"SIGHUP with {_in_flight} probe(s) in flight")
+    # The counter, not the lock: a signal handler must not wait for a thread it interrupted.
+    say(f"{cause} with {_in_flight} probe(s) in flight")
     _handed_over.set()
     if RELEASE_ON_SIGHUP:
         _released.set()
 
 
+def on_sighup(_signum, _frame):
+    hand_over("SIGHUP")
+
+
+def watch_env_file(path):
+    def identity():
+        try:
+            st = os.stat(path)
+            return (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            return None
+
+    first = identity()
+    while identity() == first:
+        time.sleep(0.02)
+    hand_over("env file change")
+
+
 server = ThreadingHTTPServer(("127.0.0.1", PORT), Health)
 server.daemon_threads = True
 signal.signal(signal.SIGHUP, on_sighup)
+if len(sys.argv) > 4:
+    threading.Thread(target=watch_env_file, args=(sys.argv[4],), daemon=True).start()
 say("listening")
 server.serve_forever()
