@@ -374,6 +374,15 @@ impl<B: Broker> Keeper<B> {
             );
             cfg.store = self.cfg.store.clone();
         }
+        // The env file was resolved once, at start: writes and the watch stay on that file.
+        if (&cfg.env_file, &cfg.env_file_link) != (&self.cfg.env_file, &self.cfg.env_file_link) {
+            tracing::warn!(
+                "[token] env_file changed or now resolves to another file: restart warden to                  apply it (keeping {})",
+                self.cfg.env_file.display()
+            );
+            cfg.env_file = self.cfg.env_file.clone();
+            cfg.env_file_link = self.cfg.env_file_link.clone();
+        }
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
         self.broker.reconfigure(cfg.kite.clone());
         self.cfg = cfg;
@@ -386,6 +395,14 @@ impl<B: Broker> Keeper<B> {
     /// Reuse a still-valid token (token.json, then the env file) rather than logging in again:
     /// a new login would kill the token other copies of the stack may be using.
     async fn startup(&mut self) {
+        match &self.cfg.env_file_link {
+            Some(link) => tracing::info!(
+                "token env file: {} (the symlink {} points at it; warden writes and watches this file)",
+                self.cfg.env_file.display(),
+                link.display()
+            ),
+            None => tracing::info!("token env file: {}", self.cfg.env_file.display()),
+        }
         store::remove_stale_temp_files(&self.cfg.env_file);
         store::remove_stale_temp_files(&store::token_json_path(&self.state_dir));
         let stored = match store::read_token_json(&self.state_dir) {
