@@ -5,6 +5,7 @@ pub mod config;
 pub mod config_watch;
 pub mod health;
 pub mod http;
+pub mod log_sink;
 pub mod logs;
 pub mod memtrim;
 pub mod metrics;

@@ -165,13 +165,17 @@ fn run(path: &std::path::Path) -> ExitCode {
             Ok(())
         })
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    // The log is written by a thread of its own; give it a moment to pass on the last lines,
+    // but never wait on a reader that stopped reading.
+    warden::log_sink::flush(std::time::Duration::from_millis(500));
+    code
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
