@@ -54,6 +54,9 @@ pub struct TokenStatus {
     pub last_error: Option<String>,
     pub source: Option<&'static str>,
     pub login: Option<&'static str>,
+    /// Set while the env file can be read by its group or everyone (issue 12): what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_file_warning: Option<String>,
 }
 
 /// Why a refresh was asked for.
@@ -403,6 +406,7 @@ impl<B: Broker> Keeper<B> {
             ),
             None => tracing::info!("token env file: {}", self.cfg.env_file.display()),
         }
+        self.check_env_file_mode();
         store::remove_stale_temp_files(&self.cfg.env_file);
         store::remove_stale_temp_files(&store::token_json_path(&self.state_dir));
         let stored = match store::read_token_json(&self.state_dir) {
@@ -506,6 +510,7 @@ impl<B: Broker> Keeper<B> {
     }
 
     async fn validate_current(&mut self) {
+        self.check_env_file_mode();
         let Some(tok) = self.current.as_ref().map(|c| c.access_token.clone()) else {
             if self.status.borrow().state != TokenState::NeedsLogin {
                 self.refresh("validation").await;
@@ -1005,6 +1010,17 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
+    /// Keep the status page's warning about a group- or world-readable env file current (the
+    /// config check and the start-up log say it too; the file's mode can change any time).
+    fn check_env_file_mode(&self) {
+        let warning = crate::config::env_file::readable_by_others(&self.cfg.env_file);
+        self.status.send_if_modified(|s| {
+            let changed = s.env_file_warning != warning;
+            s.env_file_warning = warning;
+            changed
+        });
+    }
+
     /// Write the token (env file, then token.json), publish it, and (when `announce`) tell
     /// the supervisor so programs get it.
     fn install(&mut self, rec: TokenRecord, announce: bool) -> Result<(), store::StoreError> {
@@ -1021,6 +1037,7 @@ impl<B: Broker> Keeper<B> {
                 rec.access_token.expose(),
             )?;
         }
+        self.check_env_file_mode();
         store::write_token_json(&self.state_dir, &rec)?;
         let changed = self
             .current
