@@ -92,6 +92,8 @@ fn sink() -> &'static Sink {
         // If the thread cannot start, lines stay queued (then dropped): warden keeps running.
         let _ = std::thread::Builder::new()
             .name("log-writer".into())
+            // It only moves bytes (and formats a rare summary line): a small stack will do.
+            .stack_size(256 * 1024)
             .spawn(move || writer(s));
     });
     s

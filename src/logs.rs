@@ -79,7 +79,9 @@ impl Drop for QueuedLine {
             return;
         }
         let line = std::mem::take(&mut self.buf);
-        SOURCE.with_borrow(|src| log_sink::enqueue(src.as_deref().unwrap_or(log_sink::OWN), line));
+        // `try_with`: a thread being torn down has no SOURCE any more; its lines are warden's.
+        let source = SOURCE.try_with(|src| src.borrow().clone()).ok().flatten();
+        log_sink::enqueue(source.as_deref().unwrap_or(log_sink::OWN), line);
     }
 }
 
