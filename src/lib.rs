@@ -6,6 +6,7 @@ pub mod config_watch;
 pub mod handover;
 pub mod health;
 pub mod http;
+pub mod log_sink;
 pub mod logs;
 pub mod memtrim;
 pub mod metrics;

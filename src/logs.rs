@@ -1,5 +1,6 @@
 //! warden's own log output (tracing) and the re-emission of programs' stdout/stderr.
 
+use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
 
@@ -8,6 +9,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+use crate::log_sink;
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
@@ -19,7 +21,7 @@ const READ_CHUNK: usize = 4096;
 /// Install the global subscriber. `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let _ = FORMAT.set(format);
-    let layer = tracing_subscriber::fmt::layer().with_writer(|| LossyStderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(QueuedLine::new);
     let registry = tracing_subscriber::registry().with(filter(std::env::var("RUST_LOG").ok()));
     let _ = match format {
         LogFormat::Text => registry
@@ -43,32 +45,60 @@ fn filter(directives: Option<String>) -> Targets {
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
-/// stderr that never fails: when whoever reads warden's log goes away (a closed pipe), log
-/// lines are dropped. Failing instead makes tracing report the error on stderr, which panics,
-/// and a supervisor whose tasks panic leaves its programs behind.
-struct LossyStderr;
+thread_local! {
+    /// The program whose output line is being logged on this thread, if any: its line goes to
+    /// that program's queue (and counts against it) rather than to warden's own.
+    static SOURCE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
 
-impl std::io::Write for LossyStderr {
+/// One formatted log event, handed to [`log_sink`] (which never blocks) when tracing is done
+/// writing it. Writing to stderr directly would stall warden whenever its reader does.
+struct QueuedLine {
+    buf: Vec<u8>,
+}
+
+impl QueuedLine {
+    fn new() -> Self {
+        QueuedLine { buf: Vec::new() }
+    }
+}
+
+impl std::io::Write for QueuedLine {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stderr().write_all(buf);
+        self.buf.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
         Ok(())
+    }
+}
+
+impl Drop for QueuedLine {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut self.buf);
+        // `try_with`: a thread being torn down has no SOURCE any more; its lines are warden's.
+        let source = SOURCE.try_with(|src| src.borrow().clone()).ok().flatten();
+        log_sink::enqueue(source.as_deref().unwrap_or(log_sink::OWN), line);
     }
 }
 
 fn emit(program: &str, stream: &'static str, bytes: &[u8]) {
     let line = String::from_utf8_lossy(bytes);
     let line = line.trim_end_matches('\r');
+    SOURCE.with_borrow_mut(|src| *src = Some(program.to_string()));
     match FORMAT.get().copied().unwrap_or_default() {
         LogFormat::Text => tracing::info!("{program} | {line}"),
         LogFormat::Json => tracing::info!(program, stream, "{line}"),
     }
+    SOURCE.with_borrow_mut(|src| *src = None);
 }
 
-/// Copy a child's pipe to the log, one event per line, tagged with the program name.
+/// Copy a child's pipe to the log, one event per line, tagged with the program name. The pipe
+/// is always read as fast as the program writes: lines warden cannot pass on are dropped by
+/// [`log_sink`], so a program never blocks on a full pipe because warden's own output is stalled.
 /// Partial lines are flushed at EOF; invalid UTF-8 is replaced, never fatal.
 ///
 /// The buffer is allocated only once the pipe has something to read and given back when it is

@@ -121,6 +121,10 @@ fn main() -> ExitCode {
 
 /// `warden run`: exit 2 for a bad config, 1 for a runtime failure, 0 after a graceful stop.
 fn run(path: &std::path::Path) -> ExitCode {
+    // SPEC §7.1: before any secret is read, so that a program running as the same user cannot
+    // read them from warden's memory or /proc/<warden>/environ (a non-dumpable process's /proc
+    // files belong to root, and ptrace is refused). Programs are dumpable again after exec.
+    let not_dumpable = nix::sys::prctl::set_dumpable(false);
     // Before any thread exists: takes NOTIFY_SOCKET & co. out of the environment programs inherit.
     warden::sdnotify::init();
     let cfg = match warden::config::load(path) {
@@ -142,6 +146,9 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     }
     warden::logs::init(cfg.supervisor.log_format);
+    if let Err(e) = not_dumpable {
+        tracing::warn!("cannot mark warden non-dumpable ({e}); programs running as the same user could read its memory");
+    }
     for w in &cfg.warnings {
         tracing::warn!("{}", w.located(path, ""));
     }
@@ -158,13 +165,17 @@ fn run(path: &std::path::Path) -> ExitCode {
             Ok(())
         })
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    // The log is written by a thread of its own; give it a moment to pass on the last lines,
+    // but never wait on a reader that stopped reading.
+    warden::log_sink::flush(std::time::Duration::from_millis(500));
+    code
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -259,6 +259,7 @@ impl Metrics {
             .encode_utf8(&self.registry.gather(), &mut out)
             .expect("writing to a String cannot fail");
         self.programs.render(&mut out);
+        self.programs.render_dropped_lines(&mut out);
         self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
@@ -429,21 +430,26 @@ impl HealthRow {
     }
 }
 
+/// `program="…"`, escaped for the exposition format.
+fn program_label(program: &str) -> String {
+    let mut label = String::with_capacity(program.len() + 10);
+    label.push_str("program=\"");
+    for c in program.chars() {
+        match c {
+            '\\' => label.push_str("\\\\"),
+            '"' => label.push_str("\\\""),
+            '\n' => label.push_str("\\n"),
+            c => label.push(c),
+        }
+    }
+    label.push('"');
+    label
+}
+
 impl ProgramRow {
     fn new(program: &str) -> ProgramRow {
-        let mut label = String::with_capacity(program.len() + 10);
-        label.push_str("program=\"");
-        for c in program.chars() {
-            match c {
-                '\\' => label.push_str("\\\\"),
-                '"' => label.push_str("\\\""),
-                '\n' => label.push_str("\\n"),
-                c => label.push(c),
-            }
-        }
-        label.push('"');
         ProgramRow {
-            label,
+            label: program_label(program),
             up: AtomicI64::new(0),
             state: AtomicUsize::new(NO_STATE),
             restarts: Default::default(),
@@ -473,6 +479,41 @@ impl ProgramTable {
             .entry(program.to_string())
             .or_insert_with(|| Arc::new(ProgramRow::new(program)))
             .clone()
+    }
+
+    /// `warden_log_lines_dropped_total`: 0 for every program, and any other source that lost
+    /// lines (the token command, a program removed since). warden's own lines are not counted
+    /// here (they are no program's); the log reports them once output flows again.
+    fn render_dropped_lines(&self, out: &mut String) {
+        let mut counts: BTreeMap<String, u64> = self
+            .rows
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|k| (k.clone(), 0))
+            .collect();
+        for (source, n) in crate::log_sink::dropped_counts() {
+            if source != crate::log_sink::OWN {
+                counts.insert(source, n);
+            }
+        }
+        if counts.is_empty() {
+            return;
+        }
+        header(
+            out,
+            "warden_log_lines_dropped_total",
+            "counter",
+            "Output lines of the program dropped because warden's own output (stdout/stderr) \
+             could not keep up; warden never waits for it.",
+        );
+        for (program, n) in counts {
+            let _ = writeln!(
+                out,
+                "warden_log_lines_dropped_total{{{}}} {n}",
+                program_label(&program)
+            );
+        }
     }
 
     fn render(&self, out: &mut String) {

@@ -270,8 +270,10 @@ fn creates_a_missing_file_0600() {
     assert_eq!(mode(&path), 0o600);
 }
 
+/// Issue 12: warden never chowns. As root, giving the new file the old one's owner would let a
+/// symlink hand any file to whoever owned the link's target.
 #[test]
-fn as_root_keeps_the_original_owner() {
+fn as_root_never_chowns() {
     if !nix::unistd::geteuid().is_root() {
         println!("SKIP owner test: needs root");
         return;
@@ -282,7 +284,25 @@ fn as_root_keeps_the_original_owner() {
     std::os::unix::fs::chown(&path, Some(4321), Some(4322)).unwrap();
     rewrite_env_file(&path, KEY, "tok").unwrap();
     let m = fs::metadata(&path).unwrap();
-    assert_eq!((m.uid(), m.gid()), (4321, 4322));
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    assert_eq!((m.uid(), m.gid()), me);
+}
+
+#[test]
+fn refuses_a_symlink_that_dangles_or_leads_to_a_non_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dangling = dir.path().join(".env");
+    std::os::unix::fs::symlink("missing.env", &dangling).unwrap();
+    let e = rewrite_env_file(&dangling, KEY, "tok").unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert!(!dir.path().join("missing.env").exists());
+    let to_dir = dir.path().join("dir.env");
+    std::os::unix::fs::symlink(dir.path(), &to_dir).unwrap();
+    let e = rewrite_env_file(&to_dir, KEY, "tok").unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use super::expand::{self, Env};
 use super::keypath::{related, render, Found};
 use super::locate::{line_of, Locator};
 use super::schema::Config;
-use super::{secrets, typed, validate, ConfigError, Problem};
+use super::{env_file, secrets, typed, validate, ConfigError, Problem};
 
 /// Read, expand, resolve and validate a config file. On failure the error holds every problem
 /// found, each with its key path and line.
@@ -43,13 +43,17 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
 
+    let secret_vars = secrets::referenced_vars(&root);
     let expanded = expand::expand_tree(&mut root, env);
     let from_files = secrets::resolve_files(&mut root, &base);
     secrets::normalize_totp_secret(&mut root);
     let (mut cfg, type_errors, unknown_keys) = typed::deserialize(root);
     resolve_paths(&mut cfg, &base);
+    let env_file = resolve_env_file(&mut cfg);
+    withhold_secret_vars(&mut cfg, secret_vars);
     cfg.source = abs;
-    let semantic = validate::validate(&cfg);
+    let mut semantic = validate::validate(&cfg);
+    semantic.extend(env_file);
 
     // A problem of a later stage about the same key as an earlier one is a consequence of it
     // (an unset variable leaves a key empty, which is then "missing") and would only be noise.
@@ -93,6 +97,51 @@ fn syntax_message(raw: &str) -> String {
         ""
     };
     format!("TOML syntax error: {one_line}{hint}")
+}
+
+/// The token's env file is resolved here, once (see [`env_file`]): a symlink is replaced by
+/// the regular file it points at, and a link to anything else is a problem.
+fn resolve_env_file(cfg: &mut Config) -> Vec<Found> {
+    let Some(t) = cfg
+        .token
+        .as_mut()
+        .filter(|t| !t.env_file.as_os_str().is_empty())
+    else {
+        return Vec::new();
+    };
+    match env_file::resolve(&t.env_file) {
+        Ok(r) => {
+            t.env_file = r.path;
+            t.env_file_link = r.link;
+            Vec::new()
+        }
+        Err(message) => vec![Found::new(
+            super::keypath::at(&["token", "env_file"]),
+            message,
+        )],
+    }
+}
+
+/// SPEC §7.1: what each child must not inherit from warden's environment. Programs lose every
+/// secret variable they do not list in `pass_env`. The token command is the operator's own
+/// login script: it keeps the broker credentials (`[token.kite]`) it may log in with, and loses
+/// the rest (the API token, the store password, notification tokens).
+fn withhold_secret_vars(cfg: &mut Config, secret_vars: std::collections::BTreeMap<String, String>) {
+    for p in cfg.programs.values_mut() {
+        p.withheld_env = secret_vars
+            .keys()
+            .filter(|v| !p.pass_env.contains(v))
+            .cloned()
+            .collect();
+    }
+    if let Some(c) = cfg.token.as_mut().and_then(|t| t.command.as_mut()) {
+        c.withheld_env = secret_vars
+            .iter()
+            .filter(|(_, key)| !key.starts_with("token.kite."))
+            .map(|(v, _)| v.clone())
+            .collect();
+    }
+    cfg.secret_vars = secret_vars;
 }
 
 /// Relative paths are relative to the config file's directory, as in docker-compose, so a

@@ -15,7 +15,9 @@
 //! Problems are located by key path; [`locate`] maps a path back to its line in the file.
 
 pub mod diff;
+pub mod env_file;
 mod expand;
+mod exposure;
 mod keypath;
 mod load;
 mod locate;

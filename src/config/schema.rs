@@ -96,6 +96,11 @@ pub struct Config {
     /// prints them, `warden run` logs them at start and on reload; they never fail a load.
     #[serde(skip)]
     pub warnings: Vec<super::Problem>,
+    /// Every environment variable a secret key was read from (`${VAR}` inside it), with the
+    /// first such key's dotted path. Set by the loader; programs do not inherit these
+    /// (SPEC §7.1).
+    #[serde(skip)]
+    pub secret_vars: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -192,6 +197,10 @@ pub struct TokenConfig {
     pub store: StoreConfig,
     pub kite: Option<KiteConfig>,
     pub command: Option<CommandProviderConfig>,
+    /// When `env_file` was named by a symlink: that link (the loader has replaced `env_file`
+    /// by the regular file it points at, which is what warden writes and watches).
+    #[serde(skip)]
+    pub env_file_link: Option<PathBuf>,
 }
 
 impl Default for TokenConfig {
@@ -211,6 +220,7 @@ impl Default for TokenConfig {
             store: StoreConfig::default(),
             kite: None,
             command: None,
+            env_file_link: None,
         }
     }
 }
@@ -299,6 +309,11 @@ pub struct CommandProviderConfig {
     pub timeout: Duration,
     /// Resolved against the config file's directory by the loader; empty = config dir.
     pub cwd: PathBuf,
+    /// Variables removed from the environment the command inherits: those warden read a
+    /// secret from, except the broker credentials a refresh script exists to use. Set by the
+    /// loader.
+    #[serde(skip)]
+    pub withheld_env: Vec<String>,
 }
 
 impl Default for CommandProviderConfig {
@@ -307,6 +322,7 @@ impl Default for CommandProviderConfig {
             command: CommandLine::default(),
             timeout: d(120),
             cwd: PathBuf::new(),
+            withheld_env: Vec::new(),
         }
     }
 }
@@ -426,6 +442,12 @@ pub struct ProgramConfig {
     pub on_token_change: OnTokenChange,
     pub reload_signal: SignalName,
     pub health: Option<HealthConfig>,
+    /// Variables warden read a secret from that this program may still inherit (SPEC §7.1).
+    pub pass_env: Vec<String>,
+    /// The variables removed from what this program inherits from warden's environment: every
+    /// secret variable not in `pass_env`. Set by the loader, so a reload recomputes it.
+    #[serde(skip)]
+    pub withheld_env: Vec<String>,
 }
 
 impl Default for ProgramConfig {
@@ -447,6 +469,8 @@ impl Default for ProgramConfig {
             on_token_change: OnTokenChange::Signal,
             reload_signal: SignalName(Signal::SIGHUP),
             health: None,
+            pass_env: Vec::new(),
+            withheld_env: Vec::new(),
         }
     }
 }

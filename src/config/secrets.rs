@@ -5,6 +5,7 @@
 //! credentials). Relative paths are relative to the config file's directory. Messages name the
 //! key and the path, never the contents.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::keypath::{at, Found, Seg};
@@ -126,6 +127,33 @@ pub(crate) fn resolve_files(root: &mut toml::Table, base: &Path) -> Vec<Found> {
     found
 }
 
+/// Every environment variable named by a `${VAR}` reference inside a secret key (defaults
+/// included: `${A:-${B}}` names both), mapped to the dotted path of the first key that names
+/// it. Run on the tree before expansion. The `X_file` forms name a path, not a secret, and
+/// are not looked at.
+pub(crate) fn referenced_vars(root: &toml::Table) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    for keys in SECRET_KEYS {
+        let (name, parents) = keys.split_last().expect("secret paths are not empty");
+        let mut t = Some(root);
+        for k in parents {
+            t = t.and_then(|t| t.get(*k)).and_then(|v| v.as_table());
+        }
+        let Some(toml::Value::String(text)) = t.and_then(|t| t.get(*name)) else {
+            continue;
+        };
+        let named = std::cell::RefCell::new(Vec::new());
+        let _ = super::expand::expand_str(text, &|var: &str| {
+            named.borrow_mut().push(var.to_string());
+            None
+        });
+        for var in named.into_inner() {
+            vars.entry(var).or_insert_with(|| keys.join("."));
+        }
+    }
+    vars
+}
+
 /// Base32 is case-insensitive and authenticator apps show secrets in groups with spaces:
 /// accept those forms and hand the rest of warden one canonical spelling.
 pub(crate) fn normalize_totp_secret(root: &mut toml::Table) {
@@ -240,6 +268,27 @@ mod tests {
         );
         assert!(found[2].message.contains("missing"));
         assert!(found[3].message.contains("empty"));
+    }
+
+    #[test]
+    fn variables_named_in_secret_keys_are_found_with_their_key() {
+        let t = table(
+            "[http]\napi_token = \"${API_TOK:-}\"\n\
+             [token.kite]\napi_key = \"${KITE_API_KEY}\"\napi_secret = \"${KITE_API_SECRET}\"\n\
+             password = \"x${KITE_PASSWORD:-${PW_FALLBACK}}\"\ntotp_secret_file = \"${DIR}/t\"\n\
+             [notify]\ntelegram_bot_token = \"${KITE_API_SECRET}\"\n",
+        );
+        let vars = referenced_vars(&t);
+        let got: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("API_TOK", "http.api_token"),
+                ("KITE_API_SECRET", "token.kite.api_secret"),
+                ("KITE_PASSWORD", "token.kite.password"),
+                ("PW_FALLBACK", "token.kite.password"),
+            ]
+        );
     }
 
     #[test]

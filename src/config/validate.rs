@@ -67,6 +67,7 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
             );
         }
     }
+    v.extend(super::exposure::warnings(cfg));
     v
 }
 

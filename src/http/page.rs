@@ -254,6 +254,9 @@ fn attention(p: &Page<'_>) -> Vec<String> {
                 token_state_str(t.state).replace('_', " ")
             ));
         }
+        if t.env_file_warning.is_some() {
+            out.push("token file readable by others".to_string());
+        }
     }
     let bad = p
         .programs
@@ -347,6 +350,13 @@ fn token_card(out: &mut String, p: &Page<'_>) {
         row(out, "Fleet", format!("{} · {role}", escape(&f.id)));
     }
     out.push_str("</dl>");
+    if let Some(w) = &t.env_file_warning {
+        let _ = write!(
+            out,
+            r#"<p class="error"><strong>Token file:</strong> {}</p>"#,
+            escape(w)
+        );
+    }
     if let Some(e) = t.last_error.as_deref().filter(|e| !e.is_empty()) {
         let _ = write!(
             out,
@@ -504,6 +514,7 @@ mod tests {
             last_error: None,
             source: Some("totp"),
             login: Some("totp"),
+            env_file_warning: None,
         }
     }
 

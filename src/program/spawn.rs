@@ -35,6 +35,11 @@ pub enum SpawnError {
 
 /// Build the command: argv, cwd, environment (warden's own, then `env_file`, then `env`), its
 /// own process group (so stop and kill reach grandchildren) and piped output.
+///
+/// SPEC §7.1: the variables warden read a secret from are taken out of what the program
+/// inherits from warden (`withheld_env`, which already spares `pass_env`). Its own `env_file`
+/// and `env` table are applied after that, as written: a value the operator gave this program
+/// by name is not inherited by accident.
 pub fn command_for(cfg: &ProgramConfig) -> Result<Command, SpawnError> {
     let (argv0, args) = cfg
         .command
@@ -49,6 +54,9 @@ pub fn command_for(cfg: &ProgramConfig) -> Result<Command, SpawnError> {
         .process_group(0);
     if !cfg.cwd.as_os_str().is_empty() {
         cmd.current_dir(&cfg.cwd);
+    }
+    for var in &cfg.withheld_env {
+        cmd.env_remove(var);
     }
     if let Some(path) = &cfg.env_file {
         for (k, v) in read_env_file(path)? {

@@ -55,6 +55,10 @@ pub fn build_command(cfg: &CommandProviderConfig, config_dir: &Path) -> Command 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // SPEC §7.1, as the loader decided for the token command (see `withheld_env`).
+    for var in &cfg.withheld_env {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
@@ -221,6 +225,7 @@ mod tests {
             ]),
             timeout: Duration::from_secs(5),
             cwd: "scripts".into(),
+            withheld_env: Vec::new(),
         };
         let mut cmd = build_command(&cfg, dir.path());
         assert_eq!(cmd.get_program(), "sh");

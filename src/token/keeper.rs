@@ -54,6 +54,9 @@ pub struct TokenStatus {
     pub last_error: Option<String>,
     pub source: Option<&'static str>,
     pub login: Option<&'static str>,
+    /// Set while the env file can be read by its group or everyone (issue 12): what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_file_warning: Option<String>,
 }
 
 /// Why a refresh was asked for.
@@ -374,6 +377,15 @@ impl<B: Broker> Keeper<B> {
             );
             cfg.store = self.cfg.store.clone();
         }
+        // The env file was resolved once, at start: writes and the watch stay on that file.
+        if (&cfg.env_file, &cfg.env_file_link) != (&self.cfg.env_file, &self.cfg.env_file_link) {
+            tracing::warn!(
+                "[token] env_file changed or now resolves to another file: restart warden to                  apply it (keeping {})",
+                self.cfg.env_file.display()
+            );
+            cfg.env_file = self.cfg.env_file.clone();
+            cfg.env_file_link = self.cfg.env_file_link.clone();
+        }
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
         self.broker.reconfigure(cfg.kite.clone());
         self.cfg = cfg;
@@ -386,6 +398,15 @@ impl<B: Broker> Keeper<B> {
     /// Reuse a still-valid token (token.json, then the env file) rather than logging in again:
     /// a new login would kill the token other copies of the stack may be using.
     async fn startup(&mut self) {
+        match &self.cfg.env_file_link {
+            Some(link) => tracing::info!(
+                "token env file: {} (the symlink {} points at it; warden writes and watches this file)",
+                self.cfg.env_file.display(),
+                link.display()
+            ),
+            None => tracing::info!("token env file: {}", self.cfg.env_file.display()),
+        }
+        self.check_env_file_mode();
         store::remove_stale_temp_files(&self.cfg.env_file);
         store::remove_stale_temp_files(&store::token_json_path(&self.state_dir));
         let stored = match store::read_token_json(&self.state_dir) {
@@ -489,6 +510,7 @@ impl<B: Broker> Keeper<B> {
     }
 
     async fn validate_current(&mut self) {
+        self.check_env_file_mode();
         let Some(tok) = self.current.as_ref().map(|c| c.access_token.clone()) else {
             if self.status.borrow().state != TokenState::NeedsLogin {
                 self.refresh("validation").await;
@@ -988,6 +1010,17 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
+    /// Keep the status page's warning about a group- or world-readable env file current (the
+    /// config check and the start-up log say it too; the file's mode can change any time).
+    fn check_env_file_mode(&self) {
+        let warning = crate::config::env_file::readable_by_others(&self.cfg.env_file);
+        self.status.send_if_modified(|s| {
+            let changed = s.env_file_warning != warning;
+            s.env_file_warning = warning;
+            changed
+        });
+    }
+
     /// Write the token (env file, then token.json), publish it, and (when `announce`) tell
     /// the supervisor so programs get it.
     fn install(&mut self, rec: TokenRecord, announce: bool) -> Result<(), store::StoreError> {
@@ -1004,6 +1037,7 @@ impl<B: Broker> Keeper<B> {
                 rec.access_token.expose(),
             )?;
         }
+        self.check_env_file_mode();
         store::write_token_json(&self.state_dir, &rec)?;
         let changed = self
             .current

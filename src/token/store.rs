@@ -2,10 +2,15 @@
 //! children read, and `{state_dir}/token.json` for warden itself.
 //!
 //! Both files are replaced atomically by one helper, [`atomic_write`]: the new bytes go to a
-//! temporary file in the same directory, are fsynced, get the original's mode (and owner when
-//! running as root), and are renamed over the original; then the directory is fsynced. A
-//! reader sees the old file or the new one, never a mix, and a failure at any step leaves the
-//! original untouched and no temporary file behind.
+//! temporary file in the same directory, are fsynced, get the original's mode, and are renamed
+//! over the original; then the directory is fsynced. A reader sees the old file or the new one,
+//! never a mix, and a failure at any step leaves the original untouched and no temporary file
+//! behind. The new file belongs to the user warden runs as: warden never chowns (as root, a
+//! chown would hand any file a symlink can reach to whoever owned the old one).
+//!
+//! The `.env` is shared with other writers (an operator's editor, a refresh script): a rewrite
+//! checks, right before its rename, that the file is still the one it read, and starts over on
+//! the fresh contents when it is not, so another writer's edit is never lost.
 //!
 //! Error messages name the file and what to do about the problem. They never contain the
 //! token: a value that cannot be written is described, not shown.
@@ -66,6 +71,18 @@ pub enum StoreError {
         .path.display()
     )]
     CorruptTokenJson { path: PathBuf, what: String },
+    #[error("{reason}")]
+    NotARegularFile { reason: String },
+    #[error(
+        "{}: another writer kept changing it while warden was writing {key} ({attempts} \
+         attempts); warden tries again later",
+        .path.display()
+    )]
+    KeepsChanging {
+        path: PathBuf,
+        key: String,
+        attempts: usize,
+    },
 }
 
 fn hint(e: &io::Error) -> &'static str {
@@ -103,6 +120,17 @@ pub(crate) enum FileMode {
 ///
 /// A symlink is followed: the file it points at is replaced, and the link stays a link.
 pub(crate) fn atomic_write(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), StoreError> {
+    atomic_write_if(path, contents, mode, &mut || true).map(|_| ())
+}
+
+/// [`atomic_write`], but only if `still_current()` holds right before the rename. Returns
+/// whether the file was replaced (nothing is left behind when it was not).
+fn atomic_write_if(
+    path: &Path,
+    contents: &[u8],
+    mode: FileMode,
+    still_current: &mut dyn FnMut() -> bool,
+) -> Result<bool, StoreError> {
     let target = resolve_symlink(path)?;
     let name = target
         .file_name()
@@ -142,11 +170,6 @@ pub(crate) fn atomic_write(path: &Path, contents: &[u8], mode: FileMode) -> Resu
         .map_err(io_err(&target, "create a temporary file next to it"))?;
     let guard = RemoveOnDrop(Some(tmp.clone()));
 
-    let uid_gid = original.as_ref().map(|m| (m.uid(), m.gid()));
-    if let Some((uid, gid)) = uid_gid.filter(|_| nix::unistd::geteuid().is_root()) {
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-            .map_err(io_err(&target, "give the new file the original's owner"))?;
-    }
     file.write_all(contents)
         .map_err(io_err(&target, "write the new contents"))?;
     file.set_permissions(Permissions::from_mode(perm))
@@ -155,6 +178,9 @@ pub(crate) fn atomic_write(path: &Path, contents: &[u8], mode: FileMode) -> Resu
         .map_err(io_err(&target, "flush the new contents to disk"))?;
     drop(file);
 
+    if !still_current() {
+        return Ok(false);
+    }
     if let Err(e) = fs::rename(&tmp, &target) {
         return Err(if e.raw_os_error() == Some(libc::EBUSY) {
             StoreError::MountPoint { path: target }
@@ -169,16 +195,15 @@ pub(crate) fn atomic_write(path: &Path, contents: &[u8], mode: FileMode) -> Resu
     if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync directory after replacing a file");
     }
-    Ok(())
+    Ok(true)
 }
 
+/// A symlink is followed only to a regular file (warden's config resolves `token.env_file` the
+/// same way once, at load; this guards every other caller).
 fn resolve_symlink(path: &Path) -> Result<PathBuf, StoreError> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            fs::canonicalize(path).map_err(io_err(path, "follow the symlink"))
-        }
-        _ => Ok(path.to_path_buf()),
-    }
+    crate::config::env_file::resolve(path)
+        .map(|r| r.path)
+        .map_err(|reason| StoreError::NotARegularFile { reason })
 }
 
 /// Deletes the temporary file unless the rename happened.
@@ -252,21 +277,92 @@ pub fn rewrite_env_file(path: &Path, key: &str, value: &str) -> Result<(), Store
     if value.contains('\0') {
         return Err(invalid("the value contains a NUL byte"));
     }
-    let (old, exists) = match fs::read(path) {
-        Ok(t) => (t, true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), false),
+    rewrite_env_file_checked(path, key, value, &mut |_| {})
+}
+
+/// How many times a rewrite starts over because another writer changed the file meanwhile.
+const REWRITE_ATTEMPTS: usize = 5;
+
+/// What a file was when it was read: its bytes and which inode, size and times they came from.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    bytes: Vec<u8>,
+    /// `None`: there was no file.
+    id: Option<(u64, u64, u64, i64, i64, i64, i64)>,
+}
+
+fn snapshot(path: &Path) -> Result<Snapshot, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Snapshot {
+                bytes: Vec::new(),
+                id: None,
+            })
+        }
         Err(e) => return Err(io_err(path, "read")(e)),
     };
-    let new = rewrite_bytes(&old, key, value);
-    check_rewrite(&old, &new, key, value).map_err(|reason| StoreError::Unrewritable {
+    // fstat on the handle that is read: the identity and the bytes belong to the same file.
+    let m = file.metadata().map_err(io_err(path, "inspect"))?;
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    io::Read::read_to_end(&mut file, &mut bytes).map_err(io_err(path, "read"))?;
+    Ok(Snapshot {
+        bytes,
+        id: Some((
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )),
+    })
+}
+
+/// [`rewrite_env_file`] with a hook called right before each compare-and-rename (with the
+/// attempt number, from 0): tests use it to edit the file at the worst moment.
+pub(crate) fn rewrite_env_file_checked(
+    path: &Path,
+    key: &str,
+    value: &str,
+    before_rename: &mut dyn FnMut(usize),
+) -> Result<(), StoreError> {
+    // The file warden writes (a symlink's target): that is the file whose changes matter.
+    let target = resolve_symlink(path)?;
+    for attempt in 0..REWRITE_ATTEMPTS {
+        let read = snapshot(&target)?;
+        let new = rewrite_bytes(&read.bytes, key, value);
+        check_rewrite(&read.bytes, &new, key, value).map_err(|reason| {
+            StoreError::Unrewritable {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                reason,
+            }
+        })?;
+        if read.id.is_some() && new == read.bytes {
+            return Ok(());
+        }
+        // Still a window between this check and the rename (no lock is shared with other
+        // writers), but an edit made while warden was preparing the new file is not lost.
+        let mut unchanged = || {
+            before_rename(attempt);
+            snapshot(&target).is_ok_and(|now| now == read)
+        };
+        if atomic_write_if(&target, &new, FileMode::KeepOr(0o600), &mut unchanged)? {
+            return Ok(());
+        }
+        tracing::info!(
+            "{} was changed by another writer while warden was writing {key}; redoing the \
+             change on its new contents",
+            path.display()
+        );
+    }
+    Err(StoreError::KeepsChanging {
         path: path.to_path_buf(),
         key: key.to_string(),
-        reason,
-    })?;
-    if exists && new == old {
-        return Ok(());
-    }
-    atomic_write(path, &new, FileMode::KeepOr(0o600))
+        attempts: REWRITE_ATTEMPTS,
+    })
 }
 
 /// The new file contents: `old` with every `key` binding's value replaced, or the binding
@@ -507,6 +603,69 @@ mod tests {
         let old = b"A=\"open\nK=x\n";
         let new = rewrite_bytes(old, "K", "has \"quote");
         assert!(check_rewrite(old, &new, "K", "has \"quote").is_err());
+    }
+
+    #[test]
+    fn an_edit_made_between_read_and_rename_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "A=1\nKITE_ACCESS_TOKEN=old\n").unwrap();
+        let mut attempts = Vec::new();
+        rewrite_env_file_checked(&path, "KITE_ACCESS_TOKEN", "new", &mut |n| {
+            attempts.push(n);
+            if n == 0 {
+                // Another writer, the way editors save: a new file renamed into place.
+                let tmp = path.with_extension("editor");
+                fs::write(&tmp, "A=1\nKITE_ACCESS_TOKEN=old\nB=added by hand\n").unwrap();
+                fs::rename(&tmp, &path).unwrap();
+            }
+        })
+        .unwrap();
+        assert_eq!(attempts, [0, 1]);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "A=1\nKITE_ACCESS_TOKEN=new\nB=added by hand\n"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn an_in_place_edit_of_the_same_size_is_noticed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "A=1\n").unwrap();
+        rewrite_env_file_checked(&path, "K", "v", &mut |n| {
+            if n == 0 {
+                fs::write(&path, "A=2\n").unwrap();
+            }
+        })
+        .unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "A=2\nK=v\n");
+    }
+
+    #[test]
+    fn a_file_that_never_stops_changing_is_an_error_and_stays_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        fs::write(&path, "N=0\n").unwrap();
+        let e = rewrite_env_file_checked(&path, "K", "v", &mut |n| {
+            fs::write(&path, format!("N={}\n", n + 1)).unwrap();
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, StoreError::KeepsChanging { attempts: 5, .. }),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "N=5\n");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     /// `text` with the value spans of every `key` binding cut out.
