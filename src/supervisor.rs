@@ -594,8 +594,8 @@ impl Supervisor {
         if tcfg.store.kind != crate::config::StoreKind::Redis {
             return Ok(None);
         }
-        let api_key = tcfg.kite.as_ref().map(|k| k.api_key.as_str()).unwrap_or("");
-        crate::token::fleet::Fleet::start(&tcfg.store, api_key, self.metrics.clone()).map(Some)
+        let kite = tcfg.kite.clone().unwrap_or_default();
+        crate::token::fleet::Fleet::start(&tcfg.store, &kite, self.metrics.clone()).map(Some)
     }
 
     /// Fleet mode: hand the lock over now, so a successor need not wait for its TTL.
