@@ -653,7 +653,10 @@ impl Supervisor {
             metrics: self.metrics.clone(),
             keeper: self.keeper.clone(),
             kite: self.cfg.token.as_ref().and_then(|t| t.kite.clone()),
-            nonces: Default::default(),
+            login_states: std::sync::Arc::new(crate::token::login_state::LoginStates::new(
+                self.cfg.token.as_ref().and_then(|t| t.kite.as_ref()),
+                self.keeper.as_ref().and_then(|k| k.fleet_store.clone()),
+            )),
         };
         crate::http::serve(self.cfg.http.listen, app).await?;
         tracing::info!(

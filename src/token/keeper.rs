@@ -138,6 +138,8 @@ pub struct KeeperHandle {
     pub generation: Arc<AtomicU64>,
     /// Fleet mode only: the shared store and this warden's role.
     pub fleet: Option<watch::Receiver<FleetStatus>>,
+    /// Fleet mode only: the fleet itself (manual-login states are spent fleet-wide).
+    pub fleet_store: Option<Fleet>,
 }
 
 pub struct Keeper<B: Broker> {
@@ -211,6 +213,7 @@ impl<B: Broker> Keeper<B> {
             .fleet
             .map_or((None, None), |(f, rx)| (Some(f), Some(rx)));
         let fleet_status = fleet.as_ref().map(Fleet::status);
+        let fleet_store = fleet.clone();
         let keeper = Keeper {
             broker,
             clock: setup.clock,
@@ -246,6 +249,7 @@ impl<B: Broker> Keeper<B> {
             status: status_rx,
             generation,
             fleet: fleet_status,
+            fleet_store,
         }
     }
 

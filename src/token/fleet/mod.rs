@@ -274,7 +274,9 @@ impl Fleet {
             reason = reason.as_str(),
             "ignoring the token record in Redis: {detail}"
         );
-        self.inner.metrics.inc_token_store_record_rejected(reason.as_str());
+        self.inner
+            .metrics
+            .inc_token_store_record_rejected(reason.as_str());
         self.inner.status.send_modify(|s| {
             s.records_rejected += 1;
             s.last_rejection = Some(format!("{}: {detail}", reason.as_str()));
