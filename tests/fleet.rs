@@ -1135,5 +1135,13 @@ mod trust {
             "the state survived: only the exchange failed"
         );
         assert_eq!(cb(&state).0, 400, "and it is spent now");
+        // Forged, expired, or correctly signed but never issued by this warden.
+        let minted = warden::token::login_state::LoginStates::new(Some(&kite.kite_config()), None);
+        let expired = minted.issue_at(now() - 15 * 60 - 1).unwrap();
+        let not_ours = minted.issue().unwrap();
+        for forged in ["forged.1.00", expired.as_str(), not_ours.as_str()] {
+            let (code, body) = cb(forged);
+            assert_eq!(code, 400, "{forged}: {body}");
+        }
     }
 }
