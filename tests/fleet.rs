@@ -960,6 +960,27 @@ mod trust {
         }
         let signed = raw_token_record(&redis);
         assert!(signed.contains("\"sig\""), "records carry their signature");
+
+        // 5. An unsigned request in the followers' queue: a genuine request token handed to
+        // the leader past every warden's `state` check. Dropped, not exchanged.
+        let before = sessions(&kite);
+        let forged = serde_json::json!({
+            "kind": "callback", "request_token": user.request_token(),
+            "reply": "test:kitefront:reply:x", "from": "mallory", "deadline": now() + 60
+        })
+        .to_string();
+        raw(&redis, &["RPUSH", "test:kitefront:requests", &forged]);
+        raw(&redis, &["PUBLISH", EVENTS, "request"]);
+        wait_fleet(&ws, "the leader drops the unsigned request", T, || {
+            ws.iter().any(|w| {
+                w.logs()
+                    .contains("dropping a fleet request without a valid signature")
+            })
+        });
+        assert_eq!(sessions(&kite), before, "nothing was exchanged");
+        for w in &ws {
+            assert_eq!(w.env_token(), g2.expose());
+        }
         never_shown(&ws, &[&g1, &g2]);
     }
 

@@ -15,7 +15,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// signature can never verify a new layout.
 const LABEL: &[u8] = b"warden token record v1";
 
-/// The key token records are signed with: HMAC-SHA256(api_secret, LABEL). The api_secret itself
+/// The key token records (and followers' requests) are signed with:
+/// HMAC-SHA256(api_secret, LABEL). The api_secret itself
 /// is never used as a key, so a signature reveals nothing usable against Kite's checksum.
 #[derive(Clone)]
 pub struct RecordKey([u8; 32]);
@@ -37,9 +38,17 @@ impl RecordKey {
         Some(RecordKey(mac.finalize().into_bytes().into()))
     }
 
-    fn mac(&self, slot: &str, t: &SharedToken) -> HmacSha256 {
+    /// Length-prefixed fields: no two different field lists share one byte string.
+    fn mac_of(&self, fields: &[&str]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        // Length-prefixed fields: no two different records share one byte string.
+        for f in fields {
+            mac.update(&(f.len() as u64).to_be_bytes());
+            mac.update(f.as_bytes());
+        }
+        mac
+    }
+
+    fn mac(&self, slot: &str, t: &SharedToken) -> HmacSha256 {
         let (obtained, expires, fence) = (
             t.rec.obtained_at.to_string(),
             t.rec.expires_at.to_string(),
@@ -55,11 +64,7 @@ impl RecordKey {
             &fence,
             &t.writer,
         ];
-        for f in fields {
-            mac.update(&(f.len() as u64).to_be_bytes());
-            mac.update(f.as_bytes());
-        }
-        mac
+        self.mac_of(&fields)
     }
 
     /// The hex signature of `t` stored under the Redis key `slot` (a record copied to another
@@ -74,6 +79,24 @@ impl RecordKey {
             return false;
         };
         self.mac(slot, t).verify_slice(&raw).is_ok()
+    }
+
+    /// The hex signature of a follower's request (its JSON text) pushed to the list `slot`.
+    pub fn sign_request(&self, slot: &str, body: &str) -> String {
+        hex::encode(
+            self.mac_of(&["request", slot, body])
+                .finalize()
+                .into_bytes(),
+        )
+    }
+
+    pub fn verify_request(&self, slot: &str, body: &str, signature: &str) -> bool {
+        let Ok(raw) = hex::decode(signature) else {
+            return false;
+        };
+        self.mac_of(&["request", slot, body])
+            .verify_slice(&raw)
+            .is_ok()
     }
 }
 
@@ -128,6 +151,16 @@ mod tests {
         assert!(!key.verify("s", &token(), "zz-not-hex"));
         assert!(RecordKey::derive(&Secret::new("")).is_none());
         assert_eq!(format!("{key:?}"), "RecordKey(***)");
+    }
+
+    #[test]
+    fn a_request_signature_covers_its_text_and_list() {
+        let key = RecordKey::derive(&Secret::new("app-secret")).unwrap();
+        let sig = key.sign_request("p:k:requests", r#"{"kind":"refresh"}"#);
+        assert!(key.verify_request("p:k:requests", r#"{"kind":"refresh"}"#, &sig));
+        assert!(!key.verify_request("p:k:requests", r#"{"kind":"adopt"}"#, &sig));
+        assert!(!key.verify_request("q:k:requests", r#"{"kind":"refresh"}"#, &sig));
+        assert!(!key.verify_request("p:k:requests", r#"{"kind":"refresh"}"#, "00"));
     }
 
     #[test]

@@ -124,6 +124,13 @@ pub enum Request {
     Adopt { access_token: String, from: String },
 }
 
+/// A request as stored in the list: its JSON text and that text's signature.
+#[derive(Serialize, Deserialize)]
+struct SignedRequest {
+    body: String,
+    sig: String,
+}
+
 /// The leader's answer to a forwarded manual login.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
@@ -503,7 +510,10 @@ impl RedisStore {
     }
 
     pub async fn push_request(&self, req: &Request) -> Result<(), FleetError> {
-        let json = serde_json::to_string(req)
+        let body = serde_json::to_string(req)
+            .map_err(|e| FleetError::Protocol(format!("cannot encode a request: {e}")))?;
+        let sig = self.record_key.sign_request(&self.keys.requests, &body);
+        let json = serde_json::to_string(&SignedRequest { body, sig })
             .map_err(|e| FleetError::Protocol(format!("cannot encode a request: {e}")))?;
         self.run(async |c| {
             redis::pipe()
@@ -520,7 +530,8 @@ impl RedisStore {
         .await
     }
 
-    /// Take up to `max` queued requests (the leader's job). Unreadable entries are dropped.
+    /// Take up to `max` queued requests (the leader's job). Unreadable entries, and entries
+    /// without a valid signature (not written by a warden of this fleet), are dropped.
     pub async fn pop_requests(&self, max: usize) -> Result<Vec<Request>, FleetError> {
         let raw: Option<Vec<String>> = self
             .run(async |c| {
@@ -534,11 +545,24 @@ impl RedisStore {
         Ok(raw
             .unwrap_or_default()
             .iter()
-            .filter_map(|r| match serde_json::from_str(r) {
-                Ok(req) => Some(req),
-                Err(_) => {
-                    tracing::warn!("dropping an unreadable fleet request");
-                    None
+            .filter_map(|r| {
+                let signed = serde_json::from_str::<SignedRequest>(r).ok().filter(|s| {
+                    self.record_key
+                        .verify_request(&self.keys.requests, &s.body, &s.sig)
+                });
+                let Some(signed) = signed else {
+                    tracing::warn!(
+                        "dropping a fleet request without a valid signature (not written by a \
+                         warden with this app's api_secret)"
+                    );
+                    return None;
+                };
+                match serde_json::from_str(&signed.body) {
+                    Ok(req) => Some(req),
+                    Err(_) => {
+                        tracing::warn!("dropping an unreadable fleet request");
+                        None
+                    }
                 }
             })
             .collect())
