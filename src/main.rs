@@ -139,8 +139,8 @@ fn run(path: &std::path::Path) -> ExitCode {
         .as_ref()
         .filter(|t| t.store.kind == warden::config::StoreKind::Redis)
     {
-        let api_key = t.kite.as_ref().map(|k| k.api_key.as_str()).unwrap_or("");
-        if let Err(e) = warden::token::fleet::store::RedisStore::new(&t.store, api_key) {
+        let kite = t.kite.clone().unwrap_or_default();
+        if let Err(e) = warden::token::fleet::Fleet::check(&t.store, &kite) {
             eprintln!("{}: token.store: {e}", path.display());
             return ExitCode::from(2);
         }

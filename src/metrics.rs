@@ -61,7 +61,11 @@ struct FleetMetrics {
     store_up: IntGauge,
     leader: IntGauge,
     leader_changes: IntCounter,
+    records_rejected: IntCounterVec,
 }
+
+/// The `reason`s of `warden_token_store_records_rejected_total` (`token::fleet::Rejection`).
+const STORE_REJECTIONS: [&str; 4] = ["unreadable", "signature", "user", "replay"];
 
 impl FleetMetrics {
     fn register(r: &Registry) -> FleetMetrics {
@@ -84,6 +88,18 @@ impl FleetMetrics {
                 )
                 .expect("valid metric"),
             ),
+            records_rejected: {
+                let c = counter_vec(
+                    r,
+                    "warden_token_store_records_rejected_total",
+                    "Token records read from Redis that this warden refused to use, by reason.",
+                    &["reason"],
+                );
+                for reason in STORE_REJECTIONS {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
         }
     }
 }
@@ -369,6 +385,14 @@ impl Metrics {
 
     pub fn inc_token_leader_changes(&self) {
         self.fleet().leader_changes.inc();
+    }
+
+    /// `reason`: one of `STORE_REJECTIONS`.
+    pub fn inc_token_store_record_rejected(&self, reason: &str) {
+        self.fleet()
+            .records_rejected
+            .with_label_values(&[reason])
+            .inc();
     }
 
     pub fn inc_notify_failure(&self, channel: &str) {

@@ -639,8 +639,8 @@ impl Supervisor {
         if tcfg.store.kind != crate::config::StoreKind::Redis {
             return Ok(None);
         }
-        let api_key = tcfg.kite.as_ref().map(|k| k.api_key.as_str()).unwrap_or("");
-        crate::token::fleet::Fleet::start(&tcfg.store, api_key, self.metrics.clone()).map(Some)
+        let kite = tcfg.kite.clone().unwrap_or_default();
+        crate::token::fleet::Fleet::start(&tcfg.store, &kite, self.metrics.clone()).map(Some)
     }
 
     /// Fleet mode: hand the lock over now, so a successor need not wait for its TTL.
@@ -698,7 +698,10 @@ impl Supervisor {
             metrics: self.metrics.clone(),
             keeper: self.keeper.clone(),
             kite: self.cfg.token.as_ref().and_then(|t| t.kite.clone()),
-            nonces: Default::default(),
+            login_states: std::sync::Arc::new(crate::token::login_state::LoginStates::new(
+                self.cfg.token.as_ref().and_then(|t| t.kite.as_ref()),
+                self.keeper.as_ref().and_then(|k| k.fleet_store.clone()),
+            )),
         };
         crate::http::serve(self.cfg.http.listen, app).await?;
         tracing::info!(

@@ -522,6 +522,7 @@ fn a_manual_login_started_on_one_warden_and_landing_on_another_is_completed_by_t
 #[test]
 fn a_stale_leaders_write_with_an_old_fence_is_rejected() {
     use warden::config::{Secret, StoreConfig, StoreKind};
+    use warden::token::fleet::record::RecordKey;
     use warden::token::fleet::store::{Acquire, RedisStore, SharedToken};
     use warden::token::{TokenRecord, TokenSource};
 
@@ -538,8 +539,9 @@ fn a_stale_leaders_write_with_an_old_fence_is_rejected() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let a = RedisStore::new(&cfg, "app").unwrap();
-        let b = RedisStore::new(&cfg, "app").unwrap();
+        let key = || RecordKey::derive(&Secret::new("app-secret")).unwrap();
+        let a = RedisStore::new(&cfg, "app", key()).unwrap();
+        let b = RedisStore::new(&cfg, "app", key()).unwrap();
         let ttl = Duration::from_millis(300);
         let Acquire::Won(fa) = a.acquire("A", ttl).await.unwrap() else {
             panic!("A should win an empty lock")
@@ -679,4 +681,488 @@ fn a_rejected_login_is_tried_once_for_the_fleet_and_every_page_offers_the_manual
     // Still only one attempt a while later: followers never try, the leader stays blocked.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(kite.stats()["twofa_fail"], 1);
+}
+
+// ---- Trusting Redis (README "Trusting Redis") and fleet-wide login states ----
+
+mod trust {
+    use super::*;
+    use warden::config::{Secret, StoreConfig, StoreKind};
+    use warden::sandbox::kite::{current_totp, DEFAULT_API_SECRET, DEFAULT_PASSWORD};
+    use warden::token::fleet::record::RecordKey;
+    use warden::token::fleet::store::{RedisStore, SharedToken};
+    use warden::token::kite::KiteClient;
+    use warden::token::{TokenRecord, TokenSource};
+
+    const TOKEN_KEY: &str = "test:kitefront:token";
+    const EVENTS: &str = "test:kitefront:events";
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// The fleet's store as a warden with api_secret `secret` sees it.
+    fn store_signed_with(redis: &Redis, secret: &str) -> RedisStore {
+        let cfg = StoreConfig {
+            kind: StoreKind::Redis,
+            url: Secret::new(redis.url()),
+            key_prefix: "test:".into(),
+            ..StoreConfig::default()
+        };
+        let key = RecordKey::derive(&Secret::new(secret)).unwrap();
+        RedisStore::new(&cfg, "kitefront", key).unwrap()
+    }
+
+    /// One raw Redis command (no checks: what an intruder with Redis access could send).
+    pub(super) fn raw(redis: &Redis, args: &[&str]) -> redis::Value {
+        rt().block_on(async {
+            let client = redis::Client::open(redis.url()).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let mut cmd = redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            cmd.query_async(&mut c).await.unwrap()
+        })
+    }
+
+    fn raw_token_record(redis: &Redis) -> String {
+        match raw(redis, &["GET", TOKEN_KEY]) {
+            redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+            other => panic!("no token record: {other:?}"),
+        }
+    }
+
+    /// Put a record into Redis the way a leader does (fenced write + announcement), signed
+    /// with a key derived from `secret`, under the newest fence.
+    fn push_signed(redis: &Redis, secret: &str, token: &Secret, user_id: &str, obtained_at: i64) {
+        let store = store_signed_with(redis, secret);
+        rt().block_on(async {
+            let fence = store.current_fence().await.unwrap();
+            let written = store
+                .write_token(&SharedToken {
+                    rec: TokenRecord {
+                        access_token: token.clone(),
+                        user_id: user_id.into(),
+                        obtained_at,
+                        expires_at: obtained_at + 3600,
+                        source: TokenSource::Manual,
+                    },
+                    fence,
+                    writer: "test/1/0000".into(),
+                })
+                .await
+                .unwrap();
+            assert!(written, "the fenced write took the newest fence");
+        });
+    }
+
+    fn now() -> i64 {
+        jiff::Timestamp::now().as_second()
+    }
+
+    /// A person logged in to Kite in a browser (cookie) and an app exchanging request tokens:
+    /// each call is a genuine new access token of the sandbox's user, and kills the previous
+    /// one. Only the first call submits a TOTP code.
+    pub(super) struct KiteUser<'a> {
+        kite: &'a KiteSandbox,
+        cookie: String,
+    }
+
+    impl<'a> KiteUser<'a> {
+        pub(super) fn new(kite: &'a KiteSandbox) -> KiteUser<'a> {
+            KiteUser {
+                kite,
+                cookie: String::new(),
+            }
+        }
+
+        pub(super) fn request_token(&mut self) -> String {
+            let addr = self.kite.addr.clone();
+            let mut path = "/connect/login?v=3&api_key=kitefront".to_string();
+            for _ in 0..10 {
+                let headers: Vec<(&str, &str)> = if self.cookie.is_empty() {
+                    vec![]
+                } else {
+                    vec![("Cookie", self.cookie.as_str())]
+                };
+                let r = request(&addr, "GET", &path, &headers, "");
+                if r.status == 302 {
+                    let loc = r.header("location").unwrap().to_string();
+                    if let Some(rt) = loc.split("request_token=").nth(1) {
+                        return rt.split('&').next().unwrap().to_string();
+                    }
+                    path = match loc.strip_prefix("http://") {
+                        Some(rest) => rest[rest.find('/').unwrap()..].to_string(),
+                        None => loc,
+                    };
+                    continue;
+                }
+                assert_eq!(r.status, 200, "{path}: {}", r.body);
+                let value = |name: &str| {
+                    let needle = format!("name=\"{name}\" value=\"");
+                    let rest = &r.body[r.body.find(&needle).unwrap() + needle.len()..];
+                    rest[..rest.find('"').unwrap()].to_string()
+                };
+                let form = format!(
+                    "api_key={}&sess_id={}&user_id=AB1234&password={}&twofa_value={}",
+                    enc(&value("api_key")),
+                    enc(&value("sess_id")),
+                    enc(DEFAULT_PASSWORD),
+                    current_totp(SANDBOX_TOTP).unwrap()
+                );
+                let r = request(
+                    &addr,
+                    "POST",
+                    "/connect/login",
+                    &[("Content-Type", "application/x-www-form-urlencoded")],
+                    &form,
+                );
+                assert_eq!(r.status, 303, "login form: {}", r.body);
+                self.cookie = r
+                    .header("set-cookie")
+                    .and_then(|c| c.split(';').next())
+                    .unwrap()
+                    .to_string();
+                path = r.header("location").unwrap().to_string();
+            }
+            panic!("no request token within 10 hops");
+        }
+
+        pub(super) fn access_token(&mut self) -> Secret {
+            let request_token = self.request_token();
+            let cfg = self.kite.kite_config();
+            rt().block_on(async {
+                KiteClient::new(&cfg)
+                    .exchange(&request_token, &Secret::new(DEFAULT_API_SECRET))
+                    .await
+                    .unwrap()
+                    .access_token
+            })
+        }
+    }
+
+    /// `warden_token_store_records_rejected_total{reason}` of one warden.
+    pub(super) fn rejected(w: &Warden, reason: &str) -> u64 {
+        let (_, m) = http(&w.addr, "GET", "/metrics", &[], "");
+        let series = format!("warden_token_store_records_rejected_total{{reason=\"{reason}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    /// Two manual-login wardens (nobody logs in by itself), one leading.
+    pub(super) fn manual_pair(kite: &KiteSandbox, redis: &Redis, user_id: &str) -> Vec<Warden> {
+        let cfg = || {
+            fleet_config(kite, &redis.url(), "manual")
+                .replace("user_id = \"AB1234\"", &format!("user_id = \"{user_id}\""))
+        };
+        let fleet: Vec<Warden> = (0..2).map(|_| Warden::start(&cfg())).collect();
+        {
+            let ws: Vec<&Warden> = fleet.iter().collect();
+            wait_fleet(&ws, "both need a login and one leads", T, || {
+                ws.iter()
+                    .all(|w| w.status()["token"]["state"] == "needs_login")
+                    && leaders(&ws).len() == 1
+            });
+        }
+        fleet
+    }
+
+    /// Neither in a log nor in the status (the `.env` is checked by each test).
+    fn never_shown(ws: &[&Warden], tokens: &[&Secret]) {
+        for w in ws {
+            let logs = w.logs();
+            let status = w.status().to_string();
+            for t in tokens {
+                assert!(!logs.contains(t.expose()), "a token in the log");
+                assert!(!status.contains(t.expose()), "a token in the status");
+            }
+        }
+    }
+
+    #[test]
+    fn forged_and_replayed_records_in_redis_never_reach_an_env_file_and_are_reported() {
+        let Some(redis) = Redis::start("forged_and_replayed_records_in_redis") else {
+            return;
+        };
+        let kite = KiteSandbox::start(&[]);
+        let fleet = manual_pair(&kite, &redis, "AB1234");
+        let ws: Vec<&Warden> = fleet.iter().collect();
+        let mut user = KiteUser::new(&kite);
+        // A genuine, valid token of the right user: only the signature can keep it out.
+        let g1 = user.access_token();
+
+        // 1. Unsigned, with a fence far ahead, announced like a leader's write.
+        let unsigned = serde_json::json!({
+            "access_token": g1.expose(), "user_id": "AB1234", "obtained_at": now(),
+            "expires_at": now() + 3600, "source": "manual", "fence": 1000, "writer": "mallory"
+        })
+        .to_string();
+        raw(&redis, &["SET", TOKEN_KEY, &unsigned]);
+        raw(&redis, &["PUBLISH", EVENTS, "token 1000"]);
+        wait_fleet(&ws, "the unsigned record is refused", T, || {
+            ws.iter().all(|w| rejected(w, "signature") >= 1)
+        });
+
+        // 2. Signed with a key not derived from this app's api_secret.
+        push_signed(&redis, "not-the-api-secret", &g1, "AB1234", now());
+        wait_fleet(&ws, "the wrongly signed record is refused", T, || {
+            ws.iter().all(|w| rejected(w, "signature") >= 2)
+        });
+
+        // 3. Signed, but for another user than the configured one.
+        push_signed(&redis, DEFAULT_API_SECRET, &g1, "ZZ9999", now());
+        wait_fleet(&ws, "the record for another user is refused", T, || {
+            ws.iter().all(|w| rejected(w, "user") >= 1)
+        });
+        for w in &ws {
+            assert_eq!(w.status()["token"]["state"], "needs_login");
+            assert!(w.env_token().is_empty(), "nothing was written");
+            let st = store(w);
+            assert!(st["records_rejected"].as_u64().unwrap() >= 3, "{st}");
+            assert!(
+                st["last_rejection"].as_str().unwrap().starts_with("user:"),
+                "{st}"
+            );
+        }
+        never_shown(&ws, &[&g1]);
+
+        // The same token, correctly signed: installed everywhere (so only the signature and
+        // the user kept it out above).
+        let t1 = now();
+        push_signed(&redis, DEFAULT_API_SECRET, &g1, "AB1234", t1);
+        wait_fleet(&ws, "the genuine record is installed", T, || {
+            ws.iter()
+                .all(|w| w.env_token() == g1.expose() && w.status()["token"]["state"] == "valid")
+        });
+        let r1 = raw_token_record(&redis);
+
+        // 4. A newer genuine record, then the old one put back: a replay never wins.
+        let g2 = user.access_token();
+        push_signed(&redis, DEFAULT_API_SECRET, &g2, "AB1234", t1 + 1);
+        wait_fleet(&ws, "the newer genuine record is installed", T, || {
+            ws.iter().all(|w| w.env_token() == g2.expose())
+        });
+        raw(&redis, &["SET", TOKEN_KEY, &r1]);
+        raw(&redis, &["PUBLISH", EVENTS, "token 1"]);
+        wait_fleet(&ws, "the replayed record is refused", T, || {
+            ws.iter().all(|w| rejected(w, "replay") >= 1)
+        });
+        for w in &ws {
+            assert_eq!(w.env_token(), g2.expose(), "the replay changed nothing");
+            assert_eq!(w.status()["token"]["state"], "valid");
+            assert!(w.logs().contains("ignoring the token record in Redis"));
+        }
+        let signed = raw_token_record(&redis);
+        assert!(signed.contains("\"sig\""), "records carry their signature");
+
+        // 5. An unsigned request in the followers' queue: a genuine request token handed to
+        // the leader past every warden's `state` check. Dropped, not exchanged.
+        let before = sessions(&kite);
+        let forged = serde_json::json!({
+            "kind": "callback", "request_token": user.request_token(),
+            "reply": "test:kitefront:reply:x", "from": "mallory", "deadline": now() + 60
+        })
+        .to_string();
+        raw(&redis, &["RPUSH", "test:kitefront:requests", &forged]);
+        raw(&redis, &["PUBLISH", EVENTS, "request"]);
+        wait_fleet(&ws, "the leader drops the unsigned request", T, || {
+            ws.iter().any(|w| {
+                w.logs()
+                    .contains("dropping a fleet request without a valid signature")
+            })
+        });
+        assert_eq!(sessions(&kite), before, "nothing was exchanged");
+        for w in &ws {
+            assert_eq!(w.env_token(), g2.expose());
+        }
+        never_shown(&ws, &[&g1, &g2]);
+    }
+
+    #[test]
+    fn a_genuine_token_of_another_kite_user_pushed_through_redis_is_refused() {
+        let Some(redis) = Redis::start("a_genuine_token_of_another_kite_user") else {
+            return;
+        };
+        let kite = KiteSandbox::start(&[]);
+        // The fleet trades for ZZ9999; the only user who can log in at the sandbox is AB1234.
+        let fleet = manual_pair(&kite, &redis, "ZZ9999");
+        let ws: Vec<&Warden> = fleet.iter().collect();
+        let theirs = KiteUser::new(&kite).access_token();
+        // Correctly signed and claiming the right user: only the broker can tell.
+        push_signed(&redis, DEFAULT_API_SECRET, &theirs, "ZZ9999", now());
+        wait_fleet(&ws, "the other user's token is refused", T, || {
+            ws.iter().all(|w| rejected(w, "user") >= 1)
+        });
+        for w in &ws {
+            assert_eq!(w.status()["token"]["state"], "needs_login");
+            assert!(w.env_token().is_empty());
+            let why = store(w)["last_rejection"].to_string();
+            assert!(why.contains("AB1234"), "{why}");
+        }
+        never_shown(&ws, &[&theirs]);
+    }
+
+    fn login_state(w: &Warden) -> String {
+        let r = request(&w.addr, "GET", "/login", &[], "");
+        assert_eq!(r.status, 302, "{}", r.body);
+        let loc = r.header("location").unwrap();
+        loc.rsplit("state%3D").next().unwrap().to_string()
+    }
+
+    fn callback(w: &Warden, request_token: &str, state: &str) -> (u16, String) {
+        http(
+            &w.addr,
+            "GET",
+            &format!(
+                "/kite/callback?request_token={request_token}&action=login&status=success&state={state}"
+            ),
+            &[],
+            "",
+        )
+    }
+
+    #[test]
+    fn a_login_state_is_single_use_across_the_fleet_without_an_eviction_hole_and_fails_closed() {
+        let Some(mut redis) = Redis::start("a_login_state_is_single_use_across_the_fleet") else {
+            return;
+        };
+        let kite = KiteSandbox::start(&[]);
+        let fleet = manual_pair(&kite, &redis, "AB1234");
+        let (a, b) = (&fleet[0], &fleet[1]);
+
+        // Spent by a callback whose exchange fails: still spent, here and on the other warden.
+        let state = login_state(a);
+        let (code, body) = callback(a, "not-a-request-token", &state);
+        assert!(
+            code == 502 || code == 503,
+            "the state passed: {code} {body}"
+        );
+        for w in [a, b] {
+            let (code, body) = callback(w, "not-a-request-token", &state);
+            assert_eq!(code, 400, "{body}");
+            assert!(body.contains("already used"), "{body}");
+        }
+
+        // Forged: a bad MAC, an altered issue time, an expired or future issue time.
+        let kite_cfg = kite.kite_config();
+        let minted = warden::token::login_state::LoginStates::new(Some(&kite_cfg), None);
+        let expired = minted.issue_at(now() - 15 * 60 - 1).unwrap();
+        let future = minted.issue_at(now() + 3600).unwrap();
+        let (nonce, rest) = state.split_once('.').unwrap();
+        let mac = rest.split_once('.').unwrap().1;
+        let altered = format!("{nonce}.{}.{mac}", now());
+        let other_app = warden::token::login_state::LoginStates::new(
+            Some(&warden::config::KiteConfig {
+                api_secret: Secret::new("another-app-secret"),
+                ..kite_cfg.clone()
+            }),
+            None,
+        )
+        .issue()
+        .unwrap();
+        for forged in ["forged.1.00", &altered, &expired, &future, &other_app, ""] {
+            for w in [a, b] {
+                let (code, body) = callback(w, "x", forged);
+                assert_eq!(code, 400, "{forged}: {body}");
+            }
+        }
+
+        // No eviction hole: 100 `/login`s later (from 20 addresses, within their rate limit),
+        // the spent state is still spent and an unused one is still good.
+        let unused = login_state(b);
+        for i in 0..100 {
+            let source = format!("127.0.0.{}", 10 + i / 5);
+            let w = if i % 2 == 0 { a } else { b };
+            let r = request_from(&source, &w.addr, "GET", "/login");
+            assert_eq!(r.status, 302, "/login #{i} from {source}: {}", r.body);
+        }
+        for w in [a, b] {
+            assert_eq!(callback(w, "x", &state).0, 400);
+        }
+        let (code, body) = callback(a, "not-a-request-token", &unused);
+        assert!(code == 502 || code == 503, "{code} {body}");
+
+        // Without Redis nobody can tell whether a state was used: refused, clearly.
+        let fresh = login_state(a);
+        redis.stop();
+        let (code, body) = callback(b, "x", &fresh);
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("token store"), "{body}");
+        redis.restart();
+
+        // And a real login still works once: the first use of a fresh state.
+        wait_fleet(&[a, b], "the store is back", T, || {
+            store(a)["up"] == true && store(b)["up"] == true && leaders(&[a, b]).len() == 1
+        });
+        let state = login_state(a);
+        let request_token = KiteUser::new(&kite).request_token();
+        let (code, body) = callback(b, &request_token, &state);
+        assert_eq!(code, 302, "{body}");
+        wait_fleet(&[a, b], "both valid on the manual token", T, || {
+            [a, b]
+                .iter()
+                .all(|w| w.status()["token"]["state"] == "valid")
+        });
+        assert_eq!(callback(a, &request_token, &state).0, 400);
+    }
+
+    #[test]
+    fn login_is_rate_limited_per_client_address() {
+        let kite = KiteSandbox::start(&[]);
+        let port = free_port();
+        let w = Warden::start(&kite.warden_config(port, "manual", None));
+        let addr = format!("127.0.0.1:{port}");
+        for i in 0..5 {
+            let r = request_from("127.0.0.2", &addr, "GET", "/login");
+            assert_eq!(r.status, 302, "#{i}: {}", r.body);
+        }
+        let r = request_from("127.0.0.2", &addr, "GET", "/login");
+        assert_eq!(r.status, 429, "{}", r.body);
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=6).contains(&retry), "Retry-After {retry}");
+        // Other clients, and other pages, are not affected.
+        assert_eq!(
+            request_from("127.0.0.3", &addr, "GET", "/login").status,
+            302
+        );
+        assert_eq!(
+            request_from("127.0.0.2", &addr, "GET", "/healthz").status,
+            200
+        );
+        // A lone warden: a state stays good through 100 `/login`s and is single-use.
+        let state = {
+            let r = request_from("127.0.0.4", &addr, "GET", "/login");
+            r.header("location")
+                .unwrap()
+                .rsplit("state%3D")
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        for i in 0..100 {
+            let r = request_from(&format!("127.0.1.{}", i / 5), &addr, "GET", "/login");
+            assert_eq!(r.status, 302, "#{i}: {}", r.body);
+        }
+        let cb = |st: &str| callback(&w, "not-a-request-token", st);
+        assert_eq!(
+            cb(&state).0,
+            502,
+            "the state survived: only the exchange failed"
+        );
+        assert_eq!(cb(&state).0, 400, "and it is spent now");
+        // Forged, expired, or correctly signed but never issued by this warden.
+        let minted = warden::token::login_state::LoginStates::new(Some(&kite.kite_config()), None);
+        let expired = minted.issue_at(now() - 15 * 60 - 1).unwrap();
+        let not_ours = minted.issue().unwrap();
+        for forged in ["forged.1.00", expired.as_str(), not_ours.as_str()] {
+            let (code, body) = cb(forged);
+            assert_eq!(code, 400, "{forged}: {body}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod login;
 pub mod page;
+pub mod rate_limit;
 
 use std::net::SocketAddr;
 
@@ -36,9 +37,8 @@ pub struct AppState {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub keeper: Option<crate::token::keeper::KeeperHandle>,
     pub kite: Option<crate::config::KiteConfig>,
-    /// Outstanding manual-login `state` nonces and when they were issued.
-    pub nonces:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// Manual-login `state`s: issued by `/login`, spent by `/kite/callback`.
+    pub login_states: std::sync::Arc<crate::token::login_state::LoginStates>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +51,15 @@ pub enum HttpError {
 }
 
 pub fn router(state: AppState) -> Router {
+    let login_limit = std::sync::Arc::new(rate_limit::LoginRateLimit::default());
     api::routes()
         .merge(login::routes())
         .merge(page::routes())
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            login_limit,
+            rate_limit::login_rate_limit,
+        ))
 }
 
 /// Bind now (so a busy port fails start-up), serve in the background. Returns the bound address.
@@ -67,6 +72,8 @@ pub async fn serve(addr: SocketAddr, state: AppState) -> Result<SocketAddr, Http
         .map_err(|source| HttpError::Bind { addr, source })?;
     let app = router(state);
     tokio::spawn(async move {
+        // The peer address: `/login` is rate-limited per client.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("http server failed: {e}");
         }

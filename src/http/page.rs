@@ -348,6 +348,18 @@ fn token_card(out: &mut String, p: &Page<'_>) {
             (true, Role::Unknown) => "electing a leader".to_string(),
         };
         row(out, "Fleet", format!("{} · {role}", escape(&f.id)));
+        if f.records_rejected > 0 {
+            let last = f.last_rejection.as_deref().unwrap_or("");
+            row(
+                out,
+                "Refused from Redis",
+                format!(
+                    "{} token record(s); last: {}",
+                    f.records_rejected,
+                    escape(last)
+                ),
+            );
+        }
     }
     out.push_str("</dl>");
     if let Some(w) = &t.env_file_warning {
@@ -616,7 +628,7 @@ mod tests {
             id: "a<b".into(),
             leader: Some("host/1/<x>".into()),
             fence: 0,
-            last_error: None,
+            ..FleetStatus::default()
         };
         let html = render(&Page {
             programs: &[],

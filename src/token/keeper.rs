@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::broker::Broker;
 use super::clock::Clock;
-use super::fleet::{Fleet, FleetEvent, FleetStatus, Reply, Request, Role, SharedToken};
+use super::fleet::{Fleet, FleetEvent, FleetStatus, Rejection, Reply, Request, Role, SharedToken};
 use super::kite::{BrokerError, ErrorClass};
 use super::schedule::{last_before, next_after, parse_hhmm};
 use super::{store, TokenRecord, TokenSource};
@@ -129,6 +129,8 @@ const ASK_INTERVAL: Duration = Duration::from_secs(10);
 const FORWARD_WAIT: Duration = Duration::from_secs(30);
 /// Fleet mode: how long start-up waits for the first election before deciding anything.
 const FLEET_SETTLE: Duration = Duration::from_secs(3);
+/// Fleet mode: when the broker could not say whether a shared token is good, read it again.
+const SHARED_RECHECK: Duration = Duration::from_secs(5);
 
 /// Shared, cheap view of the keeper for HTTP and the supervisor.
 #[derive(Clone)]
@@ -139,6 +141,8 @@ pub struct KeeperHandle {
     pub generation: Arc<AtomicU64>,
     /// Fleet mode only: the shared store and this warden's role.
     pub fleet: Option<watch::Receiver<FleetStatus>>,
+    /// Fleet mode only: the fleet itself (manual-login states are spent fleet-wide).
+    pub fleet_store: Option<Fleet>,
 }
 
 pub struct Keeper<B: Broker> {
@@ -212,6 +216,7 @@ impl<B: Broker> Keeper<B> {
             .fleet
             .map_or((None, None), |(f, rx)| (Some(f), Some(rx)));
         let fleet_status = fleet.as_ref().map(Fleet::status);
+        let fleet_store = fleet.clone();
         let keeper = Keeper {
             broker,
             clock: setup.clock,
@@ -247,6 +252,7 @@ impl<B: Broker> Keeper<B> {
             status: status_rx,
             generation,
             fleet: fleet_status,
+            fleet_store,
         }
     }
 
@@ -904,8 +910,9 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
-    /// A token from the shared store. A newer one is taken as is (its leader validated it);
-    /// an older one than ours must first prove itself with the broker.
+    /// A token from the shared store (its signature already verified by the fleet). It must be
+    /// newer than ours (an old genuine record put back is a replay) and the broker must accept
+    /// it for the configured user before anything is written (README "Trusting Redis").
     async fn on_shared(&mut self, shared: SharedToken) {
         if let Some(c) = &self.current {
             if c.access_token == shared.rec.access_token {
@@ -913,16 +920,23 @@ impl<B: Broker> Keeper<B> {
                 return;
             }
         }
-        let newer = shared.fence >= self.current_fence
-            && self
-                .current
-                .as_ref()
-                .is_none_or(|c| shared.rec.obtained_at >= c.obtained_at);
-        if !newer {
-            if let Err(e) = self.check(&shared.rec.access_token).await {
-                tracing::info!("ignoring an older shared token: {e}");
-                return;
-            }
+        let Some(f) = self.fleet.clone() else { return };
+        let replay = self.current.as_ref().is_some_and(|c| {
+            shared.fence <= self.current_fence && shared.rec.obtained_at <= c.obtained_at
+        });
+        if replay {
+            f.reject(
+                Rejection::Replay,
+                &format!(
+                    "its fence {} and obtained_at are not newer than those of the token in use \
+                     (fence {}): an old record put back",
+                    shared.fence, self.current_fence
+                ),
+            );
+            return;
+        }
+        if !self.vet_shared(&f, &shared).await {
+            return;
         }
         tracing::info!(fence = shared.fence, writer = %shared.writer, "new token from the fleet");
         self.current_fence = shared.fence;
@@ -930,6 +944,51 @@ impl<B: Broker> Keeper<B> {
         self.blocked = None;
         if let Err(e) = self.install(shared.rec, true) {
             tracing::error!("cannot store the fleet's token: {e}");
+        }
+    }
+
+    /// Ask the broker about a shared token before it is installed: `true` when it accepts it
+    /// for the configured user (and the user the record names). A token of another user is a
+    /// bad token, reported; a broker that cannot answer now means "look again shortly".
+    async fn vet_shared(&mut self, f: &Fleet, shared: &SharedToken) -> bool {
+        if !self.broker.configured() {
+            tracing::warn!("ignoring the fleet's token: no [token.kite] to validate it with");
+            return false;
+        }
+        let expected = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+        match self.broker.profile(&shared.rec.access_token).await {
+            Ok(p) => {
+                let wrong = (!expected.is_empty() && p.user_id != expected)
+                    || (!shared.rec.user_id.is_empty() && p.user_id != shared.rec.user_id);
+                if wrong {
+                    f.reject(
+                        Rejection::User,
+                        &format!(
+                            "the broker says its token belongs to Kite user {}, not {}",
+                            p.user_id,
+                            if expected.is_empty() {
+                                &shared.rec.user_id
+                            } else {
+                                &expected
+                            }
+                        ),
+                    );
+                    return false;
+                }
+                true
+            }
+            Err(e) if e.class() == ErrorClass::Transient => {
+                tracing::warn!(
+                    "cannot validate the fleet's new token now ({e}); looking again in {}s",
+                    SHARED_RECHECK.as_secs()
+                );
+                f.resync_later(SHARED_RECHECK);
+                false
+            }
+            Err(e) => {
+                tracing::info!("ignoring the fleet's token: the broker does not accept it ({e})");
+                false
+            }
         }
     }
 

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod keeper;
 pub mod kite;
 pub mod login;
+pub mod login_state;
 pub mod schedule;
 pub mod store;
 

@@ -28,7 +28,37 @@ impl Resp {
 /// One HTTP/1.1 request with `Connection: close`. Panics when `addr` does not answer; a status
 /// line that cannot be parsed gives status 0.
 pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    request_on(s, addr, method, path, headers, body)
+}
+
+/// [`request`] from the loopback source address `source` (e.g. `127.0.0.7`): a server that
+/// tells clients apart by address sees a different client for each.
+pub fn request_from(source: &str, addr: &str, method: &str, path: &str) -> Resp {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        sock.connect(addr.parse().unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr} from {source}: {e}"))
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    request_on(s, addr, method, path, &[], "")
+}
+
+fn request_on(
+    mut s: TcpStream,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",

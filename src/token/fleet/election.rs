@@ -82,11 +82,13 @@ async fn on_message(fleet: &Fleet, tx: &UnboundedSender<FleetEvent>, payload: &s
 }
 
 async fn sync_token(fleet: &Fleet, tx: &UnboundedSender<FleetEvent>) {
-    match fleet.inner.store.read_token().await {
+    match fleet.read_token().await {
         Ok(Some(t)) => {
             let _ = tx.send(FleetEvent::Token(t));
         }
         Ok(None) => {}
+        // Already reported by `read_token`.
+        Err(super::FleetError::Untrusted { .. }) => {}
         Err(e) => tracing::warn!("cannot read the shared token: {e}"),
     }
 }

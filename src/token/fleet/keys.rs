@@ -20,6 +20,7 @@ pub struct Keys {
     /// `requests`, `released` when a leader gives the lock up.
     pub events: String,
     reply_prefix: String,
+    login_state_prefix: String,
 }
 
 impl Keys {
@@ -34,12 +35,18 @@ impl Keys {
             requests: format!("{base}requests"),
             events: format!("{base}events"),
             reply_prefix: format!("{base}reply:"),
+            login_state_prefix: format!("{base}login_state:"),
         }
     }
 
     /// Where the leader answers one forwarded manual login.
     pub fn reply(&self, id: &str) -> String {
         format!("{}{id}", self.reply_prefix)
+    }
+
+    /// Present while a manual-login `state` nonce is spent (until the state would expire).
+    pub fn login_state(&self, nonce: &str) -> String {
+        format!("{}{nonce}", self.login_state_prefix)
     }
 }
 
@@ -56,6 +63,7 @@ mod tests {
         assert_eq!(k.requests, "warden:abc:requests");
         assert_eq!(k.events, "warden:abc:events");
         assert_eq!(k.reply("r1"), "warden:abc:reply:r1");
+        assert_eq!(k.login_state("n1"), "warden:abc:login_state:n1");
         assert_ne!(Keys::new("prod:", "abc").lock, k.lock);
     }
 }

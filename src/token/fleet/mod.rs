@@ -10,6 +10,7 @@
 
 mod election;
 pub mod keys;
+pub mod record;
 pub mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,15 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use record::RecordKey;
 use store::RedisStore;
-pub use store::{FleetError, Reply, Request, SharedToken};
+pub use store::{FleetError, Rejection, Reply, Request, SharedToken};
 
 use super::TokenRecord;
-use crate::config::StoreConfig;
+use crate::config::{KiteConfig, StoreConfig};
 use crate::metrics::Metrics;
 
 /// This warden's part in the fleet.
@@ -52,6 +54,10 @@ pub struct FleetStatus {
     /// The fence this warden leads with (0 when it does not lead).
     pub fence: u64,
     pub last_error: Option<String>,
+    /// Token records from Redis this warden refused to use (README "Trusting Redis").
+    pub records_rejected: u64,
+    /// Why the last one was refused (never the token).
+    pub last_rejection: Option<String>,
 }
 
 /// What the fleet tells the token keeper.
@@ -79,6 +85,8 @@ struct Lease {
 
 struct Inner {
     store: RedisStore,
+    /// `token.kite.user_id`: a record for anyone else is refused (empty: not checked here).
+    user_id: String,
     id: String,
     ttl: Duration,
     status: watch::Sender<FleetStatus>,
@@ -87,6 +95,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Set on graceful stop: never take the lock again.
     retired: AtomicBool,
+    /// The keeper's inbox, for reads scheduled outside the fleet task.
+    events: UnboundedSender<FleetEvent>,
 }
 
 /// A cheap handle on the fleet; the election and subscription run in a task of their own.
@@ -96,13 +106,23 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// What start-up checks before anything runs: a usable url and a key to sign with.
+    pub fn check(cfg: &StoreConfig, kite: &KiteConfig) -> Result<(), FleetError> {
+        Self::store(cfg, kite).map(|_| ())
+    }
+
+    fn store(cfg: &StoreConfig, kite: &KiteConfig) -> Result<RedisStore, FleetError> {
+        let record_key = RecordKey::derive(&kite.api_secret).ok_or(FleetError::NoRecordKey)?;
+        RedisStore::new(cfg, &kite.api_key, record_key)
+    }
+
     /// Connects lazily: an unreachable Redis at start-up is reported, not fatal.
     pub fn start(
         cfg: &StoreConfig,
-        api_key: &str,
+        kite: &KiteConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Fleet, UnboundedReceiver<FleetEvent>), FleetError> {
-        let store = RedisStore::new(cfg, api_key)?;
+        let store = Self::store(cfg, kite)?;
         let id = warden_id();
         let (status, _) = watch::channel(FleetStatus {
             kind: "redis",
@@ -111,9 +131,11 @@ impl Fleet {
         });
         metrics.set_token_store_up(false);
         metrics.set_token_leader(false);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let fleet = Fleet {
             inner: Arc::new(Inner {
                 store,
+                user_id: kite.user_id.clone(),
                 id,
                 ttl: cfg.lock_ttl,
                 status,
@@ -121,9 +143,9 @@ impl Fleet {
                 wake: Notify::new(),
                 metrics,
                 retired: AtomicBool::new(false),
+                events: tx.clone(),
             }),
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(election::run(fleet.clone(), tx));
         Ok((fleet, rx))
     }
@@ -223,8 +245,60 @@ impl Fleet {
         });
     }
 
+    /// The shared token, only if its signature verifies and it is for the configured user;
+    /// anything else is reported (log, `token.store.records_rejected`, the metric) and comes
+    /// back as [`FleetError::Untrusted`].
     pub async fn read_token(&self) -> Result<Option<SharedToken>, FleetError> {
-        self.inner.store.read_token().await
+        let read = self.inner.store.read_token().await.and_then(|t| match t {
+            Some(t) if !self.inner.user_id.is_empty() && t.rec.user_id != self.inner.user_id => {
+                Err(FleetError::untrusted(
+                    Rejection::User,
+                    format!(
+                        "it is signed for Kite user {:?}, not the configured user_id {}",
+                        t.rec.user_id, self.inner.user_id
+                    ),
+                ))
+            }
+            other => Ok(other),
+        });
+        if let Err(FleetError::Untrusted { reason, detail }) = &read {
+            self.reject(*reason, detail);
+        }
+        read
+    }
+
+    /// Report a token record from Redis that this warden refuses to use. `detail` must never
+    /// hold the token.
+    pub fn reject(&self, reason: Rejection, detail: &str) {
+        tracing::warn!(
+            reason = reason.as_str(),
+            "ignoring the token record in Redis: {detail}"
+        );
+        self.inner
+            .metrics
+            .inc_token_store_record_rejected(reason.as_str());
+        self.inner.status.send_modify(|s| {
+            s.records_rejected += 1;
+            s.last_rejection = Some(format!("{}: {detail}", reason.as_str()));
+        });
+    }
+
+    /// Read the shared token again after `delay` and hand it to the keeper (the broker could
+    /// not validate it just now).
+    pub fn resync_later(&self, delay: Duration) {
+        let f = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Ok(Some(t)) = f.read_token().await {
+                let _ = f.inner.events.send(FleetEvent::Token(t));
+            }
+        });
+    }
+
+    /// Mark a manual-login `state` nonce spent for the whole fleet: `Ok(false)` when some
+    /// warden already spent it.
+    pub async fn spend_login_state(&self, nonce: &str, ttl: Duration) -> Result<bool, FleetError> {
+        self.inner.store.spend_login_state(nonce, ttl).await
     }
 
     pub async fn request(&self, req: &Request) -> Result<(), FleetError> {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::keys::Keys;
+use super::record::RecordKey;
 use crate::config::{Secret, StoreConfig};
 use crate::token::{TokenRecord, TokenSource};
 
@@ -28,6 +29,56 @@ pub enum FleetError {
     Protocol(String),
     #[error("token.store.url is not usable: {0}")]
     Config(String),
+    #[error(
+        "fleet mode needs token.kite.api_secret: the shared token records are signed with a key \
+         derived from it"
+    )]
+    NoRecordKey,
+    /// A token record that must not be used (README "Trusting Redis"); never carries the token.
+    #[error("ignoring the token record in Redis: {detail}")]
+    Untrusted { reason: Rejection, detail: String },
+}
+
+/// Why a token record read from Redis was not used; the `reason` label of
+/// `warden_token_store_records_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not a warden token record at all.
+    Unreadable,
+    /// No signature, or one that does not verify with this app's record key.
+    Signature,
+    /// Signed, but for another Kite user than `token.kite.user_id`, or the broker says the
+    /// token belongs to another user.
+    User,
+    /// An older genuine record put back: it must not replace a newer token.
+    Replay,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 4] = [
+        Rejection::Unreadable,
+        Rejection::Signature,
+        Rejection::User,
+        Rejection::Replay,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Unreadable => "unreadable",
+            Rejection::Signature => "signature",
+            Rejection::User => "user",
+            Rejection::Replay => "replay",
+        }
+    }
+}
+
+impl FleetError {
+    pub fn untrusted(reason: Rejection, detail: impl Into<String>) -> FleetError {
+        FleetError::Untrusted {
+            reason,
+            detail: detail.into(),
+        }
+    }
 }
 
 /// The shared token as stored in Redis.
@@ -49,6 +100,9 @@ struct WireToken {
     source: TokenSource,
     fence: u64,
     writer: String,
+    /// HMAC-SHA256 over every field above (`record::RecordKey`), hex.
+    #[serde(default)]
+    sig: String,
 }
 
 /// What a follower asks of the leader.
@@ -68,6 +122,13 @@ pub enum Request {
     },
     /// Someone wrote a token into its env file: the leader validates and shares it.
     Adopt { access_token: String, from: String },
+}
+
+/// A request as stored in the list: its JSON text and that text's signature.
+#[derive(Serialize, Deserialize)]
+struct SignedRequest {
+    body: String,
+    sig: String,
 }
 
 /// The leader's answer to a forwarded manual login.
@@ -143,12 +204,18 @@ pub struct RedisStore {
     client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
     keys: Keys,
+    /// Signs what this warden stores and checks what it reads.
+    record_key: RecordKey,
     /// Redacted from every error message.
     secrets: Vec<String>,
 }
 
 impl RedisStore {
-    pub fn new(cfg: &StoreConfig, api_key: &str) -> Result<RedisStore, FleetError> {
+    pub fn new(
+        cfg: &StoreConfig,
+        api_key: &str,
+        record_key: RecordKey,
+    ) -> Result<RedisStore, FleetError> {
         let mut secrets = Vec::new();
         let url = url::Url::parse(cfg.url.expose())
             .map_err(|e| FleetError::Config(format!("{e} (a redis:// or rediss:// url)")))?;
@@ -188,6 +255,7 @@ impl RedisStore {
             client,
             conn: Mutex::new(None),
             keys: Keys::new(&cfg.key_prefix, api_key),
+            record_key,
             secrets,
         })
     }
@@ -294,9 +362,11 @@ impl RedisStore {
         Ok(n == 1)
     }
 
-    /// Store a token under `fence`; `false` (nothing written) when a newer leader exists.
+    /// Store a token under `fence`, signed; `false` (nothing written) when a newer leader
+    /// exists.
     pub async fn write_token(&self, token: &SharedToken) -> Result<bool, FleetError> {
         let wire = WireToken {
+            sig: self.record_key.sign(&self.keys.token, token),
             access_token: token.rec.access_token.expose().to_string(),
             user_id: token.rec.user_id.clone(),
             obtained_at: token.rec.obtained_at,
@@ -329,14 +399,18 @@ impl RedisStore {
             .await?;
         let Some(raw) = raw else { return Ok(None) };
         let wire: WireToken = serde_json::from_str(&raw).map_err(|e| {
-            FleetError::Protocol(format!(
-                "{} does not hold a warden token record ({})",
-                self.keys.token,
-                // serde's message can quote the input; keep only where it broke.
-                format_args!("line {} column {}", e.line(), e.column())
-            ))
+            FleetError::untrusted(
+                Rejection::Unreadable,
+                format!(
+                    "{} does not hold a warden token record ({})",
+                    self.keys.token,
+                    // serde's message can quote the input; keep only where it broke.
+                    format_args!("line {} column {}", e.line(), e.column())
+                ),
+            )
         })?;
-        Ok(Some(SharedToken {
+        let sig = wire.sig.clone();
+        let token = SharedToken {
             rec: TokenRecord {
                 access_token: Secret::new(wire.access_token),
                 user_id: wire.user_id,
@@ -346,7 +420,24 @@ impl RedisStore {
             },
             fence: wire.fence,
             writer: wire.writer,
-        }))
+        };
+        if sig.is_empty() {
+            return Err(FleetError::untrusted(
+                Rejection::Signature,
+                format!("{} carries no signature", self.keys.token),
+            ));
+        }
+        if !self.record_key.verify(&self.keys.token, &token, &sig) {
+            return Err(FleetError::untrusted(
+                Rejection::Signature,
+                format!(
+                    "the signature of {} does not verify (written by someone without this \
+                     app's api_secret, or altered)",
+                    self.keys.token
+                ),
+            ));
+        }
+        Ok(Some(token))
     }
 
     /// Claim the TOTP steps `from..=to` for one login: `false` when a leader already claimed
@@ -391,6 +482,25 @@ impl RedisStore {
         .await
     }
 
+    /// Mark a manual-login `state` nonce spent for the whole fleet for `ttl` (its remaining
+    /// lifetime): `true` only for the first caller.
+    pub async fn spend_login_state(&self, nonce: &str, ttl: Duration) -> Result<bool, FleetError> {
+        let key = self.keys.login_state(nonce);
+        let set: Option<String> = self
+            .run(async |c| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// The current fencing counter (the newest leader's fence).
     pub async fn current_fence(&self) -> Result<u64, FleetError> {
         let n: Option<u64> = self
@@ -400,7 +510,10 @@ impl RedisStore {
     }
 
     pub async fn push_request(&self, req: &Request) -> Result<(), FleetError> {
-        let json = serde_json::to_string(req)
+        let body = serde_json::to_string(req)
+            .map_err(|e| FleetError::Protocol(format!("cannot encode a request: {e}")))?;
+        let sig = self.record_key.sign_request(&self.keys.requests, &body);
+        let json = serde_json::to_string(&SignedRequest { body, sig })
             .map_err(|e| FleetError::Protocol(format!("cannot encode a request: {e}")))?;
         self.run(async |c| {
             redis::pipe()
@@ -417,7 +530,8 @@ impl RedisStore {
         .await
     }
 
-    /// Take up to `max` queued requests (the leader's job). Unreadable entries are dropped.
+    /// Take up to `max` queued requests (the leader's job). Unreadable entries, and entries
+    /// without a valid signature (not written by a warden of this fleet), are dropped.
     pub async fn pop_requests(&self, max: usize) -> Result<Vec<Request>, FleetError> {
         let raw: Option<Vec<String>> = self
             .run(async |c| {
@@ -431,11 +545,24 @@ impl RedisStore {
         Ok(raw
             .unwrap_or_default()
             .iter()
-            .filter_map(|r| match serde_json::from_str(r) {
-                Ok(req) => Some(req),
-                Err(_) => {
-                    tracing::warn!("dropping an unreadable fleet request");
-                    None
+            .filter_map(|r| {
+                let signed = serde_json::from_str::<SignedRequest>(r).ok().filter(|s| {
+                    self.record_key
+                        .verify_request(&self.keys.requests, &s.body, &s.sig)
+                });
+                let Some(signed) = signed else {
+                    tracing::warn!(
+                        "dropping a fleet request without a valid signature (not written by a \
+                         warden with this app's api_secret)"
+                    );
+                    return None;
+                };
+                match serde_json::from_str(&signed.body) {
+                    Ok(req) => Some(req),
+                    Err(_) => {
+                        tracing::warn!("dropping an unreadable fleet request");
+                        None
+                    }
                 }
             })
             .collect())
@@ -531,7 +658,8 @@ mod tests {
             url: Secret::new("redis://:pw-123@"),
             ..StoreConfig::default()
         };
-        match RedisStore::new(&cfg, "k") {
+        let key = RecordKey::derive(&Secret::new("s")).unwrap();
+        match RedisStore::new(&cfg, "k", key) {
             Err(FleetError::Config(m)) => assert!(!m.contains("pw-123"), "{m}"),
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => {} // the crate may accept it; then connecting fails later
