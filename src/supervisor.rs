@@ -655,7 +655,7 @@ impl Supervisor {
             kite: self.cfg.token.as_ref().and_then(|t| t.kite.clone()),
             nonces: Default::default(),
         };
-        crate::http::serve(self.cfg.http.listen, app).await?;
+        crate::http::serve(self.cfg.http.listen, &self.cfg.http.public_url, app).await?;
         tracing::info!(
             programs = self.entries.len(),
             "warden {} supervising",
