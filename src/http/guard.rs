@@ -6,7 +6,8 @@
 //! in `Host`; an IP literal or `localhost` cannot be rebound. So the Host rule is strict where
 //! it matters (names) and lenient where it cannot be abused: on a non-loopback listen, where
 //! probes and scrapers address warden by pod IP through port mappings, any IP literal on any
-//! port is accepted.
+//! port is accepted, and the probe and scrape paths answer any name (a compose or Kubernetes
+//! Service name): they tell nothing a LAN peer could not read directly anyway.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -34,6 +35,9 @@ pub struct Guard {
 
 const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
+/// Read-only paths that probes and scrapers use, by whatever name their config gives.
+const PROBE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 impl Guard {
     pub fn new(bound: SocketAddr, public_url: &str) -> Guard {
         let public = url::Url::parse(public_url).ok().and_then(|u| {
@@ -57,7 +61,9 @@ impl Guard {
         let host = headers
             .get(header::HOST)
             .map(|h| h.to_str().unwrap_or("\0"));
-        for named in host.into_iter().chain(uri.authority().map(|a| a.as_str())) {
+        let any_name = self.open_listen && is_safe(method) && PROBE_PATHS.contains(&uri.path());
+        let named = host.into_iter().chain(uri.authority().map(|a| a.as_str()));
+        for named in named.filter(|_| !any_name) {
             if !self.own_host(named) {
                 return Some(Refusal {
                     status: StatusCode::MISDIRECTED_REQUEST,
@@ -215,6 +221,10 @@ mod tests {
     use super::*;
 
     fn req(g: &Guard, method: &str, headers: &[(&str, &str)]) -> Option<u16> {
+        at(g, method, "/api/v1/token/refresh", headers)
+    }
+
+    fn at(g: &Guard, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             h.append(
@@ -223,8 +233,22 @@ mod tests {
             );
         }
         let m = Method::from_bytes(method.as_bytes()).unwrap();
-        g.check(&m, &"/api/v1/token/refresh".parse().unwrap(), &h)
+        g.check(&m, &path.parse().unwrap(), &h)
             .map(|r| r.status.as_u16())
+    }
+
+    #[test]
+    fn probes_and_scrapes_by_any_name_only_on_an_open_listen() {
+        let open = Guard::new("0.0.0.0:9180".parse().unwrap(), "");
+        let service = [("Host", "stack:9180")];
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            assert_eq!(at(&open, "GET", path, &service), None, "{path}");
+            assert_eq!(at(&loopback(), "GET", path, &service), Some(421), "{path}");
+        }
+        for path in ["/", "/api/v1/status", "/login", "/metrics/x"] {
+            assert_eq!(at(&open, "GET", path, &service), Some(421), "{path}");
+        }
+        assert_eq!(at(&open, "POST", "/metrics", &service), Some(421));
     }
 
     fn loopback() -> Guard {
