@@ -216,6 +216,12 @@ fn bodies_over_64_kib_are_refused_with_413() {
         "y".repeat(1024)
     );
     assert_eq!(status_of(&raw(&addr, small.as_bytes())), 404);
+    // A request head far beyond the read buffer.
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "h".repeat(200_000)
+    );
+    assert_eq!(status_of(&raw(&addr, head.as_bytes())), 431);
     assert_eq!(w.program("app")["restarts"], 0);
 }
 
