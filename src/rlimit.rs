@@ -62,3 +62,13 @@ pub fn give_original_open_files(cmd: &mut Command) {
         });
     }
 }
+
+/// warden's current soft open-file limit, if it can be read.
+pub fn open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
+}

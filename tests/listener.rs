@@ -337,6 +337,35 @@ fn hundreds_of_held_connections_neither_starve_healthz_nor_delay_sigterm() {
     assert!(!w.logs().contains("panicked"), "{}", w.logs());
 }
 
+#[test]
+fn under_a_low_open_file_limit_clients_cannot_starve_a_restart() {
+    // Soft and hard 128: warden cannot raise it, so it keeps half for itself and its programs.
+    let prefix = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        "ulimit -n 128 && exec \"$0\" \"$@\"".to_string(),
+    ];
+    let w = Warden::start_with(&config(None), |_| {}, prefix);
+    let addr = w.addr.clone();
+    let pid = w.wait_state("app", "running", T)["pid"].as_i64().unwrap();
+    w.wait_log("at most 64 connections", T);
+    let held: Vec<TcpStream> = (0..200)
+        .map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    let warden = w.child.id();
+    wait_until("warden to hold at most 64 client sockets", T, || {
+        sockets_of(warden) <= 64 + 16
+    });
+    assert_eq!(get(&addr, "/healthz", &addr), 200);
+    assert_eq!(post(&addr, "/api/v1/programs/app/restart", &addr, &[]), 202);
+    wait_until("the restarted program to run", T, || {
+        let app = w.program("app");
+        app["state"] == "running" && app["pid"].as_i64().is_some_and(|p| p != pid)
+    });
+    assert!(!w.logs().contains("Too many open files"), "{}", w.logs());
+    drop(held);
+}
+
 /// How many sockets process `pid` has open (clients, the listener, a few of its own).
 fn sockets_of(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

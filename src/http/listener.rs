@@ -30,6 +30,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request body must arrive within this once its head has.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 512;
+/// Below this many connections the cap is never taken, whatever the open-file limit.
+const MIN_CONNECTIONS: usize = 8;
 pub const MAX_BODY: usize = 64 * 1024;
 /// hyper's read buffer per connection, which bounds the request head (431 beyond it).
 const MAX_BUF: usize = 64 * 1024;
@@ -44,6 +46,8 @@ struct Registry {
 struct Conn {
     in_request: u32,
     idle_since: Instant,
+    /// Told to close; it stays counted until its socket is closed.
+    closing: bool,
     close: Arc<Notify>,
 }
 
@@ -55,16 +59,17 @@ fn lock(reg: &Shared) -> std::sync::MutexGuard<'_, Registry> {
 }
 
 impl Registry {
-    /// Close the connection idle the longest; false when every one is inside a request.
+    /// Tell the connection idle the longest to close; false when every one is inside a
+    /// request.
     fn evict_idlest(&mut self) -> bool {
         let oldest = self
             .conns
-            .iter()
-            .filter(|(_, c)| c.in_request == 0)
-            .min_by_key(|(_, c)| c.idle_since)
-            .map(|(id, _)| *id);
-        match oldest.and_then(|id| self.conns.remove(&id)) {
+            .values_mut()
+            .filter(|c| c.in_request == 0 && !c.closing)
+            .min_by_key(|c| c.idle_since);
+        match oldest {
             Some(c) => {
+                c.closing = true;
                 c.close.notify_one();
                 true
             }
@@ -108,8 +113,24 @@ impl Throttle {
     }
 }
 
+/// 512, or half the open-file limit when that is lower: the other half stays for program
+/// pipes, probes and restarts, so clients can never starve a program of descriptors.
+fn connection_cap() -> usize {
+    let limit = crate::rlimit::open_files_limit().unwrap_or(u64::MAX);
+    let half = usize::try_from(limit / 2).unwrap_or(usize::MAX);
+    let cap = half.clamp(MIN_CONNECTIONS, MAX_CONNECTIONS);
+    if cap < MAX_CONNECTIONS {
+        tracing::warn!(
+            "http: at most {cap} connections, half the open-file limit ({limit}); raise the \
+             hard limit (ulimit -Hn) for the full {MAX_CONNECTIONS}"
+        );
+    }
+    cap
+}
+
 /// Accept forever, serving `app` behind `guard`.
 pub async fn serve(listener: TcpListener, app: axum::Router, guard: Guard) {
+    let cap = connection_cap();
     let reg: Shared = Default::default();
     let guard = Arc::new(guard);
     let mut full_log = Throttle(None);
@@ -118,27 +139,45 @@ pub async fn serve(listener: TcpListener, app: axum::Router, guard: Guard) {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // Out of descriptors (EMFILE/ENFILE) leaves the peer in the backlog, so the next
-                // accept would fail at once: free one and back off instead of spinning.
                 if error_log.ready() {
                     tracing::warn!("http: cannot accept a connection: {e}");
                 }
-                lock(&reg).evict_idlest();
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Out of descriptors or memory leaves the peer in the backlog, so the next
+                // accept would fail at once: free one and back off instead of spinning. Other
+                // errors (a peer that reset before accept) concern one connection only.
+                let exhausted = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                if exhausted {
+                    lock(&reg).evict_idlest();
+                }
+                tokio::time::sleep(Duration::from_millis(if exhausted { 100 } else { 1 })).await;
                 continue;
             }
         };
-        let close = Arc::new(Notify::new());
-        let id = {
-            let mut r = lock(&reg);
-            if r.conns.len() >= MAX_CONNECTIONS && !r.evict_idlest() {
+        let full = lock(&reg).conns.len() >= cap;
+        if full {
+            if !lock(&reg).evict_idlest() {
                 if full_log.ready() {
                     tracing::warn!(
-                        "http: {MAX_CONNECTIONS} connections are busy with requests; closing new ones"
+                        "http: {cap} connections are busy with requests; closing new ones"
                     );
                 }
                 continue; // dropping the stream closes it
             }
+            // Let the evicted connection close its socket before taking another descriptor:
+            // a burst of accepts must not outrun the closes.
+            for _ in 0..16 {
+                tokio::task::yield_now().await;
+                if lock(&reg).conns.len() < cap {
+                    break;
+                }
+            }
+        }
+        let close = Arc::new(Notify::new());
+        let id = {
+            let mut r = lock(&reg);
             r.next_id += 1;
             let id = r.next_id;
             r.conns.insert(
@@ -146,6 +185,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, guard: Guard) {
                 Conn {
                     in_request: 0,
                     idle_since: Instant::now(),
+                    closing: false,
                     close: close.clone(),
                 },
             );
