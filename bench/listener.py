@@ -9,9 +9,11 @@ background thread reopens every one it closes, so N stay held for the whole meas
 N above 512 warden's cap is hit and newcomers displace the idlest connections.
 
     bench/listener.py                       # builds target/release/warden first
-    bench/listener.py --no-build --requests 2000 --hostile 500,1000
+    bench/listener.py --no-build --seconds 30 --hostile 500,1000
 
-Prints one Markdown table: p50, p99 and max per scenario, plus how many requests failed.
+Each scenario probes every 10 ms for 15 s (so the hostile connections time out and are
+reopened during it). Prints one Markdown table: p50, p99 and max per scenario, how many requests
+failed, and how often warden closed a hostile connection (timeout or displacement).
 """
 
 import argparse
@@ -108,14 +110,18 @@ class HostilePool:
             key.fileobj.close()
 
 
-def measure(port, requests):
+def measure(port, seconds, interval):
+    """Probe every `interval` s for `seconds` s: long enough for warden's 10 s header timeout to
+    close and the pool to reopen the hostile connections during the measurement."""
     lat, failed = [], 0
-    for _ in range(requests):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
         t = healthz(port)
         if t is None:
             failed += 1
         else:
             lat.append(t)
+        time.sleep(interval)
     return lat, failed
 
 
@@ -126,7 +132,8 @@ def pct(values, p):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=1000, help="/healthz requests per scenario")
+    ap.add_argument("--seconds", type=float, default=15, help="measuring time per scenario")
+    ap.add_argument("--interval-ms", type=float, default=10, help="pause between /healthz requests")
     ap.add_argument("--hostile", default="500,1000", help="held-connection counts, comma-separated")
     ap.add_argument("--no-build", action="store_true", help="use the existing target/release/warden")
     ap.add_argument("--warden", default=os.path.join(ROOT, "target/release/warden"))
@@ -158,14 +165,15 @@ def main():
                     sys.exit("warden did not come up")
                 time.sleep(0.05)
             rows = []
-            measure(port, 50)  # warm-up
-            lat, failed = measure(port, args.requests)
+            interval = args.interval_ms / 1000
+            measure(port, 0.5, interval)  # warm-up
+            lat, failed = measure(port, args.seconds, interval)
             rows.append(("idle", 0, lat, failed, 0))
             for n in (int(x) for x in args.hostile.split(",")):
                 pool = HostilePool(port, n)
                 time.sleep(1)
                 held = pool.held()
-                lat, failed = measure(port, args.requests)
+                lat, failed = measure(port, args.seconds, interval)
                 rows.append((f"{n} hostile held", held, lat, failed, pool.reopened))
                 pool.close()
                 time.sleep(0.5)
@@ -178,8 +186,9 @@ def main():
                 proc.kill()
                 proc.wait()
 
-    print(f"`bench/listener.py --requests {args.requests} --hostile {args.hostile}` "
-          f"({os.path.relpath(args.warden, ROOT)}, one connection per request)\n")
+    print(f"`bench/listener.py --seconds {args.seconds:g} --interval-ms {args.interval_ms:g} "
+          f"--hostile {args.hostile}` ({os.path.relpath(args.warden, ROOT)}, one connection per "
+          f"request)\n")
     print("| scenario | client sockets open | /healthz p50 ms | p99 ms | max ms | failed | hostile reopened |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, held, lat, failed, reopened in rows:
