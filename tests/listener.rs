@@ -326,7 +326,8 @@ fn hundreds_of_held_connections_neither_starve_healthz_nor_delay_sigterm() {
     }
     let stop = Instant::now();
     w.signal(libc::SIGTERM);
-    let status = w.wait_exit(Duration::from_secs(10 + 10));
+    // Within shutdown_timeout (10 s): the held connections must not hold the stop up.
+    let status = w.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", w.logs());
     assert!(!alive(app_pid), "the program outlived warden");
     eprintln!(
