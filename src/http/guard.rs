@@ -56,6 +56,13 @@ impl Guard {
 
     /// `None` when the request may go on; the refusal otherwise.
     pub fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Refusal> {
+        // Two Hosts make "which one did it mean" a question for a smuggler (RFC 9112 §3.2).
+        if headers.get_all(header::HOST).iter().nth(1).is_some() {
+            return Some(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                message: "more than one Host header".into(),
+            });
+        }
         // Browsers always send Host; a request without one (HTTP/1.0 tools) cannot be a
         // rebinding attack. An absolute-form target names a host too and must agree.
         let host = headers
@@ -393,6 +400,15 @@ mod tests {
             ),
             Some(421)
         );
+    }
+
+    #[test]
+    fn two_host_headers_are_a_bad_request() {
+        let g = loopback();
+        let two = [("Host", "127.0.0.1:9180"), ("Host", "evil.example")];
+        assert_eq!(req(&g, "GET", &two), Some(400));
+        let same = [("Host", "127.0.0.1:9180"), ("Host", "127.0.0.1:9180")];
+        assert_eq!(req(&g, "GET", &same), Some(400));
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// Below this many connections the cap is never taken, whatever the open-file limit.
 const MIN_CONNECTIONS: usize = 8;
 pub const MAX_BODY: usize = 64 * 1024;
-/// hyper's read buffer per connection, which bounds the request head (431 beyond it).
+/// hyper's read buffer per connection (memory per slow client); a request head that outgrows
+/// it gets 431. hyper checks between reads, so a head of up to twice this may get through.
 const MAX_BUF: usize = 64 * 1024;
 
 /// Open connections: whether each is inside a request, and since when it has been idle.
