@@ -29,8 +29,18 @@ pub struct Guard {
     listen_ip: Option<IpAddr>,
     /// Listening beyond loopback: any IP literal and any port of our names is accepted.
     open_listen: bool,
-    /// `public_url`'s scheme, host (lowercase, IPv6 in brackets) and port.
-    public: Option<(String, String, u16, bool)>,
+    public: Option<PublicOrigin>,
+}
+
+/// `public_url`'s origin.
+#[derive(Debug, Clone)]
+struct PublicOrigin {
+    scheme: String,
+    /// Lowercase, IPv6 in brackets.
+    host: String,
+    port: u16,
+    /// The URL names no port (the scheme's default), as a `Host` without one would.
+    default_port: bool,
 }
 
 const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
@@ -41,9 +51,12 @@ const PROBE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 impl Guard {
     pub fn new(bound: SocketAddr, public_url: &str) -> Guard {
         let public = url::Url::parse(public_url).ok().and_then(|u| {
-            let host = u.host_str()?.to_ascii_lowercase();
-            let port = u.port_or_known_default()?;
-            Some((u.scheme().to_string(), host, port, u.port().is_none()))
+            Some(PublicOrigin {
+                scheme: u.scheme().to_string(),
+                host: u.host_str()?.to_ascii_lowercase(),
+                port: u.port_or_known_default()?,
+                default_port: u.port().is_none(),
+            })
         });
         let ip = bound.ip();
         Guard {
@@ -115,12 +128,12 @@ impl Guard {
             return true;
         }
         match &self.public {
-            Some((_, host, public_port, default_port)) if *host == name => {
+            Some(public) if public.host == name => {
                 self.open_listen
                     || match port {
-                        Some(p) => p == *public_port,
+                        Some(p) => p == public.port,
                         // Behind a proxy that keeps the Host, the port is the scheme's default.
-                        None => *default_port,
+                        None => public.default_port,
                     }
             }
             _ => false,
@@ -142,8 +155,8 @@ impl Guard {
             return false;
         }
         let name = name.to_ascii_lowercase();
-        if let Some((s, h, p, _)) = &self.public {
-            if s == scheme && *h == name && *p == port {
+        if let Some(p) = &self.public {
+            if p.scheme == scheme && p.host == name && p.port == port {
                 return true;
             }
         }

@@ -225,7 +225,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, guard: Guard) {
 /// Guard, body cap, then the router.
 async fn answer(app: axum::Router, guard: &Guard, req: Request<Incoming>) -> Response<Body> {
     if let Some(refusal) = guard.check(req.method(), req.uri(), req.headers()) {
-        return refuse(refusal.status, &refusal.message, false);
+        return refuse(refusal.status, &refusal.message);
     }
     let (parts, body) = req.into_parts();
     let declared = parts
@@ -245,13 +245,12 @@ async fn answer(app: axum::Router, guard: &Guard, req: Request<Incoming>) -> Res
             Ok(Ok(collected)) => Body::from(collected.to_bytes()),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
             Ok(Err(_)) => {
-                return refuse(StatusCode::BAD_REQUEST, "malformed request body", true);
+                return refuse(StatusCode::BAD_REQUEST, "malformed request body");
             }
             Err(_) => {
                 return refuse(
                     StatusCode::REQUEST_TIMEOUT,
                     "the request body did not arrive in time",
-                    true,
                 );
             }
         }
@@ -272,19 +271,17 @@ fn too_large() -> Response<Body> {
             "request body larger than {} KiB; warden's endpoints take none",
             MAX_BODY / 1024
         ),
-        true,
     )
 }
 
-/// A JSON error; `close` when the rest of the request may still be on the wire.
-fn refuse(status: StatusCode, message: &str, close: bool) -> Response<Body> {
+/// A JSON error, and the connection closed after it: the rest of a refused request (its
+/// body) may still be on the wire.
+fn refuse(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": message }).to_string();
-    let mut resp = Response::builder()
+    Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "application/json");
-    if close {
-        resp = resp.header(header::CONNECTION, "close");
-    }
-    resp.body(Body::from(body))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONNECTION, "close")
+        .body(Body::from(body))
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
