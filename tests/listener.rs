@@ -367,6 +367,51 @@ fn under_a_low_open_file_limit_clients_cannot_starve_a_restart() {
     drop(held);
 }
 
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn out_of_descriptors_the_accept_loop_backs_off_instead_of_spinning() {
+    // 32 descriptors: warden's own ~17 plus its 16 client slots are more than that, so accept
+    // runs into EMFILE while clients keep connecting.
+    let prefix = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        "ulimit -n 32 && exec \"$0\" \"$@\"".to_string(),
+    ];
+    let w = Warden::start_with(&config(None), |_| {}, prefix);
+    let addr = w.addr.clone();
+    w.wait_state("app", "running", T);
+    let held: Vec<TcpStream> = (0..100)
+        .map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    w.wait_log("Too many open files", T);
+    let pid = w.child.id();
+    let (cpu, wall) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let share = (cpu_seconds(pid) - cpu) / wall.elapsed().as_secs_f64();
+    // A spinning accept loop takes a whole core; backing off takes next to nothing. The bound
+    // is far from both so a loaded machine cannot decide it.
+    assert!(
+        share < 0.5,
+        "warden used {share:.2} of a core while out of descriptors"
+    );
+    // Connections waiting in the backlog still get in as idle ones are displaced.
+    assert_eq!(get(&addr, "/healthz", &addr), 200);
+    drop(held);
+}
+
 /// How many sockets process `pid` has open (clients, the listener, a few of its own).
 fn sockets_of(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
