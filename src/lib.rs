@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notify;
 pub mod program;
 pub mod reaper;
+pub mod rlimit;
 pub mod sandbox;
 pub mod sdnotify;
 pub mod signals;

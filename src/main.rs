@@ -152,6 +152,16 @@ fn run(path: &std::path::Path) -> ExitCode {
     for w in &cfg.warnings {
         tracing::warn!("{}", w.located(path, ""));
     }
+    // Room for 512 HTTP connections besides every program's pipes; programs get the old limit.
+    match warden::rlimit::raise_open_files() {
+        Ok(Some((before, after))) => {
+            tracing::info!(
+                "open-file limit raised from {before} to {after} (programs keep {before})"
+            )
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot raise the open-file limit ({e}); keeping it"),
+    }
     if let Err(e) = warden::reaper::become_subreaper() {
         tracing::warn!("cannot become a child subreaper ({e}); orphans of programs will not be reaped by warden");
     }

@@ -703,7 +703,7 @@ impl Supervisor {
                 self.keeper.as_ref().and_then(|k| k.fleet_store.clone()),
             )),
         };
-        crate::http::serve(self.cfg.http.listen, app).await?;
+        crate::http::serve(self.cfg.http.listen, &self.cfg.http.public_url, app).await?;
         tracing::info!(
             programs = self.entries.len(),
             "warden {} supervising",

@@ -480,7 +480,8 @@ fn a_manual_login_started_on_one_warden_and_landing_on_another_is_completed_by_t
         let mut s = TcpStream::connect(&ws[leader].addr).unwrap();
         write!(
             s,
-            "GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET /login HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            ws[leader].addr
         )
         .unwrap();
         let mut out = String::new();

@@ -68,7 +68,35 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
         }
     }
     v.extend(super::exposure::warnings(cfg));
+    public_url_without_api_token(&cfg.http, &mut v);
     v
+}
+
+/// A public_url others can reach means browsers beyond this machine: without an api_token,
+/// anyone who reaches it can restart programs or force a login.
+fn public_url_without_api_token(h: &HttpConfig, v: &mut Vec<Found>) {
+    if !h.api_token.is_empty() || h.public_url.is_empty() {
+        return;
+    }
+    let Ok(url) = url::Url::parse(&h.public_url) else {
+        return;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return,
+    };
+    if !loopback {
+        push(
+            v,
+            &["http", "public_url"],
+            format!(
+                "{:?} is not a loopback address but http.api_token is empty: whoever reaches                  that URL can restart programs and trigger logins; set api_token (or                  api_token_file) and give it to the CLI's config",
+                h.public_url
+            ),
+        );
+    }
 }
 
 fn push(v: &mut Vec<Found>, keys: &[&str], message: impl Into<String>) {
@@ -1143,6 +1171,24 @@ mod tests {
             "the choices are named: {}",
             p.message
         );
+    }
+
+    #[test]
+    fn a_public_url_beyond_loopback_without_an_api_token_is_a_warning() {
+        let c = ok("[http]\npublic_url = \"https://warden.example.com\"\n");
+        assert_eq!(c.warnings.len(), 1, "{:#?}", c.warnings);
+        assert_eq!(c.warnings[0].key, "http.public_url");
+        assert!(c.warnings[0].message.contains("api_token"));
+        ok_without_warnings(
+            "[http]\npublic_url = \"https://warden.example.com\"\napi_token = \"t\"\n",
+        );
+        for local in [
+            "http://127.0.0.1:9180",
+            "http://localhost:9180",
+            "http://[::1]:9180",
+        ] {
+            ok_without_warnings(&format!("[http]\npublic_url = \"{local}\"\n"));
+        }
     }
 
     fn ok_without_warnings(text: &str) {

@@ -2,6 +2,8 @@
 //! Kite login callback. Handlers read snapshots and send commands; they never own state.
 
 pub mod api;
+pub mod guard;
+pub mod listener;
 pub mod login;
 pub mod page;
 pub mod rate_limit;
@@ -63,7 +65,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Bind now (so a busy port fails start-up), serve in the background. Returns the bound address.
-pub async fn serve(addr: SocketAddr, state: AppState) -> Result<SocketAddr, HttpError> {
+/// `public_url` is the configured one ("" when unset): its origin counts as warden's own.
+pub async fn serve(
+    addr: SocketAddr,
+    public_url: &str,
+    state: AppState,
+) -> Result<SocketAddr, HttpError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
@@ -71,13 +78,8 @@ pub async fn serve(addr: SocketAddr, state: AppState) -> Result<SocketAddr, Http
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
     let app = router(state);
-    tokio::spawn(async move {
-        // The peer address: `/login` is rate-limited per client.
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("http server failed: {e}");
-        }
-    });
+    let guard = guard::Guard::new(local, public_url);
+    tokio::spawn(listener::serve(listener, app, guard));
     tracing::info!("http listening on {local}");
     Ok(local)
 }

@@ -82,6 +82,7 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, SpawnError> {
 /// Spawn through the reaper so the exit status is routed to us and nobody else.
 pub fn spawn(reaper: &Reaper, cfg: &ProgramConfig) -> Result<Spawned, SpawnError> {
     let mut cmd = command_for(cfg)?;
+    crate::rlimit::give_original_open_files(&mut cmd);
     let (mut child, exit) = reaper.spawn(&mut cmd).map_err(|source| SpawnError::Exec {
         argv0: cfg.command.0.first().cloned().unwrap_or_default(),
         cwd: cfg.cwd.display().to_string(),

@@ -33,6 +33,7 @@ pub async fn run(
     config_dir: &Path,
 ) -> Result<Secret, RunError> {
     let mut cmd = build_command(cfg, config_dir);
+    crate::rlimit::give_original_open_files(&mut cmd);
     let argv0 = cfg.command.0.first().cloned().unwrap_or_default();
     let (mut child, exit) = reaper
         .spawn(&mut cmd)
