@@ -146,6 +146,8 @@ impl AngelOne {
     }
 
     /// The client of a live `Authorization: Bearer` JWT, or the gateway's answer.
+    // The Err is the finished HTTP answer, returned once per request: boxing it buys nothing.
+    #[allow(clippy::result_large_err)]
     fn bearer(&self, headers: &HeaderMap) -> Result<String, Response> {
         let Some(auth) = header_str(headers, "authorization") else {
             return Err(gateway_failure("AG8003", "Token missing"));

@@ -157,6 +157,8 @@ impl Fyers {
     }
 
     /// The user of `Authorization: APPID:TOKEN`, or Fyers' answer.
+    // The Err is the finished HTTP answer, returned once per request: boxing it buys nothing.
+    #[allow(clippy::result_large_err)]
     fn authenticate(&self, headers: &HeaderMap) -> Result<String, Response> {
         let auth = header_str(headers, "authorization").unwrap_or("");
         let Some((app, token)) = auth.split_once(':') else {
@@ -195,6 +197,8 @@ fn authcode_hidden(p: &Params) -> [(&str, &str); 3] {
 }
 
 impl Fyers {
+    // The Err is the finished HTTP answer, returned once per request: boxing it buys nothing.
+    #[allow(clippy::result_large_err)]
     fn app_ok(&self, p: &Params) -> Result<(), Response> {
         if field(p, "client_id") != self.args.client_id {
             return Err(error(400, -352, "Invalid App ID"));
