@@ -363,32 +363,38 @@ fn dhan_consent_flow_redirects_with_token_id_once() {
 
 // ---------------------------------------------------------------- Upstox
 
-fn upstox_login_code(s: &BrokerSandbox, state: &str, step: i64) -> String {
+/// An OAuth-style browser login (Upstox's dialog, Fyers' generate-authcode): open `path` as
+/// the app would, fill the sandbox user's PIN and TOTP (`step` steps from now), and return the
+/// redirect, checked to go to the registered URL with `state` echoed.
+fn oauth_login(s: &BrokerSandbox, path: &str, state: &str, step: i64) -> String {
     let (id, redirect) = (s.printed("client_id"), s.printed("redirect_url"));
-    let q = format!(
-        "response_type=code&client_id={id}&redirect_uri={}&state={state}",
+    let app = format!(
+        "client_id={id}&redirect_uri={}&state={state}",
         enc(redirect)
     );
-    let page = s.call(
-        "GET",
-        &format!("/v2/login/authorization/dialog?{q}"),
-        &[],
-        "",
-    );
+    let page = s.call("GET", &format!("{path}?response_type=code&{app}"), &[], "");
     assert_eq!(page.status, 200, "{}", page.body);
     let form = format!(
-        "client_id={id}&redirect_uri={}&state={state}&user_id={}&pin={}&totp={}",
-        enc(redirect),
+        "{app}&user_id={}&pin={}&totp={}",
         s.printed("user_id"),
         s.printed("pin"),
         totp_code(s.printed("totp_secret"), step)
     );
-    let r = s.call("POST", "/v2/login/authorization/dialog", &[FORM], &form);
+    let r = s.call("POST", path, &[FORM], &form);
     assert_eq!(r.status, 302, "{}", r.body);
-    let loc = r.header("location").unwrap();
+    let loc = r.header("location").unwrap().to_string();
     assert!(loc.starts_with(redirect), "{loc}");
-    assert_eq!(query_param(loc, "state").as_deref(), Some(state));
-    query_param(loc, "code").unwrap()
+    assert_eq!(
+        query_param(&loc, "state").as_deref(),
+        Some(state),
+        "state echoed: {loc}"
+    );
+    loc
+}
+
+fn upstox_login_code(s: &BrokerSandbox, state: &str, step: i64) -> String {
+    let loc = oauth_login(s, "/v2/login/authorization/dialog", state, step);
+    query_param(&loc, "code").unwrap()
 }
 
 fn upstox_exchange(s: &BrokerSandbox, code: &str) -> (u16, Value) {
@@ -567,32 +573,8 @@ fn upstox_access_token_request_is_approved_and_posted_to_the_notifier() {
 // ---------------------------------------------------------------- Fyers
 
 fn fyers_auth_code(s: &BrokerSandbox, state: &str, step: i64) -> String {
-    let (id, redirect) = (s.printed("client_id"), s.printed("redirect_url"));
-    let q = format!(
-        "client_id={id}&redirect_uri={}&response_type=code&state={state}",
-        enc(redirect)
-    );
-    assert_eq!(
-        s.call("GET", &format!("/api/v3/generate-authcode?{q}"), &[], "")
-            .status,
-        200
-    );
-    let form = format!(
-        "client_id={id}&redirect_uri={}&state={state}&user_id={}&pin={}&totp={}",
-        enc(redirect),
-        s.printed("user_id"),
-        s.printed("pin"),
-        totp_code(s.printed("totp_secret"), step)
-    );
-    let r = s.call("POST", "/api/v3/generate-authcode", &[FORM], &form);
-    assert_eq!(r.status, 302, "{}", r.body);
-    let loc = r.header("location").unwrap();
-    assert_eq!(
-        query_param(loc, "state").as_deref(),
-        Some(state),
-        "state echoed: {loc}"
-    );
-    query_param(loc, "auth_code").unwrap()
+    let loc = oauth_login(s, "/api/v3/generate-authcode", state, step);
+    query_param(&loc, "auth_code").unwrap()
 }
 
 fn fyers_hash(s: &BrokerSandbox) -> String {

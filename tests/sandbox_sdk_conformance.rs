@@ -9,51 +9,60 @@ mod common;
 
 use common::*;
 
-/// The SDK's python, or `None` after a visible skip.
-fn sdk(test: &str, venv: &str, module: &str) -> Option<std::path::PathBuf> {
-    match sdk_python(venv, module) {
-        Ok(py) => Some(py),
-        Err(why) => {
-            skip(test, &why);
-            None
-        }
-    }
+/// Start `warden sandbox BROKER` with `flags`, then run `script` under the `venv`'s python
+/// (which must import `module`, else a visible skip) with the sandbox's URL, the printed values
+/// of `keys`, and `extra`.
+fn conformance(
+    test: &str,
+    (venv, module): (&str, &str),
+    (broker, flags): (&str, &[&str]),
+    script: &str,
+    keys: &[&str],
+    extra: &[&str],
+) {
+    let py = match sdk_python(venv, module) {
+        Ok(py) => py,
+        Err(why) => return skip(test, &why),
+    };
+    let s = BrokerSandbox::start(broker, flags);
+    let url = s.url();
+    let mut args = vec![url.as_str()];
+    args.extend(keys.iter().map(|k| s.printed(k)));
+    args.extend(extra);
+    run_sdk_script(&py, script, &args);
 }
 
 #[test]
 fn smartapi_python_against_the_angelone_sandbox() {
-    let Some(py) = sdk("smartapi_python", "angelone", "SmartApi") else {
-        return;
-    };
-    let s = BrokerSandbox::start("angelone", &[]);
-    let args = ["api_key", "client_code", "pin", "totp_secret"].map(|k| s.printed(k));
-    let url = s.url();
-    run_sdk_script(
-        &py,
+    let keys = ["api_key", "client_code", "pin", "totp_secret"];
+    conformance(
+        "smartapi_python",
+        ("angelone", "SmartApi"),
+        ("angelone", &[]),
         "angelone_sdk.py",
-        &[&[url.as_str()][..], &args].concat(),
+        &keys,
+        &[],
     );
 }
 
 #[test]
 fn dhanhq_against_the_dhan_sandbox() {
-    let Some(py) = sdk("dhanhq", "dhanhq", "dhanhq") else {
-        return;
-    };
-    let s = BrokerSandbox::start("dhan", &[]);
-    let args = ["client_id", "pin", "totp_secret", "app_id", "app_secret"].map(|k| s.printed(k));
-    let url = s.url();
-    run_sdk_script(&py, "dhan_sdk.py", &[&[url.as_str()][..], &args].concat());
+    let keys = ["client_id", "pin", "totp_secret", "app_id", "app_secret"];
+    conformance(
+        "dhanhq",
+        ("dhanhq", "dhanhq"),
+        ("dhan", &[]),
+        "dhan_sdk.py",
+        &keys,
+        &[],
+    );
 }
 
+/// The script serves the notifier webhook itself, on a port picked here.
 #[test]
 fn upstox_python_sdk_against_the_upstox_sandbox() {
-    let Some(py) = sdk("upstox_python_sdk", "upstox", "upstox_client") else {
-        return;
-    };
     let port = free_port().to_string();
     let notifier = format!("http://127.0.0.1:{port}/upstox/notify");
-    let s = BrokerSandbox::start("upstox", &["--notifier-url", &notifier]);
     let keys = [
         "client_id",
         "client_secret",
@@ -62,19 +71,19 @@ fn upstox_python_sdk_against_the_upstox_sandbox() {
         "pin",
         "totp_secret",
     ];
-    let args = keys.map(|k| s.printed(k));
-    let url = s.url();
-    let head = [url.as_str()];
-    let tail = [port.as_str()];
-    run_sdk_script(&py, "upstox_sdk.py", &[&head[..], &args, &tail].concat());
+    let sandbox = ("upstox", &["--notifier-url", notifier.as_str()][..]);
+    conformance(
+        "upstox_python_sdk",
+        ("upstox", "upstox_client"),
+        sandbox,
+        "upstox_sdk.py",
+        &keys,
+        &[&port],
+    );
 }
 
 #[test]
 fn fyers_apiv3_against_the_fyers_sandbox() {
-    let Some(py) = sdk("fyers_apiv3", "fyers", "fyers_apiv3") else {
-        return;
-    };
-    let s = BrokerSandbox::start("fyers", &[]);
     let keys = [
         "client_id",
         "secret_key",
@@ -83,7 +92,12 @@ fn fyers_apiv3_against_the_fyers_sandbox() {
         "pin",
         "totp_secret",
     ];
-    let args = keys.map(|k| s.printed(k));
-    let url = s.url();
-    run_sdk_script(&py, "fyers_sdk.py", &[&[url.as_str()][..], &args].concat());
+    conformance(
+        "fyers_apiv3",
+        ("fyers", "fyers_apiv3"),
+        ("fyers", &[]),
+        "fyers_sdk.py",
+        &keys,
+        &[],
+    );
 }

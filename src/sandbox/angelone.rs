@@ -15,8 +15,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::common::page::{field, form, found, header_str, login_page, with_query, Params};
-use super::common::{server, Broker, Check, Core, Denied, Fault, Kind, Running, User};
+use super::common::page::{
+    field, form, form_login, found, header_str, login_page, with_query, Params,
+};
+use super::common::{
+    faults, require_url, server, user, Broker, Check, Core, Denied, Fault, Kind, Running,
+};
 use super::{parse_duration, SandboxError};
 
 pub const DEFAULT_API_KEY: &str = "angelsbx";
@@ -89,7 +93,7 @@ impl Broker for AngelOne {
             return (StatusCode::FORBIDDEN, text).into_response();
         }
         let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        (status, failure("AB1004", &fault.message())).into_response()
+        (status, failure("AB1004", &faults::message(fault))).into_response()
     }
 }
 
@@ -278,11 +282,7 @@ async fn publisher_login(State(a): State<Arc<AngelOne>>, body: Bytes) -> Respons
             Some("Invalid API Key"),
         );
     }
-    let checked = a.core.check_login(
-        field(&f, "user_id"),
-        field(&f, "pin"),
-        Some(field(&f, "totp")),
-    );
+    let checked = form_login(&a.core, &f);
     if let Err(why) = checked {
         let msg = match why {
             Denied::Locked => "Client is block for trading",
@@ -315,14 +315,8 @@ async fn not_found() -> Response {
 
 /// Bind and serve in the background of the current tokio runtime.
 pub async fn spawn(args: AngeloneArgs) -> Result<Running<AngelOne>, SandboxError> {
-    url::Url::parse(&args.redirect_url)
-        .map_err(|e| SandboxError::Config(format!("--redirect-url: {e}")))?;
-    let core = Core::new(User {
-        id: args.client_code.clone(),
-        name: "Sandbox Trader".into(),
-        pin: args.pin.clone(),
-        totp_secret: args.totp_secret.clone(),
-    })?;
+    require_url("--redirect-url", &args.redirect_url)?;
+    let core = Core::new(user(&args.client_code, &args.pin, &args.totp_secret))?;
     let angel = Arc::new(AngelOne {
         core,
         args: args.clone(),

@@ -14,8 +14,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::common::page::{field, form, found, header_str, login_page, with_query, Params};
-use super::common::{clock, server, Broker, Check, Core, Denied, Fault, Kind, Running, User};
+use super::common::page::{
+    field, form, form_login, found, header_str, login_page, with_query, Params,
+};
+use super::common::{
+    clock, faults, require_url, server, user, Broker, Check, Core, Denied, Fault, Kind, Running,
+};
 use super::{parse_duration, SandboxError};
 
 pub const DEFAULT_CLIENT_ID: &str = "1100001234";
@@ -113,7 +117,7 @@ impl Broker for Dhan {
             fault.status,
             "Internal_Server_Error",
             code,
-            &fault.message(),
+            &faults::message(fault),
         )
     }
     fn reset(&self) {
@@ -126,6 +130,12 @@ fn api_error(status: u16, error_type: &str, code: &str, message: &str) -> Respon
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let body = json!({"errorType": error_type, "errorCode": code, "errorMessage": message});
     (status, Json(body)).into_response()
+}
+
+/// Wrong `app_id`/`app_secret` headers on the consent endpoints.
+fn bad_app() -> Response {
+    let body = json!({"status": "error", "message": "Invalid app_id or app_secret"});
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
 }
 
 /// The auth host's failure shape: HTTP 200 with `status: error`.
@@ -207,8 +217,7 @@ async fn generate_consent(
     headers: HeaderMap,
 ) -> Response {
     if !d.app_ok(&headers) {
-        let body = json!({"status": "error", "message": "Invalid app_id or app_secret"});
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        return bad_app();
     }
     if field(&q, "client_id") != d.core.user.id {
         let body = json!({"status": "error", "message": "Invalid Client ID"});
@@ -268,11 +277,7 @@ async fn consent_login(State(d): State<Arc<Dhan>>, body: axum::body::Bytes) -> R
             Some("This consent has expired."),
         );
     }
-    let checked = d.core.check_login(
-        field(&f, "user_id"),
-        field(&f, "pin"),
-        Some(field(&f, "totp")),
-    );
+    let checked = form_login(&d.core, &f);
     if let Err(why) = checked {
         return login_page("Dhan", CONSENT_LOGIN, &hidden, Some(denied_message(why)));
     }
@@ -292,8 +297,7 @@ async fn consume_consent(
     headers: HeaderMap,
 ) -> Response {
     if !d.app_ok(&headers) {
-        let body = json!({"status": "error", "message": "Invalid app_id or app_secret"});
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        return bad_app();
     }
     let token_id = field(&q, "tokenId");
     let mut own = d.own();
@@ -382,14 +386,8 @@ async fn not_found() -> Response {
 
 /// Bind and serve in the background of the current tokio runtime.
 pub async fn spawn(args: DhanArgs) -> Result<Running<Dhan>, SandboxError> {
-    url::Url::parse(&args.redirect_url)
-        .map_err(|e| SandboxError::Config(format!("--redirect-url: {e}")))?;
-    let core = Core::new(User {
-        id: args.client_id.clone(),
-        name: "Sandbox Trader".into(),
-        pin: args.pin.clone(),
-        totp_secret: args.totp_secret.clone(),
-    })?;
+    require_url("--redirect-url", &args.redirect_url)?;
+    let core = Core::new(user(&args.client_id, &args.pin, &args.totp_secret))?;
     let dhan = Arc::new(Dhan {
         core,
         args: args.clone(),

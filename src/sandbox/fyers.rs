@@ -16,8 +16,12 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::common::page::{field, form, found, header_str, login_page, with_query, Params};
-use super::common::{clock, server, Broker, Check, Core, Denied, Fault, Kind, Running, User};
+use super::common::page::{
+    field, form, form_login, found, header_str, login_page, with_query, Params,
+};
+use super::common::{
+    clock, faults, require_url, server, user, Broker, Check, Core, Denied, Fault, Kind, Running,
+};
 use super::{parse_duration, SandboxError};
 
 pub const DEFAULT_CLIENT_ID: &str = "SBXAPP1234-100";
@@ -98,7 +102,7 @@ impl Broker for Fyers {
         &self.core
     }
     fn fault_response(&self, fault: &Fault) -> Response {
-        error(fault.status, -201, &fault.message())
+        error(fault.status, -201, &faults::message(fault))
     }
     fn reset(&self) {
         self.refresh_disabled
@@ -223,11 +227,7 @@ async fn authcode_login(State(f): State<Arc<Fyers>>, body: Bytes) -> Response {
     if let Err(r) = f.app_ok(&p) {
         return r;
     }
-    let user = field(&p, "user_id").trim().to_ascii_uppercase();
-    if let Err(why) = f
-        .core
-        .check_login(&user, field(&p, "pin"), Some(field(&p, "totp")))
-    {
+    if let Err(why) = form_login(&f.core, &p) {
         let msg = match why {
             Denied::Locked => "Your account is locked after too many failed attempts.",
             Denied::WrongTotp | Denied::ReplayedTotp => "Invalid TOTP.",
@@ -378,14 +378,12 @@ async fn not_found() -> Response {
 
 /// Bind and serve in the background of the current tokio runtime.
 pub async fn spawn(args: FyersArgs) -> Result<Running<Fyers>, SandboxError> {
-    url::Url::parse(&args.redirect_url)
-        .map_err(|e| SandboxError::Config(format!("--redirect-url: {e}")))?;
-    let core = Core::new(User {
-        id: args.user_id.trim().to_ascii_uppercase(),
-        name: "Sandbox Trader".into(),
-        pin: args.pin.clone(),
-        totp_secret: args.totp_secret.clone(),
-    })?;
+    require_url("--redirect-url", &args.redirect_url)?;
+    let core = Core::new(user(
+        &args.user_id.trim().to_ascii_uppercase(),
+        &args.pin,
+        &args.totp_secret,
+    ))?;
     let fyers = Arc::new(Fyers {
         core,
         refresh_disabled: AtomicBool::new(args.refresh_disabled),
@@ -410,10 +408,6 @@ pub async fn spawn(args: FyersArgs) -> Result<Running<Fyers>, SandboxError> {
 pub async fn run(args: FyersArgs) -> Result<(), SandboxError> {
     let running = spawn(args).await?;
     let a = &running.broker.args;
-    let ttl = match a.token_ttl {
-        Some(t) => humantime::format_duration(t).to_string(),
-        None => "until 06:00 IST".to_string(),
-    };
     let lines = vec![
         format!("client_id: {}", a.client_id),
         format!("secret_key: {}", a.secret_key),
@@ -422,7 +416,10 @@ pub async fn run(args: FyersArgs) -> Result<(), SandboxError> {
         format!("totp_secret: {}", a.totp_secret),
         format!("redirect_url: {}", a.redirect_url),
         format!("api_base: {}/api/v3", running.base_url()),
-        format!("token_ttl: {ttl}"),
+        format!(
+            "token_ttl: {}",
+            clock::ttl_text(a.token_ttl, "until 06:00 IST")
+        ),
         format!("refresh_ttl: {}", humantime::format_duration(a.refresh_ttl)),
     ];
     server::run_until_stopped(running, lines).await

@@ -18,8 +18,12 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::common::core::random_id;
-use super::common::page::{field, form, found, header_str, login_page, with_query, Params};
-use super::common::{clock, server, Broker, Check, Core, Denied, Fault, Kind, Running, User};
+use super::common::page::{
+    field, form, form_login, found, header_str, login_page, with_query, Params,
+};
+use super::common::{
+    clock, faults, require_url, server, user, Broker, Check, Core, Denied, Fault, Kind, Running,
+};
 use super::{parse_duration, SandboxError};
 use crate::token::login::unix_now;
 
@@ -107,7 +111,7 @@ impl Broker for Upstox {
             401 => "UDAPI100050",
             _ => "UDAPI100500",
         };
-        error(fault.status, code, &fault.message())
+        error(fault.status, code, &faults::message(fault))
     }
     fn reset(&self) {
         *self.own() = Own::default();
@@ -197,11 +201,7 @@ async fn dialog_login(State(u): State<Arc<Upstox>>, body: Bytes) -> Response {
     if !u.dialog_ok(&f) {
         return bad_app();
     }
-    let checked = u.core.check_login(
-        field(&f, "user_id"),
-        field(&f, "pin"),
-        Some(field(&f, "totp")),
-    );
+    let checked = form_login(&u.core, &f);
     if let Err(why) = checked {
         let msg = match why {
             Denied::Locked => "Your account is locked after too many failed attempts.",
@@ -381,17 +381,11 @@ async fn not_found() -> Response {
 
 /// Bind and serve in the background of the current tokio runtime.
 pub async fn spawn(args: UpstoxArgs) -> Result<Running<Upstox>, SandboxError> {
-    url::Url::parse(&args.redirect_url)
-        .map_err(|e| SandboxError::Config(format!("--redirect-url: {e}")))?;
+    require_url("--redirect-url", &args.redirect_url)?;
     if let Some(n) = &args.notifier_url {
-        url::Url::parse(n).map_err(|e| SandboxError::Config(format!("--notifier-url: {e}")))?;
+        require_url("--notifier-url", n)?;
     }
-    let core = Core::new(User {
-        id: args.user_id.clone(),
-        name: "Sandbox Trader".into(),
-        pin: args.pin.clone(),
-        totp_secret: args.totp_secret.clone(),
-    })?;
+    let core = Core::new(user(&args.user_id, &args.pin, &args.totp_secret))?;
     let upstox = Arc::new(Upstox {
         core,
         args: args.clone(),
@@ -417,10 +411,6 @@ pub async fn spawn(args: UpstoxArgs) -> Result<Running<Upstox>, SandboxError> {
 pub async fn run(args: UpstoxArgs) -> Result<(), SandboxError> {
     let running = spawn(args).await?;
     let a = &running.broker.args;
-    let ttl = match a.token_ttl {
-        Some(t) => humantime::format_duration(t).to_string(),
-        None => "until 03:30 IST".to_string(),
-    };
     let lines = vec![
         format!("client_id: {}", a.client_id),
         format!("client_secret: {}", a.client_secret),
@@ -433,7 +423,10 @@ pub async fn run(args: UpstoxArgs) -> Result<(), SandboxError> {
             a.notifier_url.as_deref().unwrap_or("(none)")
         ),
         format!("api_base: {}", running.base_url()),
-        format!("token_ttl: {ttl}"),
+        format!(
+            "token_ttl: {}",
+            clock::ttl_text(a.token_ttl, "until 03:30 IST")
+        ),
         "approve: POST /_sandbox/approve (the person taps Approve)".to_string(),
     ];
     server::run_until_stopped(running, lines).await

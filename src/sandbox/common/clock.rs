@@ -28,6 +28,14 @@ pub fn ist_format(unix: u64, fmt: &str) -> String {
     ts.to_zoned(ist()).strftime(fmt).to_string()
 }
 
+/// The `token_ttl:` start-up line's value: the flag's duration, or the broker's clock rule.
+pub fn ttl_text(flag: Option<Duration>, rule: &str) -> String {
+    match flag {
+        Some(t) => humantime::format_duration(t).to_string(),
+        None => rule.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

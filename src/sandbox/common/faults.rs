@@ -1,76 +1,18 @@
 //! Injected failures (`POST /_sandbox/fault`): the next N matching requests fail a chosen way.
-//! Same rule format as the Kite sandbox's; the error body of a `status` fault is the broker's
-//! own envelope, so each broker supplies it.
+//! The error body of a `status` fault is the broker's own envelope, so each broker supplies it.
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
+/// The rule format is Kite's (`warden sandbox kite`), so one fault JSON works against every
+/// sandbox; `error_type` is Kite's alone and the other brokers ignore it.
+pub use crate::sandbox::kite::{Fault, FaultKind};
 
-/// How a faulted request fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FaultKind {
-    /// Answer `status` with the broker's error envelope.
-    #[default]
-    Status,
-    /// Answer 200 with a body that is not JSON.
-    Garbage,
-    /// Close the connection without answering.
-    Drop,
-    /// Only wait `delay_ms`, then answer normally.
-    Delay,
-}
-
-/// One fault rule, as posted to `/_sandbox/fault`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fault {
-    /// Path prefix to match; absent = every path outside `/_sandbox/`.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// For `kind = status`.
-    #[serde(default = "default_status")]
-    pub status: u16,
-    /// How many matching requests fail.
-    #[serde(default = "default_count")]
-    pub count: u32,
-    /// Wait this long before failing (or, for `delay`, before answering).
-    #[serde(default)]
-    pub delay_ms: u64,
-    #[serde(default)]
-    pub kind: FaultKind,
-    /// The error message of a `status` fault (default: one that names the status).
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-fn default_status() -> u16 {
-    503
-}
-fn default_count() -> u32 {
-    1
-}
-
-impl Default for Fault {
-    fn default() -> Self {
-        Fault {
-            path: None,
-            status: default_status(),
-            count: default_count(),
-            delay_ms: 0,
-            kind: FaultKind::Status,
-            message: None,
-        }
-    }
-}
-
-impl Fault {
-    /// The message a `status` fault answers with.
-    pub fn message(&self) -> String {
-        self.message
-            .clone()
-            .unwrap_or_else(|| format!("Injected fault (HTTP {}).", self.status))
-    }
+/// The message a `status` fault answers with.
+pub fn message(fault: &Fault) -> String {
+    fault
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("Injected fault (HTTP {}).", fault.status))
 }
 
 /// Pending faults, first posted first used.

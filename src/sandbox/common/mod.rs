@@ -18,3 +18,20 @@ pub mod server;
 pub use self::core::{Check, Core, Denied, Kind, User, STRIKES};
 pub use faults::{Fault, FaultKind};
 pub use server::{Broker, Running};
+
+/// The demo user every broker sandbox has, under the broker's own name for the id.
+pub fn user(id: &str, pin: &str, totp_secret: &str) -> User {
+    User {
+        id: id.to_string(),
+        name: "Sandbox Trader".into(),
+        pin: pin.to_string(),
+        totp_secret: totp_secret.to_string(),
+    }
+}
+
+/// A flag whose value must be a URL (`--redirect-url`, `--notifier-url`).
+pub fn require_url(flag: &str, value: &str) -> Result<(), crate::sandbox::SandboxError> {
+    url::Url::parse(value)
+        .map(|_| ())
+        .map_err(|e| crate::sandbox::SandboxError::Config(format!("{flag}: {e}")))
+}

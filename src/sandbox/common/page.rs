@@ -116,6 +116,11 @@ pub fn with_query(base: &str, pairs: &[(&str, &str)]) -> Option<String> {
     Some(url.to_string())
 }
 
+/// Check the login form's `user_id`, `pin` and `totp` (strikes and all).
+pub fn form_login(core: &super::Core, f: &Params) -> Result<(), super::Denied> {
+    core.check_login(field(f, "user_id"), field(f, "pin"), Some(field(f, "totp")))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
