@@ -51,8 +51,11 @@ const A_PROFILE: &str = "/rest/secure/angelbroking/user/v1/getProfile";
 const A_REFRESH: &str = "/rest/auth/angelbroking/jwt/v1/generateTokens";
 
 fn angel_login(s: &BrokerSandbox, step: i64) -> Value {
-    let secret = s.printed("totp_secret");
-    let body = json!({"clientcode": s.printed("client_code"), "password": s.printed("pin"), "totp": totp_code(secret, step), "state": "st"});
+    angel_login_with(s, &totp_code(s.printed("totp_secret"), step))
+}
+
+fn angel_login_with(s: &BrokerSandbox, totp: &str) -> Value {
+    let body = json!({"clientcode": s.printed("client_code"), "password": s.printed("pin"), "totp": totp, "state": "st"});
     angel(s, A_LOGIN, None, body)
 }
 
@@ -126,9 +129,11 @@ fn angelone_login_refresh_profile_and_dead_tokens() {
 #[test]
 fn angelone_locks_after_five_wrong_pins_and_never_takes_a_code_twice() {
     let s = BrokerSandbox::start("angelone", &[]);
-    let ok = angel_login(&s, 0);
+    // One code, sent twice (a code computed twice could straddle a step boundary).
+    let totp = totp_code(s.printed("totp_secret"), 0);
+    let ok = angel_login_with(&s, &totp);
     assert_eq!(ok["status"], true, "{ok}");
-    let replay = angel_login(&s, 0);
+    let replay = angel_login_with(&s, &totp);
     assert_eq!(
         replay["errorcode"], "AB1050",
         "a spent TOTP code is refused: {replay}"
@@ -259,11 +264,11 @@ fn dhan_one_token_per_client_two_minute_rule_and_expiry() {
 #[test]
 fn dhan_new_token_kills_the_old_one() {
     let s = BrokerSandbox::start("dhan", &["--mint-interval", "0s"]);
-    let a = dhan_mint(&s, -1)["accessToken"]
+    let a = dhan_mint(&s, 0)["accessToken"]
         .as_str()
         .unwrap()
         .to_string();
-    let b = dhan_mint(&s, 0)["accessToken"]
+    let b = dhan_mint(&s, 1)["accessToken"]
         .as_str()
         .unwrap()
         .to_string();

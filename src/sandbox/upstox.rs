@@ -360,7 +360,7 @@ async fn ctl_approve(State(u): State<Arc<Upstox>>) -> Response {
         )
         .into_response(),
         Err(e) => {
-            // The error names only the URL and the cause, never the payload.
+            // Only the cause: never the payload (it holds the token).
             let msg = format!("notifier POST failed: {}", e.without_url());
             (
                 StatusCode::BAD_GATEWAY,

@@ -24,7 +24,7 @@ opened = []
 webbrowser.open = lambda url, *a, **k: opened.append(url) or True
 
 login = DhanLogin(client_id)
-minted = login.generate_token(pin, totp(secret, -1))
+minted = login.generate_token(pin, totp(secret, 0))
 token = minted.get("accessToken")
 check(bool(token) and minted["dhanClientId"] == client_id, "generate_token with PIN + TOTP")
 again = login.generate_token(pin, totp(secret, 0))
