@@ -100,6 +100,15 @@ fn angelone_login_refresh_profile_and_dead_tokens() {
     );
     let spent = angel(&s, A_REFRESH, Some(&jwt2), json!({"refreshToken": refresh}));
     assert_eq!(spent["errorcode"], "AB8050", "{spent}");
+    let refresh2 = r["data"]["refreshToken"].as_str().unwrap();
+    s.expire("refresh");
+    let lapsed = angel(
+        &s,
+        A_REFRESH,
+        Some(&jwt2),
+        json!({"refreshToken": refresh2}),
+    );
+    assert_eq!(lapsed["errorcode"], "AB8051", "{lapsed}");
 
     // Expired: AG8002, still HTTP 200.
     s.expire("access");
@@ -346,7 +355,7 @@ fn dhan_consent_flow_redirects_with_token_id_once() {
     assert_eq!(r.status, 302, "{}", r.body);
     let loc = r.header("location").unwrap();
     assert!(
-        loc.starts_with("http://127.0.0.1:9/dhan/callback?tokenId="),
+        loc.starts_with("http://127.0.0.1:9/dhan/callback/?tokenId="),
         "{loc}"
     );
     let token_id = query_param(loc, "tokenId").unwrap();

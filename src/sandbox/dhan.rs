@@ -285,7 +285,10 @@ async fn consent_login(State(d): State<Arc<Dhan>>, body: axum::body::Bytes) -> R
     if let Some(c) = d.own().consents.get_mut(id) {
         c.token_id = Some(token_id.clone());
     }
-    match with_query(&d.args.redirect_url, &[("tokenId", &token_id)]) {
+    match with_query(
+        &slash_before_query(&d.args.redirect_url),
+        &[("tokenId", &token_id)],
+    ) {
         Some(url) => found(&url),
         None => api_error(500, "Other_Error", "DH-910", "bad redirect URL"),
     }
@@ -313,6 +316,18 @@ async fn consume_consent(
     own.consents.remove(&consent);
     drop(own);
     Json(d.mint()).into_response()
+}
+
+/// Dhan redirects to `<redirect_URL>/?tokenId=…` (DOC): a slash is added to the path.
+fn slash_before_query(redirect: &str) -> String {
+    match url::Url::parse(redirect) {
+        Ok(mut u) if !u.path().ends_with('/') => {
+            let path = format!("{}/", u.path());
+            u.set_path(&path);
+            u.to_string()
+        }
+        _ => redirect.to_string(),
+    }
 }
 
 /// The token of `access-token`, if it is live and (when the header is sent) the client's.
