@@ -55,7 +55,7 @@ enum Command {
     },
     /// Print the Kite login URL for a manual login
     LoginUrl,
-    /// Local stand-ins for Kite Connect and a backend
+    /// Local stand-ins for the brokers (Kite, Angel One, Dhan, Upstox, Fyers) and a backend
     Sandbox {
         #[command(subcommand)]
         what: SandboxCmd,
