@@ -55,7 +55,7 @@ enum Command {
     },
     /// Print the Kite login URL for a manual login
     LoginUrl,
-    /// Local stand-ins for Kite Connect and a backend
+    /// Local stand-ins for the brokers (Kite, Angel One, Dhan, Upstox, Fyers) and a backend
     Sandbox {
         #[command(subcommand)]
         what: SandboxCmd,
@@ -76,6 +76,14 @@ enum SandboxCmd {
     Kite(warden::sandbox::kite::KiteArgs),
     /// The demo backend child
     Backend(warden::sandbox::backend::BackendArgs),
+    /// A local Angel One SmartAPI simulator
+    Angelone(warden::sandbox::angelone::AngeloneArgs),
+    /// A local DhanHQ v2 simulator
+    Dhan(warden::sandbox::dhan::DhanArgs),
+    /// A local Upstox v2 simulator (with the Access Token Request)
+    Upstox(warden::sandbox::upstox::UpstoxArgs),
+    /// A local Fyers API v3 simulator
+    Fyers(warden::sandbox::fyers::FyersArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +104,10 @@ fn main() -> ExitCode {
                 match what {
                     SandboxCmd::Kite(a) => warden::sandbox::kite::run(a).await,
                     SandboxCmd::Backend(a) => warden::sandbox::backend::run(a).await,
+                    SandboxCmd::Angelone(a) => warden::sandbox::angelone::run(a).await,
+                    SandboxCmd::Dhan(a) => warden::sandbox::dhan::run(a).await,
+                    SandboxCmd::Upstox(a) => warden::sandbox::upstox::run(a).await,
+                    SandboxCmd::Fyers(a) => warden::sandbox::fyers::run(a).await,
                 }
             })
             .map_err(anyhow::Error::from)

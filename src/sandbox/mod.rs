@@ -4,9 +4,16 @@
 //!   profile, logout, lockout, expiry) with test controls under `/_sandbox/`.
 //! - [`backend`]: the demo child that reads its token from a dotenv file and reports whether
 //!   Kite accepts it on `GET /api/system/health`.
+//! - [`angelone`], [`dhan`], [`upstox`], [`fyers`]: the other brokers (SPEC §9.3), thin
+//!   modules over the shared [`common`] toolkit.
 
+pub mod angelone;
 pub mod backend;
+pub mod common;
+pub mod dhan;
+pub mod fyers;
 pub mod kite;
+pub mod upstox;
 
 use std::io::Write;
 use std::net::SocketAddr;

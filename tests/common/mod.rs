@@ -5,17 +5,22 @@
 //! - [`web`]: raw HTTP requests ([`request`] keeps the headers, [`http`] and [`get_json`] don't);
 //! - [`sandbox`]: `warden sandbox kite` as a process ([`KiteSandbox`], its flags builder, the
 //!   warden config that points at it) and the by-hand [`manual_login`];
+//! - [`brokers`]: the other brokers' sandboxes as processes ([`BrokerSandbox`]), TOTP codes,
+//!   the official SDKs' virtualenvs;
 //! - [`procs`]: the process table from `/proc`;
 //! - [`pyapp`]: the example FastAPI backend under real uvicorn as a warden program, and
 //!   `tests/python/` scripts.
 #![allow(dead_code)]
 
+mod brokers;
 mod procs;
 mod pyapp;
 mod sandbox;
 mod web;
 
 // Each test file uses a part of the harness: what it leaves unused is not a mistake.
+#[allow(unused_imports)]
+pub use brokers::*;
 #[allow(unused_imports)]
 pub use procs::*;
 #[allow(unused_imports)]
