@@ -761,8 +761,8 @@ impl Supervisor {
     }
 
     /// Graceful stop within `shutdown_timeout`: a program is stopped only once every program
-    /// that depends on it has stopped. A second SIGINT, or the budget running out, kills the
-    /// remaining process groups at once.
+    /// that depends on it has stopped. A second SIGINT, or the budget running out, has every
+    /// remaining actor SIGKILL its group at once, graceful stop under way or not.
     async fn shutdown(&mut self, signals: &mut UnboundedReceiver<i32>) {
         let deadline = Instant::now() + self.cfg.supervisor.shutdown_timeout;
         let released = self.release_fleet_lock();

@@ -27,6 +27,12 @@ pub const STOP_NAG: Duration = Duration::from_secs(2);
 /// After SIGKILL, how long to wait for the kernel to tear the group down before giving up on it.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// `now + d`, saturating far in the future (a config may ask for absurd durations).
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// Something the shell observed.
 #[derive(Debug)]
 pub enum Input {
@@ -303,7 +309,7 @@ impl Lifecycle {
             pgid: pid,
             leader_alive: true,
             signal,
-            deadline: now + self.cfg.stop_timeout,
+            deadline: later(now, self.cfg.stop_timeout),
             killed: false,
             nag: Some(now + STOP_NAG),
             then,
@@ -375,7 +381,7 @@ impl Lifecycle {
                     pgid: pid,
                     leader_alive: false,
                     signal,
-                    deadline: now + self.cfg.stop_timeout,
+                    deadline: later(now, self.cfg.stop_timeout),
                     killed: false,
                     nag: None,
                     then: Then::Policy { status, ran_for },
@@ -455,7 +461,9 @@ impl Lifecycle {
         }
         tracing::info!(program = %self.name, "restarting in {:.1?}", delay);
         fx.push(self.state(ProgramState::Backoff, None));
-        Phase::Backoff { until: now + delay }
+        Phase::Backoff {
+            until: later(now, delay),
+        }
     }
 
     fn go_fatal(&mut self, fx: &mut Vec<Effect>) -> Phase {
