@@ -22,7 +22,6 @@ use crate::health::{HealthEvent, ProbeHandle};
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyEvent};
 use crate::program::actor::ProgramActor;
-use crate::program::group::signal_group;
 use crate::program::{Control, ProgramEvent, ProgramState, RestartReason};
 use crate::reaper::{ExitStatus, Reaper};
 use crate::token::keeper::{Keeper, KeeperEvent, KeeperHandle, KeeperMsg, KeeperSetup, Trigger};
@@ -515,10 +514,10 @@ impl Supervisor {
         let view = self.view.borrow().clone();
         let verify_timeout = self.token_verify_timeout();
         for (name, e) in self.entries.iter_mut() {
-            let running = view.get(name).is_some_and(|s| {
-                s.pid.is_some() && matches!(s.state, ProgramState::Running | ProgramState::Starting)
-            });
-            if e.gone || !running || e.generation >= generation {
+            let Some(pid) = view.get(name).and_then(running_pid) else {
+                continue;
+            };
+            if e.gone || e.generation >= generation {
                 continue;
             }
             e.generation = generation;
@@ -526,7 +525,7 @@ impl Supervisor {
                 OnTokenChange::Signal => {
                     let sig = e.cfg.reload_signal.0;
                     tracing::info!(program = %name, "sending {sig} for the new token");
-                    let _ = e.control.send(Control::Signal(sig));
+                    let _ = e.control.send(Control::Signal { signal: sig, pid });
                     // Verified from the moment the actor confirms the delivery (Signalled).
                     if e.cfg.health.is_some() {
                         e.verification =
@@ -651,11 +650,17 @@ impl Supervisor {
         Some(rx)
     }
 
+    /// SPEC §7: to every running program's process group. Each signal names the process seen
+    /// running, so the actor drops it rather than hit a replacement spawned in the meantime.
     fn forward(&self, sig: Signal) {
+        let view = self.view.borrow();
         for (name, e) in &self.entries {
+            let Some(pid) = view.get(name).and_then(running_pid) else {
+                continue;
+            };
             if !e.gone {
-                tracing::debug!(program = %name, "forwarding {sig}");
-                let _ = e.control.send(Control::Signal(sig));
+                tracing::debug!(program = %name, pid, "forwarding {sig}");
+                let _ = e.control.send(Control::Signal { signal: sig, pid });
             }
         }
     }
@@ -756,8 +761,8 @@ impl Supervisor {
     }
 
     /// Graceful stop within `shutdown_timeout`: a program is stopped only once every program
-    /// that depends on it has stopped. A second SIGINT, or the budget running out, kills the
-    /// remaining process groups at once.
+    /// that depends on it has stopped. A second SIGINT, or the budget running out, has every
+    /// remaining actor SIGKILL its group at once, graceful stop under way or not.
     async fn shutdown(&mut self, signals: &mut UnboundedReceiver<i32>) {
         let deadline = Instant::now() + self.cfg.supervisor.shutdown_timeout;
         let released = self.release_fleet_lock();
@@ -837,15 +842,18 @@ impl Supervisor {
         }
     }
 
+    /// Each actor SIGKILLs its own group at once, even in the middle of a graceful stop.
     fn kill_all(&mut self) {
-        let pids: Vec<i32> = self.view.borrow().values().filter_map(|s| s.pid).collect();
-        for pid in pids {
-            signal_group(pid, Signal::SIGKILL);
-        }
-        for e in self.entries.values() {
+        for e in self.entries.values().filter(|e| !e.gone) {
             let _ = e.control.send(Control::Kill);
         }
     }
+}
+
+/// The pid of a program that is up (`running` or `starting`), the only ones signals reach.
+fn running_pid(s: &ProgramStatus) -> Option<i32> {
+    s.pid
+        .filter(|_| matches!(s.state, ProgramState::Running | ProgramState::Starting))
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

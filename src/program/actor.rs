@@ -1,42 +1,59 @@
 //! The lifecycle of one program: spawn, watch, back off, stop. One task per program.
 //!
-//! The actor owns its process and nothing else. It takes [`Control`] messages from the
-//! supervisor and reports [`ProgramEvent`]s back; all decisions that involve other programs
-//! (dependencies, health, tokens) are the supervisor's.
+//! # Theory of operation
+//!
+//! **Who owns what.** The actor owns its program's process and process group and nothing else:
+//! only the actor sends signals to that group (the supervisor never does, not even SIGKILL at
+//! the end of a shutdown). Decisions that involve other programs (dependencies, health, tokens,
+//! shutdown order) are the supervisor's. The actor's own decisions (restart policy, backoff,
+//! restart budget, stop escalation) live in [`Lifecycle`], a synchronous state machine with no
+//! I/O; this file is the async shell around it that waits and acts.
+//!
+//! **Messages.** In: [`Control`] from the supervisor (`Start`, `Stop`, `Restart`, `Signal`,
+//! `Shutdown`, `Kill`), the leader's exit status from the reaper (a oneshot registered at
+//! spawn), the group becoming empty (woken by every reap), and one timer. Out:
+//! [`ProgramEvent`]s to the supervisor (`State`, `Spawned`, `Exited`, `Restarting`,
+//! `Signalled`, and `Gone` last).
+//!
+//! **The loop.** One `select!` over the control channel, the leader's exit, the group emptying
+//! (only while the machine waits for it) and the machine's timer; each wake-up becomes one
+//! [`Input`], and the returned [`Effect`]s are carried out in order. Every control message is
+//! heard in every phase: there is no await anywhere else.
+//!
+//! **A stop.** `stop_signal` and SIGCONT go to the group and the phase becomes `stopping` with
+//! a deadline `stop_timeout` away; every 2 s the log names the program still holding it up.
+//! The leader's exit is reported (`Exited`); then the group must empty. At the deadline SIGKILL
+//! goes to the group, and 5 s after that the stop gives up on it. `Kill` (second SIGINT, the
+//! shutdown budget running out) sends SIGKILL at once, in any phase of the stop. `Restart`,
+//! `Stop`, `Start`, `Shutdown` arriving during a stop only change what follows it. When a
+//! leader exits on its own and leaves members in its group, they are stopped the same way
+//! before the restart policy is applied.
+//!
+//! **Signals.** A `Signal` names the pid the supervisor saw running; it is delivered only while
+//! that very process is `running` (or `starting`), and dropped otherwise: a signal forwarded
+//! while a program is being stopped for a restart never reaches the replacement, and a
+//! stopping group (no longer running, SPEC §7) is not disturbed in its graceful stop.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
-use super::backoff::{Backoff, RestartBudget};
-use super::group::{signal_group, wait_group_empty};
-use super::{spawn, Control, ProgramEvent, ProgramState, RestartReason};
-use crate::config::{ProgramConfig, RestartPolicy};
+use super::group::{group_alive, signal_group, wait_group_empty};
+use super::lifecycle::{Effect, Input, Lifecycle};
+use super::{spawn, Control, ProgramEvent};
+use crate::config::ProgramConfig;
 use crate::reaper::{ExitStatus, Reaper};
-
-/// How often the log names a program that is holding up a stop.
-const STOP_NAG: Duration = Duration::from_secs(2);
-/// After SIGKILL, how long to wait for the kernel to tear the group down.
-const KILL_GRACE: Duration = Duration::from_secs(5);
 
 pub type EventSender = UnboundedSender<(String, ProgramEvent)>;
 
-struct Running {
+/// The running leader: its pid and the reaper's answer for it.
+struct Leader {
     pid: i32,
     exit: oneshot::Receiver<ExitStatus>,
-    started: Instant,
-}
-
-enum Phase {
-    Idle,
-    Spawn,
-    Running(Running),
-    Backoff(Instant),
-    Fatal,
 }
 
 pub struct ProgramActor {
@@ -45,11 +62,9 @@ pub struct ProgramActor {
     reaper: Reaper,
     events: EventSender,
     control: UnboundedReceiver<Control>,
-    backoff: Backoff,
-    budget: RestartBudget,
-    /// With a health check the program is `starting` until the supervisor sees it healthy.
-    starts_as: ProgramState,
-    token_generation: Arc<std::sync::atomic::AtomicU64>,
+    machine: Lifecycle,
+    leader: Option<Leader>,
+    token_generation: Arc<AtomicU64>,
 }
 
 impl ProgramActor {
@@ -59,16 +74,11 @@ impl ProgramActor {
         reaper: Reaper,
         events: EventSender,
         control: UnboundedReceiver<Control>,
-        token_generation: Arc<std::sync::atomic::AtomicU64>,
+        token_generation: Arc<AtomicU64>,
     ) -> Self {
         ProgramActor {
-            backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
-            budget: RestartBudget::new(cfg.max_restarts, cfg.restart_window),
-            starts_as: if cfg.health.is_some() {
-                ProgramState::Starting
-            } else {
-                ProgramState::Running
-            },
+            machine: Lifecycle::new(name.clone(), cfg.clone()),
+            leader: None,
             name,
             cfg,
             reaper,
@@ -83,249 +93,102 @@ impl ProgramActor {
         let _ = self.events.send((self.name.clone(), ev));
     }
 
-    fn state(&self, state: ProgramState, pid: Option<i32>) {
-        self.report(ProgramEvent::State { state, pid });
-    }
-
     pub async fn run(mut self) {
-        let mut phase = Phase::Idle;
-        loop {
-            phase = match phase {
-                Phase::Idle => match self.control.recv().await {
-                    Some(Control::Start) | Some(Control::Restart(_)) => Phase::Spawn,
-                    Some(Control::Stop) | Some(Control::Signal(_)) => Phase::Idle,
-                    Some(Control::Shutdown) | Some(Control::Kill) | None => break,
+        let mut control_open = true;
+        while !self.machine.ended() {
+            let waits = self.machine.waits();
+            let input = tokio::select! {
+                ctl = self.control.recv(), if control_open => match ctl {
+                    Some(ctl) => Input::Control(ctl),
+                    None => {
+                        // The supervisor is gone: stop gracefully and end.
+                        control_open = false;
+                        Input::Control(Control::Shutdown)
+                    }
                 },
-                Phase::Fatal => match self.control.recv().await {
-                    Some(Control::Start) | Some(Control::Restart(_)) => {
-                        self.budget.clear();
-                        self.backoff.reset();
-                        Phase::Spawn
-                    }
-                    Some(Control::Stop) => {
-                        self.state(ProgramState::Stopped, None);
-                        Phase::Idle
-                    }
-                    Some(Control::Signal(_)) => Phase::Fatal,
-                    Some(Control::Shutdown) | Some(Control::Kill) | None => break,
-                },
-                Phase::Spawn => self.spawn(),
-                Phase::Backoff(until) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => Phase::Spawn,
-                        ctl = self.control.recv() => match ctl {
-                            Some(Control::Start) | Some(Control::Restart(_)) => Phase::Spawn,
-                            Some(Control::Stop) => {
-                                self.state(ProgramState::Stopped, None);
-                                Phase::Idle
-                            }
-                            Some(Control::Signal(_)) => Phase::Backoff(until),
-                            Some(Control::Shutdown) | Some(Control::Kill) | None => break,
-                        },
-                    }
+                (pid, status) = leader_exit(&mut self.leader) => {
+                    self.leader = None;
+                    Input::LeaderExited { pid, status, group_alive: group_alive(pid) }
                 }
-                Phase::Running(mut run) => {
-                    tokio::select! {
-                        status = &mut run.exit => {
-                            let status = status.unwrap_or(ExitStatus::Signal(libc::SIGKILL));
-                            self.after_exit(run.pid, run.started, status).await
-                        }
-                        ctl = self.control.recv() => match ctl {
-                            Some(Control::Start) => Phase::Running(run),
-                            Some(Control::Signal(sig)) => {
-                                signal_group(run.pid, sig);
-                                self.report(ProgramEvent::Signalled { pid: run.pid, signal: sig });
-                                Phase::Running(run)
-                            }
-                            Some(Control::Stop) => {
-                                self.stop(run).await;
-                                self.state(ProgramState::Stopped, None);
-                                Phase::Idle
-                            }
-                            Some(Control::Restart(reason)) => {
-                                self.stop(run).await;
-                                self.restart_now(reason)
-                            }
-                            Some(Control::Kill) => {
-                                self.kill(run).await;
-                                break;
-                            }
-                            Some(Control::Shutdown) | None => {
-                                self.stop(run).await;
-                                self.state(ProgramState::Stopped, None);
-                                break;
-                            }
-                        },
-                    }
-                }
+                () = group_gone(&self.reaper, waits.group) => Input::GroupGone,
+                () = sleep_until(waits.timer) => Input::Timer,
             };
+            self.apply(input);
         }
         self.report(ProgramEvent::Gone);
     }
 
-    fn spawn(&mut self) -> Phase {
+    /// Feed one input to the machine and carry out what it decides.
+    fn apply(&mut self, input: Input) {
+        let mut effects: VecDeque<Effect> = self.machine.handle(input, Instant::now()).into();
+        while let Some(effect) = effects.pop_front() {
+            match effect {
+                Effect::Spawn => {
+                    let answer = self.spawn();
+                    effects.extend(self.machine.handle(answer, Instant::now()));
+                }
+                Effect::Signal { pgid, signal } => signal_group(pgid, signal),
+                Effect::Report(ev) => self.report(ev),
+                Effect::End => {}
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> Input {
         // Read before the spawn: the keeper bumps it only after the env file holds the new
         // token, so a child spawned after this read sees at least this generation.
-        let generation = self
-            .token_generation
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self.token_generation.load(Ordering::SeqCst);
         match spawn::spawn(&self.reaper, &self.cfg) {
             Ok(sp) => {
-                tracing::info!(program = %self.name, pid = sp.pid, "started");
                 if let Some(fd) = sp.stdout {
                     crate::logs::pump(self.name.clone(), "stdout", fd);
                 }
                 if let Some(fd) = sp.stderr {
                     crate::logs::pump(self.name.clone(), "stderr", fd);
                 }
-                self.report(ProgramEvent::Spawned {
-                    pid: sp.pid,
-                    generation,
-                });
-                self.state(self.starts_as, Some(sp.pid));
-                Phase::Running(Running {
+                self.leader = Some(Leader {
                     pid: sp.pid,
                     exit: sp.exit,
-                    started: Instant::now(),
-                })
-            }
-            Err(e) => {
-                tracing::error!(program = %self.name, "cannot start: {e}");
-                self.after_failure(Duration::ZERO)
-            }
-        }
-    }
-
-    /// A restart the supervisor asked for: budgeted if automatic, then immediate.
-    fn restart_now(&mut self, reason: RestartReason) -> Phase {
-        if reason.counts_against_budget() && !self.budget.allow(std::time::Instant::now()) {
-            return self.go_fatal();
-        }
-        self.report(ProgramEvent::Restarting { reason });
-        Phase::Spawn
-    }
-
-    async fn after_exit(&mut self, pid: i32, started: Instant, status: ExitStatus) -> Phase {
-        let ran_for = started.elapsed();
-        tracing::warn!(program = %self.name, pid, "exited with {status} after {:.1?}", ran_for);
-        self.report(ProgramEvent::Exited { pid, status });
-        // The leader is gone; members it left behind in its group must not outlive it
-        // (they would hold its port and its token across the restart).
-        self.clear_group(pid).await;
-        let restart = match self.cfg.restart {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !status.success(),
-            RestartPolicy::Never => false,
-        };
-        if !restart {
-            self.state(ProgramState::Exited, None);
-            return Phase::Idle;
-        }
-        self.after_failure(ran_for)
-    }
-
-    /// Schedule the next start after a failure, or give up when over budget.
-    fn after_failure(&mut self, ran_for: Duration) -> Phase {
-        if !self.budget.allow(std::time::Instant::now()) {
-            return self.go_fatal();
-        }
-        let delay = self.backoff.next_delay(ran_for);
-        self.report(ProgramEvent::Restarting {
-            reason: RestartReason::Exit,
-        });
-        if delay.is_zero() {
-            return Phase::Spawn;
-        }
-        tracing::info!(program = %self.name, "restarting in {:.1?}", delay);
-        self.state(ProgramState::Backoff, None);
-        Phase::Backoff(Instant::now() + delay)
-    }
-
-    fn go_fatal(&mut self) -> Phase {
-        tracing::error!(
-            program = %self.name,
-            "restarted {} times within {:?}; giving up (state fatal) until `warden restart {}` or a config change",
-            self.budget.used(),
-            self.cfg.restart_window,
-            self.name
-        );
-        self.state(ProgramState::Fatal, None);
-        Phase::Fatal
-    }
-
-    /// stop_signal to the group, then SIGKILL after stop_timeout; returns when the whole
-    /// group is gone.
-    async fn stop(&mut self, mut run: Running) {
-        self.state(ProgramState::Stopping, Some(run.pid));
-        let sig = self.cfg.stop_signal.0;
-        signal_group(run.pid, sig);
-        // A stopped (SIGSTOP) group would never act on the signal.
-        signal_group(run.pid, Signal::SIGCONT);
-        let deadline = Instant::now() + self.cfg.stop_timeout;
-        let mut leader_done = false;
-        let mut nag = Instant::now() + STOP_NAG;
-        loop {
-            if leader_done && wait_group_empty(&self.reaper, run.pid, Instant::now()).await {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                tracing::warn!(program = %self.name, pid = run.pid, "did not stop within {:?} after {sig}; sending SIGKILL to its process group", self.cfg.stop_timeout);
-                signal_group(run.pid, Signal::SIGKILL);
-                if !leader_done {
-                    let _ = tokio::time::timeout(KILL_GRACE, &mut run.exit).await;
-                }
-                wait_group_empty(&self.reaper, run.pid, Instant::now() + KILL_GRACE).await;
-                break;
-            }
-            if now >= nag {
-                let who = if leader_done {
-                    "its process group"
-                } else {
-                    "it"
-                };
-                tracing::info!(program = %self.name, pid = run.pid, "waiting for {who} to exit after {sig}; SIGKILL in {:.0?}", deadline - now);
-                nag = now + STOP_NAG;
-            }
-            let wake = nag.min(deadline);
-            if leader_done {
-                wait_group_empty(&self.reaper, run.pid, wake).await;
-            } else {
-                tokio::select! {
-                    status = &mut run.exit => {
-                        leader_done = true;
-                        let status = status.unwrap_or(ExitStatus::Signal(libc::SIGKILL));
-                        tracing::info!(program = %self.name, pid = run.pid, "stopped ({status})");
-                        self.report(ProgramEvent::Exited { pid: run.pid, status });
-                    }
-                    _ = tokio::time::sleep_until(wake) => {}
+                });
+                Input::Spawned {
+                    pid: sp.pid,
+                    generation,
                 }
             }
+            Err(e) => Input::SpawnFailed(e.to_string()),
         }
     }
+}
 
-    async fn kill(&mut self, mut run: Running) {
-        signal_group(run.pid, Signal::SIGKILL);
-        if let Ok(Ok(status)) = tokio::time::timeout(KILL_GRACE, &mut run.exit).await {
-            self.report(ProgramEvent::Exited {
-                pid: run.pid,
-                status,
-            });
+/// The leader's exit, or never when there is no leader.
+async fn leader_exit(leader: &mut Option<Leader>) -> (i32, ExitStatus) {
+    match leader {
+        Some(l) => {
+            // The reaper dropping the sender means it is gone; treat the process as killed.
+            let status = (&mut l.exit)
+                .await
+                .unwrap_or(ExitStatus::Signal(libc::SIGKILL));
+            (l.pid, status)
         }
-        wait_group_empty(&self.reaper, run.pid, Instant::now() + KILL_GRACE).await;
-        self.state(ProgramState::Stopped, None);
+        None => std::future::pending().await,
     }
+}
 
-    /// Stop what is left of a group whose leader already exited.
-    async fn clear_group(&mut self, pgid: i32) {
-        if wait_group_empty(&self.reaper, pgid, Instant::now()).await {
-            return;
+/// The group emptying, or never when nothing waits for one.
+async fn group_gone(reaper: &Reaper, group: Option<i32>) {
+    match group {
+        Some(pgid) => {
+            // No deadline here: the machine's timer bounds the wait.
+            let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+            wait_group_empty(reaper, pgid, far).await;
         }
-        signal_group(pgid, self.cfg.stop_signal.0);
-        signal_group(pgid, Signal::SIGCONT);
-        if !wait_group_empty(&self.reaper, pgid, Instant::now() + self.cfg.stop_timeout).await {
-            signal_group(pgid, Signal::SIGKILL);
-            wait_group_empty(&self.reaper, pgid, Instant::now() + KILL_GRACE).await;
-        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
     }
 }

@@ -3,6 +3,7 @@
 pub mod actor;
 pub mod backoff;
 pub mod group;
+pub mod lifecycle;
 pub mod spawn;
 
 use nix::sys::signal::Signal;
@@ -83,16 +84,18 @@ pub enum Control {
     Stop,
     /// Stop if running, then start again at once.
     Restart(RestartReason),
-    /// Deliver a signal to the program's process group (if running).
-    Signal(Signal),
+    /// Deliver `signal` to the process group of `pid`, the process the sender saw running.
+    /// Dropped when that process is no longer the running one (it exited, is being stopped,
+    /// or was replaced): a signal never reaches a process it was not meant for.
+    Signal { signal: Signal, pid: i32 },
     /// Stop the process and end the actor (program removed or warden shutting down).
     Shutdown,
-    /// SIGKILL the group now and end the actor.
+    /// SIGKILL the group now and end the actor; interrupts a graceful stop in progress.
     Kill,
 }
 
 /// What a program actor reports. The supervisor is the only reader.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProgramEvent {
     State {
         state: ProgramState,
