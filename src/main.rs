@@ -68,6 +68,8 @@ enum TokenOp {
     Refresh,
     /// Token state, expiry and last error (never the token itself)
     Status,
+    /// Lift a credential block after you fixed its cause (allows one automated attempt)
+    Unblock,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +110,9 @@ fn main() -> ExitCode {
         Command::Token {
             op: TokenOp::Status,
         } => return client(ClientCommand::TokenStatus, &config),
+        Command::Token {
+            op: TokenOp::Unblock,
+        } => return client(ClientCommand::TokenUnblock, &config),
         Command::LoginUrl => return client(ClientCommand::LoginUrl, &config),
     };
     match result {
@@ -140,6 +145,13 @@ fn run(path: &std::path::Path) -> ExitCode {
             eprintln!("{}: token.store: {e}", path.display());
             return ExitCode::from(2);
         }
+    }
+    let not_writable = warden::token::writable::check(&cfg);
+    if !not_writable.is_empty() {
+        for e in &not_writable {
+            eprintln!("{}: {e}", path.display());
+        }
+        return ExitCode::from(1);
     }
     warden::logs::init(cfg.supervisor.log_format);
     for w in &cfg.warnings {
@@ -194,6 +206,13 @@ fn check(path: &std::path::Path) -> ExitCode {
             // Warnings do not change the exit code: the config is valid.
             for w in &cfg.warnings {
                 eprintln!("{}", w.located(path, "warning: "));
+            }
+            let not_writable = warden::token::writable::check(&cfg);
+            if !not_writable.is_empty() {
+                for e in &not_writable {
+                    eprintln!("{}: {e}", path.display());
+                }
+                return ExitCode::from(2);
             }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS

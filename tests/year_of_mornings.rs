@@ -135,17 +135,20 @@ impl Broker for FakeKite {
         true
     }
 
-    async fn login(&mut self) -> Result<Secret, BrokerError> {
+    async fn login(&mut self, step: u64) -> Result<Secret, BrokerError> {
         let now = self.clock.now();
         let mut w = self.world.lock().unwrap();
         if w.down(now) {
             return Err(outage(Step::Login));
         }
-        let step = now.as_second() / 30;
-        assert_ne!(
-            w.last_totp_step,
-            Some(step),
-            "warden submitted a TOTP code twice"
+        let (step, now_step) = (step as i64, now.as_second() / 30);
+        assert!(
+            (now_step - 1..=now_step).contains(&step),
+            "the code of step {step} submitted during step {now_step}"
+        );
+        assert!(
+            w.last_totp_step.is_none_or(|last| step > last),
+            "warden submitted a TOTP code twice (step {step})"
         );
         w.last_totp_step = Some(step);
         w.logins += 1;

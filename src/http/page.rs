@@ -504,6 +504,7 @@ mod tests {
             last_error: None,
             source: Some("totp"),
             login: Some("totp"),
+            ..Default::default()
         }
     }
 

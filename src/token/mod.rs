@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod clock_guard;
 pub mod command;
 pub mod command_run;
 pub mod dotenv;
@@ -10,8 +11,10 @@ pub mod fleet;
 pub mod keeper;
 pub mod kite;
 pub mod login;
+pub mod login_memory;
 pub mod schedule;
 pub mod store;
+pub mod writable;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +25,8 @@ use crate::config::Secret;
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {
     Totp,
+    /// The broker web session of the last automated login, reused (no credentials sent).
+    Session,
     Manual,
     Command,
     EnvFile,
@@ -31,6 +36,7 @@ impl TokenSource {
     pub fn as_str(self) -> &'static str {
         match self {
             TokenSource::Totp => "totp",
+            TokenSource::Session => "session",
             TokenSource::Manual => "manual",
             TokenSource::Command => "command",
             TokenSource::EnvFile => "env_file",
