@@ -396,10 +396,17 @@ impl<B: Broker> Keeper<B> {
             cfg.store = self.cfg.store.clone();
         }
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
+        let was_blocked = self.block().is_some();
         self.broker.reconfigure(cfg.kite.clone());
         self.cfg = cfg;
-        // Changed credentials have another fingerprint, so their block (if any) is their own.
+        // Changed credentials have another fingerprint, so their block (if any) is their own;
+        // fixed ones get their chance at once.
         self.publish_block();
+        if was_blocked && self.block().is_none() && self.status.borrow().state != TokenState::Valid
+        {
+            tracing::info!("the credentials changed: automated login is allowed again");
+            self.retry_at = Some(Instant::now());
+        }
         self.status
             .send_modify(|s| s.login = Some(self.login_kind()));
         tracing::info!("token settings reloaded");
