@@ -135,12 +135,17 @@ impl Broker for FakeKite {
         true
     }
 
-    async fn login(&mut self, step: u64) -> Result<Secret, BrokerError> {
+    async fn login(
+        &mut self,
+        step: u64,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
         let now = self.clock.now();
         let mut w = self.world.lock().unwrap();
         if w.down(now) {
             return Err(outage(Step::Login));
         }
+        assert!(record(), "the keeper could not record the TOTP step");
         let (step, now_step) = (step as i64, now.as_second() / 30);
         assert!(
             (now_step - 1..=now_step).contains(&step),

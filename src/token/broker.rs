@@ -19,9 +19,14 @@ pub trait Broker: Send + 'static {
     fn resume_session(&mut self) -> impl Future<Output = Result<SessionProbe, BrokerError>> + Send {
         async { Ok(SessionProbe::default()) }
     }
-    /// One automated login (password + the TOTP code of step `step`, which the caller has
-    /// recorded as used) → a request token. Never retries itself.
-    fn login(&mut self, step: u64) -> impl Future<Output = Result<Secret, BrokerError>> + Send;
+    /// One automated login (password + the TOTP code of step `step`) → a request token.
+    /// `record` must run right before the code is sent (it persists that the step is used;
+    /// `false`: send nothing). Never retries itself.
+    fn login(
+        &mut self,
+        step: u64,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> impl Future<Output = Result<Secret, BrokerError>> + Send;
     /// `Some(wait)` while the current TOTP code was already submitted.
     fn fresh_code_in(&self) -> Option<Duration>;
     /// A person asked for a new attempt after a credential rejection.
@@ -89,8 +94,12 @@ impl Broker for KiteBroker {
         self.totp()?.resume_session().await
     }
 
-    async fn login(&mut self, step: u64) -> Result<Secret, BrokerError> {
-        self.totp()?.login_at(step).await
+    async fn login(
+        &mut self,
+        step: u64,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
+        self.totp()?.login_at(step, record).await
     }
 
     fn fresh_code_in(&self) -> Option<Duration> {

@@ -695,7 +695,7 @@ impl<B: Broker> Keeper<B> {
                 }
             }
         }
-        if !self.record_attempt(step) {
+        if !self.record_attempt() {
             return;
         }
         self.retry_at = None;
@@ -767,7 +767,20 @@ impl<B: Broker> Keeper<B> {
         let token = match self.cfg.provider {
             TokenProviderKind::Command => self.run_command().await?,
             _ => {
-                let request_token = self.broker.login(step.unwrap_or_default()).await?;
+                let step = step.unwrap_or_default();
+                let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+                let memory = &mut self.memory;
+                let mut record = || {
+                    memory.record_totp_step(&user, step);
+                    match memory.save() {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!("not submitting a TOTP code: {e}");
+                            false
+                        }
+                    }
+                };
+                let request_token = self.broker.login(step, &mut record).await?;
                 return self.redeem(&request_token, TokenSource::Totp).await;
             }
         };

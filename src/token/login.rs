@@ -216,13 +216,18 @@ impl TotpLogin {
     /// One login attempt → the `request_token` (single-use, valid a few minutes); exchange it
     /// with [`super::kite::KiteClient::exchange`]. Never retries anything itself.
     pub async fn login(&mut self) -> Result<Secret, BrokerError> {
-        self.login_with(None).await
+        self.login_with(None, &mut || true).await
     }
 
-    /// Like [`Self::login`], submitting the code of TOTP step `step` (which the caller has
-    /// recorded as used before calling).
-    pub async fn login_at(&mut self, step: u64) -> Result<Secret, BrokerError> {
-        self.login_with(Some(step)).await
+    /// Like [`Self::login`], submitting the code of TOTP step `step`. `record` runs right
+    /// before the code is sent and must persist that the step is used; `false` from it sends
+    /// nothing ([`BrokerError::StepNotRecorded`]).
+    pub async fn login_at(
+        &mut self,
+        step: u64,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
+        self.login_with(Some(step), record).await
     }
 
     /// Ask `/connect/login` with the web session of the last successful login (or none):
@@ -251,7 +256,11 @@ impl TotpLogin {
         self.web_session.is_some()
     }
 
-    async fn login_with(&mut self, step: Option<u64>) -> Result<Secret, BrokerError> {
+    async fn login_with(
+        &mut self,
+        step: Option<u64>,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
         if let Some(reason) = &self.disabled {
             return Err(BrokerError::LoginDisabled {
                 reason: reason.clone(),
@@ -267,7 +276,7 @@ impl TotpLogin {
         if let Some(retry_in) = used {
             return Err(BrokerError::TotpCodeUsed { retry_in });
         }
-        let result = self.attempt(step).await;
+        let result = self.attempt(step, record).await;
         if let Err(e) = &result {
             if e.class() == ErrorClass::Credential {
                 self.disabled = Some(e.to_string());
@@ -276,7 +285,11 @@ impl TotpLogin {
         result
     }
 
-    async fn attempt(&mut self, step: Option<u64>) -> Result<Secret, BrokerError> {
+    async fn attempt(
+        &mut self,
+        step: Option<u64>,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
         // A fresh cookie jar per attempt: the Kite web session lives only for this login.
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let http = http_client(self.timeout, Some(jar.clone()))?;
@@ -306,6 +319,9 @@ impl TotpLogin {
         };
         // Remember before sending: a lost answer must not lead to a second submission.
         self.remember(code.clone());
+        if !record() {
+            return Err(BrokerError::StepNotRecorded);
+        }
         let step = Step::Twofa;
         let url = format!("{}/api/twofa", self.login_base);
         let req = http.post(&url).form(&[

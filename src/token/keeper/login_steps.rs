@@ -176,14 +176,11 @@ impl<B: Broker> Keeper<B> {
         Some(step)
     }
 
-    /// Persist the attempt (and the TOTP step about to be submitted) before anything is sent:
-    /// if that cannot be written, nothing is sent.
-    pub(super) fn record_attempt(&mut self, step: Option<u64>) -> bool {
+    /// Persist the attempt before anything is sent: if that cannot be written, nothing is
+    /// sent. (The TOTP step is recorded later, right before its code goes out.)
+    pub(super) fn record_attempt(&mut self) -> bool {
         let now = self.wall_secs();
         self.memory.record_attempt(now);
-        if let (Some(step), Some(user)) = (step, self.kite().map(|k| k.user_id.clone())) {
-            self.memory.record_totp_step(&user, step);
-        }
         self.unblock_grant = false;
         if self.save_memory() {
             return true;
