@@ -310,6 +310,16 @@ impl Tmpfs {
     fn free(&self) {
         std::fs::remove_file(self.0.join("filler")).unwrap();
     }
+
+    /// `mount -o remount,MODE`: `ro` makes every write fail with EROFS.
+    fn remount(&self, mode: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount {mode}");
+    }
 }
 
 impl Drop for Tmpfs {
@@ -320,6 +330,25 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_under_the_env_file_costs_one_login_and_the_token_lands_later() {
+    kept_token_lands_later(
+        "a_full_disk_under_the_env_file_costs_one_login_and_the_token_lands_later",
+        Tmpfs::fill,
+        Tmpfs::free,
+    );
+}
+
+#[test]
+fn a_read_only_env_directory_costs_one_login_and_the_token_lands_later() {
+    kept_token_lands_later(
+        "a_read_only_env_directory_costs_one_login_and_the_token_lands_later",
+        |t| t.remount("ro"),
+        |t| t.remount("rw"),
+    );
+}
+
+/// The env file's filesystem breaks right before a new token comes (`break_it`), and is
+/// repaired (`repair`) a few write retries later.
+fn kept_token_lands_later(name: &str, break_it: fn(&Tmpfs), repair: fn(&Tmpfs)) {
     let kite = KiteSandbox::start(&[]);
     let cfg = kite
         .backend_stack_config("totp", SANDBOX_TOTP, "signal")
@@ -333,10 +362,7 @@ fn a_full_disk_under_the_env_file_costs_one_login_and_the_token_lands_later() {
     let tmpfs = match tmpfs.unwrap() {
         Ok(t) => t,
         Err(e) => {
-            skip(
-                "a_full_disk_under_the_env_file_costs_one_login_and_the_token_lands_later",
-                &format!("cannot mount a tmpfs ({e}); needs root"),
-            );
+            skip(name, &format!("cannot mount a tmpfs ({e}); needs root"));
             return;
         }
     };
@@ -351,7 +377,7 @@ fn a_full_disk_under_the_env_file_costs_one_login_and_the_token_lands_later() {
     wait_until("healthy", T, || w.program("backend")["health"] == "healthy");
     let old = token_of();
     assert!(!old.is_empty());
-    tmpfs.fill();
+    break_it(&tmpfs);
     kite.expire();
     wait_until("the write failure reported", T, || {
         w.status()["token"]["last_error"]
@@ -364,7 +390,7 @@ fn a_full_disk_under_the_env_file_costs_one_login_and_the_token_lands_later() {
     });
     assert_eq!(stat(&kite, "sessions_created"), 2, "exactly one new login");
     assert_eq!(token_of(), old, "the old .env stays whole");
-    tmpfs.free();
+    repair(&tmpfs);
     wait_until("the kept token lands", T, || {
         let t = token_of();
         !t.is_empty() && t != old
@@ -375,4 +401,50 @@ fn a_full_disk_under_the_env_file_costs_one_login_and_the_token_lands_later() {
     assert_eq!(w.status()["token"]["state"], "valid");
     assert_eq!(stat(&kite, "sessions_created"), 2, "no login for the write");
     drop(w);
+}
+
+#[test]
+fn check_and_start_name_a_directory_warden_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("afile"), "x").unwrap();
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &config,
+        r#"[supervisor]
+state_dir = "afile/state"
+
+[http]
+listen = "127.0.0.1:0"
+
+[token]
+provider = "command"
+env_file = "missing/.env"
+[token.command]
+command = ["echo", "tok"]
+"#,
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("token.env_file") && err.contains("missing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("supervisor.state_dir") && err.contains("afile is not a directory"),
+        "{err}"
+    );
+    let o = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("token.env_file"), "{err}");
 }

@@ -66,8 +66,11 @@ fn probe(dir: &Path, may_create: bool) -> Result<(), String> {
             break;
         }
     }
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
     if !dir.is_dir() {
-        return Err("no such directory".into());
+        return Err("no such directory; create it".into());
     }
     let path = dir.join(format!(".warden-write-check-{}", std::process::id()));
     let result = std::fs::File::create(&path).and_then(|mut f| {
