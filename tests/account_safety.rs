@@ -448,3 +448,37 @@ command = ["echo", "tok"]
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("token.env_file"), "{err}");
 }
+
+#[test]
+fn a_restart_never_resets_the_attempt_caps_of_a_command_provider() {
+    // A refresh script that always fails (and counts its runs).
+    let cfg = r#"
+[token]
+provider = "command"
+env_file = ".env"
+min_interval = "0s"
+max_attempts = 2
+attempt_window = "1h"
+[token.command]
+command = ["sh", "-c", "echo run >> runs; exit 1"]
+timeout = "5s"
+"#;
+    let mut w = Warden::start(cfg);
+    let runs = |w: &Warden| {
+        std::fs::read_to_string(w.dir.path().join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_until("the cap reached", T, || {
+        w.status()["token"]["state"] == "needs_login"
+    });
+    assert_eq!(runs(&w), 2);
+    let w2 = restart_on_state(&mut w, &[".warden/login.json", "runs"]);
+    wait_until("needs_login after the restart", T, || {
+        w2.status()["token"]["state"] == "needs_login"
+    });
+    let err = w2.status()["token"]["last_error"].to_string();
+    assert!(err.contains("2 automated login attempts"), "{err}");
+    assert_eq!(runs(&w2), 2, "the restart reset the attempt cap");
+}
