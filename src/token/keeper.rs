@@ -647,9 +647,18 @@ impl<B: Broker> Keeper<B> {
             self.needs_login(b.reason);
             return;
         }
-        // The kept web session first: no credentials, not an attempt (SPEC §4.1).
-        if self.login_kind() == "totp" && !self.try_session().await {
-            return;
+        // The kept web session first: no credentials, not an attempt (SPEC §4.1). It creates
+        // a session all the same, so in a fleet only a confirmed leader may use it.
+        if self.login_kind() == "totp" {
+            if let Some(f) = &self.fleet {
+                if f.confirm_leader().await.is_none() {
+                    tracing::warn!("no longer leading the fleet; leaving the login to the leader");
+                    return;
+                }
+            }
+            if !self.try_session().await {
+                return;
+            }
         }
         if !self.within_caps() {
             return;
