@@ -644,7 +644,7 @@ impl<B: Broker> Keeper<B> {
             return;
         }
         if let Some(b) = self.block() {
-            self.needs_login(b.reason);
+            self.needs_login(login_steps::blocked_message(&b.reason));
             return;
         }
         // The kept web session first: no credentials, not an attempt (SPEC §4.1). It creates

@@ -26,6 +26,13 @@ const EXCHANGE_RETRY_MAX: Duration = Duration::from_secs(15);
 /// Don't submit a code with less than this left in its step: it could arrive in the next one.
 const MIN_CODE_LIFE: u64 = 3;
 
+/// `last_error` while blocked: the reason and what lifts it.
+pub(super) fn blocked_message(reason: &str) -> String {
+    format!(
+        "{reason}; automated login stays off until the credentials change, a manual login succeeds, or `warden token unblock`"
+    )
+}
+
 impl<B: Broker> Keeper<B> {
     /// The token's name in metrics (one token per warden: its provider).
     fn token_name(&self) -> &'static str {
@@ -92,7 +99,7 @@ impl<B: Broker> Keeper<B> {
         self.notifier.notify(NotifyEvent::TokenRefreshFailed {
             reason: msg.clone(),
         });
-        self.needs_login(msg);
+        self.needs_login(blocked_message(&msg));
     }
 
     /// `warden token unblock`: lift the block and allow one automated attempt now.
