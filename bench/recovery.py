@@ -11,8 +11,9 @@ independent stacks running at once, since each run spends most of its time waiti
 Target (issue 3): median <= 1.5 s; (issue 6): <= probe interval + 0.5 s.
 The case "after-login" (signal mode, issue 11) is an expiry right after a login: each run ends
 the sandbox's web sessions (so the first login is a full password + TOTP login, as in a
-morning), expires the token, waits for that recovery, then expires the brand-new token at once
-and times the second recovery — the TOTP step is then used up, so warden must recover through
+morning), expires the token, waits for that recovery (and for warden's own probe to see the
+backend healthy on the new token), then expires the brand-new token at once and times the
+second recovery — the TOTP step is then used up, so warden must recover through
 the kept web session (target: probe interval + 1 s).
 `--json FILE` also writes {"signal": {"p50_ms", "p95_ms", "max_ms", "runs"}, "restart": ...,
 "after-login": ...}.
@@ -58,6 +59,14 @@ def wait(what, cond, timeout=60.0):
             return
         time.sleep(0.005)
     raise RuntimeError(f"timed out waiting for {what}")
+
+
+def warden_sees_healthy(http_port):
+    code, body = get(f"http://127.0.0.1:{http_port}/api/v1/status", 1.0)
+    if code != 200:
+        return False
+    progs = json.loads(body).get("programs", [])
+    return any(p.get("name") == "backend" and p.get("health") == "healthy" for p in progs)
 
 
 def totp_step():
@@ -121,6 +130,10 @@ failure_threshold = 10
                 post(f"http://127.0.0.1:{kite_port}/_sandbox/logout_web")
                 post(f"http://127.0.0.1:{kite_port}/_sandbox/expire")
                 wait("backend recovery (the login)", lambda: get(health, 0.5)[0] == 200, 60)
+                # "Right after" the login means right after warden completed its hand-over
+                # (its own probe saw the backend healthy on the new token): probes report
+                # transitions only, so an expiry before that is not seen until verify_timeout.
+                wait("warden's hand-over verified", lambda: warden_sees_healthy(http_port), 30)
             t0 = time.monotonic()
             post(f"http://127.0.0.1:{kite_port}/_sandbox/expire")
             # The backend answers 403 from now on; recovery is its first 200 again.
