@@ -207,6 +207,16 @@ impl SandboxHandle {
     pub fn inject(&self, fault: Fault) {
         self.kite.add_fault(fault)
     }
+
+    /// Same as `POST /_sandbox/clock`: the broker's clock runs `secs` ahead of the real one.
+    pub fn set_clock_skew(&self, secs: i64) {
+        self.kite.set_clock_skew(secs)
+    }
+
+    /// Same as `POST /_sandbox/logout_web`: every web session ends.
+    pub fn end_web_sessions(&self) -> usize {
+        self.kite.end_web_sessions()
+    }
 }
 
 /// The current 6-digit code for a base32 TOTP secret (RFC 6238, SHA-1, 30 s).
