@@ -207,9 +207,17 @@ fn check(path: &std::path::Path) -> ExitCode {
             for w in &cfg.warnings {
                 eprintln!("{}", w.located(path, "warning: "));
             }
-            let not_writable = warden::token::writable::check(&cfg);
-            if !not_writable.is_empty() {
-                for e in &not_writable {
+            // A directory that does not exist here may exist where warden runs (a check in CI,
+            // a container volume): only a warning. One that exists and refuses writes is an
+            // error.
+            let (missing, refusing): (Vec<_>, Vec<_>) = warden::token::writable::check(&cfg)
+                .into_iter()
+                .partition(|p| p.missing);
+            for e in &missing {
+                eprintln!("{}: warning: {e}", path.display());
+            }
+            if !refusing.is_empty() {
+                for e in &refusing {
                     eprintln!("{}: {e}", path.display());
                 }
                 return ExitCode::from(2);

@@ -18,6 +18,9 @@ pub struct NotWritable {
     pub dir: PathBuf,
     pub what: &'static str,
     pub reason: String,
+    /// The directory does not exist (rather than refusing writes). `warden check` may run
+    /// on another machine than warden, so it only warns about this.
+    pub missing: bool,
 }
 
 /// Every directory the token needs that cannot be written to right now. A `state_dir` that
@@ -32,21 +35,23 @@ pub fn check(cfg: &Config) -> Vec<NotWritable> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if let Err(reason) = probe(&env_dir, false) {
+    if let Err((reason, missing)) = probe(&env_dir, false) {
         problems.push(NotWritable {
             key: "token.env_file",
             dir: env_dir,
             what: "the env file (by a temp file renamed over it)",
             reason,
+            missing,
         });
     }
     let state = &cfg.supervisor.state_dir;
-    if let Err(reason) = probe(state, true) {
+    if let Err((reason, missing)) = probe(state, true) {
         problems.push(NotWritable {
             key: "supervisor.state_dir",
             dir: state.clone(),
             what: "token.json and login.json",
             reason,
+            missing,
         });
     }
     problems
@@ -54,7 +59,7 @@ pub fn check(cfg: &Config) -> Vec<NotWritable> {
 
 /// Create and remove a small file in `dir` (or, with `may_create`, in its nearest existing
 /// ancestor when `dir` does not exist yet).
-fn probe(dir: &Path, may_create: bool) -> Result<(), String> {
+fn probe(dir: &Path, may_create: bool) -> Result<(), (String, bool)> {
     use std::io::Write;
     let mut dir = dir.to_path_buf();
     while may_create && !dir.exists() {
@@ -67,10 +72,10 @@ fn probe(dir: &Path, may_create: bool) -> Result<(), String> {
         }
     }
     if dir.exists() && !dir.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
+        return Err((format!("{} is not a directory", dir.display()), false));
     }
     if !dir.is_dir() {
-        return Err("no such directory; create it".into());
+        return Err(("no such directory; create it".into(), true));
     }
     let path = dir.join(format!(".warden-write-check-{}", std::process::id()));
     let result = std::fs::File::create(&path).and_then(|mut f| {
@@ -78,5 +83,5 @@ fn probe(dir: &Path, may_create: bool) -> Result<(), String> {
         f.sync_all()
     });
     let _ = std::fs::remove_file(&path);
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| (e.to_string(), false))
 }
