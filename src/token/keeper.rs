@@ -624,6 +624,31 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
+    /// Someone else (a refresh script) may have just written a new token into the env file,
+    /// and the watcher's event may still be on its way: a login now would kill that token.
+    /// Adopt it instead when the broker accepts it.
+    async fn adopt_external_token(&mut self) -> bool {
+        let Ok(Some(v)) = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key) else {
+            return false;
+        };
+        let known = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.access_token.expose() == v);
+        if v.is_empty() || known {
+            return false;
+        }
+        let tok = Secret::new(v);
+        if self.check(&tok).await.is_err() {
+            return false;
+        }
+        self.on_env_change(tok).await;
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.source == TokenSource::EnvFile)
+            && self.status.borrow().state == TokenState::Valid
+    }
+
     /// One automated attempt, within every cap. Single-flight by construction: this runs
     /// inside the keeper task, and triggers wait in the queue.
     async fn refresh(&mut self, why: &str) {
@@ -641,6 +666,9 @@ impl<B: Broker> Keeper<B> {
         if self.pending.is_some() {
             // A token is in hand: a new login would kill it. Write it instead.
             self.retry_write().await;
+            return;
+        }
+        if self.adopt_external_token().await {
             return;
         }
         if let Some(b) = self.block() {
