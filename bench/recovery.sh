@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recovery time after a token expiry, signal and restart modes. Usage: bench/recovery.sh [--runs N]
+# Recovery time after a token expiry: signal and restart modes, and an expiry right after a login. Usage: bench/recovery.sh [--runs N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet

@@ -29,6 +29,7 @@ pub enum ClientCommand {
     Restart { name: String },
     TokenRefresh,
     TokenStatus,
+    TokenUnblock,
     LoginUrl,
 }
 
@@ -104,6 +105,7 @@ pub fn run(cmd: &ClientCommand, config: &Path) -> Result<String, ClientError> {
         }
         ClientCommand::Restart { name } => restart(&ep, name),
         ClientCommand::TokenRefresh => token_refresh(&ep),
+        ClientCommand::TokenUnblock => token_unblock(&ep),
         ClientCommand::TokenStatus => {
             let status = get_status(&ep)?;
             let token = status.get("token").filter(|t| !t.is_null());
@@ -301,7 +303,12 @@ impl Reply {
     fn detail(&self) -> String {
         serde_json::from_str::<Value>(&self.body)
             .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .and_then(|v| {
+                v["error"]
+                    .as_str()
+                    .or_else(|| v["reason"].as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| self.body.trim().chars().take(300).collect())
     }
 
@@ -499,6 +506,20 @@ fn token_refresh(ep: &Endpoint) -> Result<String, ClientError> {
     Ok(out)
 }
 
+/// `warden token unblock`: 0 when a block was lifted, 1 (with the reason) when nothing was
+/// blocked or the block cannot be lifted this way.
+fn token_unblock(ep: &Endpoint) -> Result<String, ClientError> {
+    let status = get_status(ep)?;
+    if status["token"].is_null() {
+        return Err(ClientError::NoToken);
+    }
+    let r = call(ep, "POST", "/api/v1/token/unblock")?;
+    if r.status != 202 {
+        return Err(r.refused());
+    }
+    Ok("credential block lifted; one automated login attempt is starting; `warden token status` shows how it went\n".to_string())
+}
+
 fn program_names(status: &Value) -> Vec<String> {
     status["programs"]
         .as_array()
@@ -632,6 +653,12 @@ pub fn render_token(t: &Value, public_url: &str, now: Timestamp) -> String {
         );
     }
     field("last error:", text("last_error"));
+    if let Some(reason) = t["blocked"].as_str() {
+        field(
+            "blocked:",
+            format!("{reason} (after fixing it: `warden token unblock`)"),
+        );
+    }
     if let Some(line) = store_line(&t["store"]) {
         field("store:", line);
     }

@@ -68,6 +68,8 @@ enum TokenOp {
     Refresh,
     /// Token state, expiry and last error (never the token itself)
     Status,
+    /// Lift a credential block after you fixed its cause (allows one automated attempt)
+    Unblock,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +122,9 @@ fn main() -> ExitCode {
         Command::Token {
             op: TokenOp::Status,
         } => return client(ClientCommand::TokenStatus, &config),
+        Command::Token {
+            op: TokenOp::Unblock,
+        } => return client(ClientCommand::TokenUnblock, &config),
         Command::LoginUrl => return client(ClientCommand::LoginUrl, &config),
     };
     match result {
@@ -156,6 +161,13 @@ fn run(path: &std::path::Path) -> ExitCode {
             eprintln!("{}: token.store: {e}", path.display());
             return ExitCode::from(2);
         }
+    }
+    let not_writable = warden::token::writable::check(&cfg);
+    if !not_writable.is_empty() {
+        for e in &not_writable {
+            eprintln!("{}: {e}", path.display());
+        }
+        return ExitCode::from(1);
     }
     warden::logs::init(cfg.supervisor.log_format);
     if let Err(e) = not_dumpable {
@@ -227,6 +239,21 @@ fn check(path: &std::path::Path) -> ExitCode {
             // Warnings do not change the exit code: the config is valid.
             for w in &cfg.warnings {
                 eprintln!("{}", w.located(path, "warning: "));
+            }
+            // A directory that does not exist here may exist where warden runs (a check in CI,
+            // a container volume): only a warning. One that exists and refuses writes is an
+            // error.
+            let (missing, refusing): (Vec<_>, Vec<_>) = warden::token::writable::check(&cfg)
+                .into_iter()
+                .partition(|p| p.missing);
+            for e in &missing {
+                eprintln!("{}: warning: {e}", path.display());
+            }
+            if !refusing.is_empty() {
+                for e in &refusing {
+                    eprintln!("{}: {e}", path.display());
+                }
+                return ExitCode::from(2);
             }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS

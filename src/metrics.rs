@@ -45,9 +45,9 @@ pub const HEALTH_RESULTS: [&str; 4] = ["ok", "fail", "timeout", "auth"];
 /// `warden_token_refreshes_total{result}`.
 pub const REFRESH_RESULTS: [&str; 2] = ["success", "failure"];
 /// `warden_token_refreshes_total{source}`: where the token came from (token.json's `source`).
-pub const TOKEN_SOURCES: [&str; 4] = ["totp", "manual", "command", "env_file"];
+pub const TOKEN_SOURCES: [&str; 5] = ["totp", "session", "manual", "command", "env_file"];
 /// `warden_token_login_attempts_total{kind}`.
-pub const LOGIN_KINDS: [&str; 3] = ["totp", "manual", "command"];
+pub const LOGIN_KINDS: [&str; 4] = ["totp", "session", "manual", "command"];
 /// `warden_notify_failures_total{channel}`.
 pub const NOTIFY_CHANNELS: [&str; 2] = ["webhook", "telegram"];
 
@@ -113,6 +113,7 @@ pub struct Metrics {
     token_refreshes: IntCounterVec,
     token_refresh_duration: Histogram,
     login_attempts: IntCounterVec,
+    clock_skew: prometheus::GaugeVec,
     config_reloads: IntCounterVec,
     zombies_reaped: IntCounter,
     notify_failures: IntCounterVec,
@@ -186,9 +187,22 @@ impl Metrics {
         let login_attempts = counter_vec(
             &r,
             "warden_token_login_attempts_total",
-            "Attempts to obtain a new session by kind: totp (automated login), manual (Kite \
+            "Attempts to obtain a new session by kind: totp (automated login with password and \
+             TOTP), session (the kept broker web session, no credentials), manual (Kite \
              callback), command (the operator's script).",
             &["kind"],
+        );
+        let clock_skew = register(
+            &r,
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "warden_clock_skew_seconds",
+                    "Local clock minus the broker's (its Date header), measured before each \
+                     TOTP login; over 15 s in either direction no code is submitted.",
+                ),
+                &["token"],
+            )
+            .expect("valid metric"),
         );
         let config_reloads = counter_vec(
             &r,
@@ -255,6 +269,7 @@ impl Metrics {
             token_refreshes,
             token_refresh_duration,
             login_attempts,
+            clock_skew,
             config_reloads,
             zombies_reaped,
             notify_failures,
@@ -358,6 +373,11 @@ impl Metrics {
     /// `kind`: one of [`LOGIN_KINDS`].
     pub fn inc_login_attempt(&self, kind: &str) {
         self.login_attempts.with_label_values(&[kind]).inc();
+    }
+
+    /// `warden_clock_skew_seconds{token}`: local minus broker, in seconds.
+    pub fn set_clock_skew(&self, token: &str, seconds: f64) {
+        self.clock_skew.with_label_values(&[token]).set(seconds);
     }
 
     pub fn inc_config_reload(&self, ok: bool) {

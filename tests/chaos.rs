@@ -856,6 +856,18 @@ fn chaos_soak() {
         "{} wrong 2FA codes (seed {seed}): {stats}",
         o.max_twofa_fail
     );
+    // SPEC §4.1, whatever was killed or restarted: no TOTP code twice, and at most 2
+    // credential rejections for the (unchanged) credentials.
+    assert_eq!(
+        stats["twofa_replayed"], 0,
+        "a TOTP code was replayed (seed {seed}): {stats}"
+    );
+    let rejections =
+        stats["password_fail"].as_u64().unwrap() + stats["twofa_fail"].as_u64().unwrap();
+    assert!(
+        rejections <= 2,
+        "{rejections} credential rejections (seed {seed}): {stats}"
+    );
     for (name, logs, tokens) in [
         ("A", &logs_a, reader_a.tokens()),
         ("B", &logs_b, reader_b.tokens()),

@@ -291,7 +291,9 @@ fn three_wardens_log_in_once_and_after_expiry_once_more() {
         || ws[0].env_token() != before && all_healthy_on_one_token(&ws),
     );
     assert_eq!(sessions(&kite), 2, "exactly one login after the expiry");
-    assert_eq!(kite.stats()["password_ok"], 2);
+    // The leader's Kite web session is still good: no password, no TOTP (SPEC §4.1).
+    assert_eq!(kite.stats()["password_ok"], 1);
+    assert_eq!(kite.stats()["session_resumes"], 1);
     let after: Vec<Value> = ws
         .iter()
         .map(|w| w.program("backend")["pid"].clone())

@@ -486,3 +486,84 @@ async fn a_page_instead_of_a_redirect_is_credential() {
     assert_eq!(e.class(), ErrorClass::Credential);
     assert_eq!(h.stats().twofa_ok, 1);
 }
+
+#[tokio::test]
+async fn the_web_session_of_a_login_gets_a_request_token_without_credentials() {
+    use warden::token::clock_guard::{check, BrokerClock};
+    let h = sandbox().await;
+    let cfg = h.kite_config();
+    let mut login = TotpLogin::new(&cfg).unwrap();
+    // No session yet: the broker shows its login page; its clock is read all the same.
+    let probe = login.resume_session().await.expect("probe");
+    assert!(probe.request_token.is_none());
+    assert!(matches!(probe.clock, BrokerClock::Read { .. }));
+    assert!(check(probe.clock).unwrap().unwrap().abs() <= 2.0);
+
+    let rt = login.login().await.expect("login");
+    let before = h.stats();
+    let probe = login.resume_session().await.expect("resume");
+    let again = probe
+        .request_token
+        .expect("a request token from the web session");
+    assert_ne!(again.expose(), rt.expose());
+    let after = h.stats();
+    assert_eq!(after.password_ok, before.password_ok, "no password sent");
+    assert_eq!(
+        after.twofa_ok + after.twofa_fail,
+        before.twofa_ok + before.twofa_fail
+    );
+    assert_eq!(after.session_resumes, 1);
+    KiteClient::new(&cfg)
+        .exchange(again.expose(), &cfg.api_secret)
+        .await
+        .expect("the session's request token is a real one");
+
+    // The broker ends the session (a logout on the web): credentials are needed again.
+    h.end_web_sessions();
+    assert!(login
+        .resume_session()
+        .await
+        .unwrap()
+        .request_token
+        .is_none());
+    assert!(!login.has_web_session());
+
+    // A skewed broker clock shows in the reading.
+    h.set_clock_skew(-90);
+    let probe = login.resume_session().await.unwrap();
+    let e = check(probe.clock).unwrap_err();
+    assert!(e.to_string().contains("ahead of the broker"), "{e}");
+}
+
+#[tokio::test]
+async fn login_at_records_the_step_before_the_code_goes_out_and_never_sends_it_twice() {
+    let h = sandbox().await;
+    let cfg = h.kite_config();
+    let mut login = TotpLogin::new(&cfg).unwrap();
+    let step = warden::token::login::Totp::step_of(warden::token::login::unix_now());
+    // The record fails: nothing is submitted.
+    let e = login.login_at(step, &mut || false).await.unwrap_err();
+    assert!(matches!(e, BrokerError::StepNotRecorded), "{e}");
+    assert_eq!(h.stats().twofa_ok + h.stats().twofa_fail, 0);
+    // The same step again is refused before the network (it may have been recorded).
+    let mut recorded = 0;
+    let e = login
+        .login_at(step, &mut || {
+            recorded += 1;
+            true
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BrokerError::TotpCodeUsed { .. }), "{e}");
+    assert_eq!(recorded, 0);
+    // The next step's code goes out once, recorded first.
+    login
+        .login_at(step + 1, &mut || {
+            recorded += 1;
+            true
+        })
+        .await
+        .expect("login with the next step's code");
+    assert_eq!(recorded, 1);
+    assert_eq!(h.stats().twofa_ok, 1);
+}

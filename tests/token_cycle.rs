@@ -213,7 +213,11 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
     let w = Warden::start(&kite.backend_stack_config("totp", GOOD_TOTP, "signal"));
     w.wait_state("backend", "running", T);
     wait_for_fresh_totp_step();
-    // Someone runs their own refresh script: a new session, written into .env by hand.
+    // Someone runs their own refresh script: a new session, written into .env by hand. warden
+    // is paused meanwhile: it re-logs in through its web session within milliseconds of its
+    // token dying, which would race a script slower than this test's few lines. Resumed, it
+    // must find and adopt the script's token (never log in over it).
+    w.signal(libc::SIGSTOP);
     let rt_tok = kite.request_token();
     let kcfg = kite.kite_config();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -232,6 +236,7 @@ fn an_external_env_change_with_a_valid_token_is_adopted() {
     let text = std::fs::read_to_string(&env).unwrap();
     let old = w.env_token();
     std::fs::write(&env, text.replace(&old, token.expose())).unwrap();
+    w.signal(libc::SIGCONT);
     wait_until("adopted", T, || w.status()["token"]["source"] == "env_file");
     w.wait_log("sending SIGHUP for the new token", T);
     wait_until("backend healthy", T, || {

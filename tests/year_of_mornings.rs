@@ -5,8 +5,10 @@
 //!
 //! Reported: seconds without a valid token inside market hours (09:15–15:30 IST, weekdays),
 //! split by cause, and for each morning a login was needed, when the person was told.
-//! Asserted: no invalid second in market hours while the broker was reachable other than the
-//! probe's detection delay after a master logout; every needed login announced before 09:00.
+//! Asserted: no TOTP step submitted twice, no credential login while the web session lives
+//! (a master logout is recovered through it, without a TOTP); no invalid second in market
+//! hours while the broker was reachable other than the probe's detection delay after a master
+//! logout; every needed login announced before 09:00.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -17,7 +19,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use tokio::sync::mpsc::unbounded_channel;
 use warden::config::{KiteConfig, LoginMode, Secret, TokenConfig};
-use warden::token::broker::Broker;
+use warden::token::broker::{Broker, SessionProbe};
 use warden::token::clock::Clock;
 use warden::token::keeper::{Keeper, KeeperMsg, KeeperSetup, TokenState, Trigger};
 use warden::token::kite::{BrokerError, Profile, Session, Step};
@@ -51,6 +53,13 @@ struct World {
     current: Option<u64>,
     last_totp_step: Option<i64>,
     logins: u64,
+    /// The web session of the last TOTP login lives until then (the next morning flush; a
+    /// master logout kills the app's tokens, not the browser session).
+    web_session_until: Option<Timestamp>,
+    /// Re-logins through the web session, and TOTP logins made while it was alive (needless
+    /// credential submissions: there must be none).
+    session_logins: u64,
+    needless_totp: u64,
     rt_next: u64,
     request_tokens: HashMap<String, ()>,
 }
@@ -80,6 +89,9 @@ impl World {
             current: None,
             last_totp_step: None,
             logins: 0,
+            web_session_until: None,
+            session_logins: 0,
+            needless_totp: 0,
             rt_next: 0,
             request_tokens: HashMap::new(),
         }
@@ -103,6 +115,10 @@ impl World {
         replaced
             .min(next_after(&self.flushes))
             .min(next_after(&self.logouts))
+    }
+
+    fn web_session_alive(&self, t: Timestamp) -> bool {
+        self.web_session_until.is_some_and(|u| t < u)
     }
 
     fn new_request_token(&mut self) -> String {
@@ -135,21 +151,50 @@ impl Broker for FakeKite {
         true
     }
 
-    async fn login(&mut self) -> Result<Secret, BrokerError> {
+    async fn login(
+        &mut self,
+        step: u64,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
         let now = self.clock.now();
         let mut w = self.world.lock().unwrap();
         if w.down(now) {
             return Err(outage(Step::Login));
         }
-        let step = now.as_second() / 30;
-        assert_ne!(
-            w.last_totp_step,
-            Some(step),
-            "warden submitted a TOTP code twice"
+        assert!(record(), "the keeper could not record the TOTP step");
+        if w.web_session_alive(now) {
+            w.needless_totp += 1;
+        }
+        let i = w.flushes.partition_point(|f| *f <= now);
+        w.web_session_until = w.flushes.get(i).copied();
+        let (step, now_step) = (step as i64, now.as_second() / 30);
+        assert!(
+            (now_step - 1..=now_step).contains(&step),
+            "the code of step {step} submitted during step {now_step}"
+        );
+        assert!(
+            w.last_totp_step.is_none_or(|last| step > last),
+            "warden submitted a TOTP code twice (step {step})"
         );
         w.last_totp_step = Some(step);
         w.logins += 1;
         Ok(Secret::new(w.new_request_token()))
+    }
+
+    async fn resume_session(&mut self) -> Result<SessionProbe, BrokerError> {
+        let now = self.clock.now();
+        let mut w = self.world.lock().unwrap();
+        if w.down(now) {
+            return Err(outage(Step::Connect));
+        }
+        if !w.web_session_alive(now) {
+            return Ok(SessionProbe::default());
+        }
+        w.session_logins += 1;
+        Ok(SessionProbe {
+            request_token: Some(Secret::new(w.new_request_token())),
+            ..Default::default()
+        })
     }
 
     fn fresh_code_in(&self) -> Option<Duration> {
@@ -223,6 +268,8 @@ struct Report {
     invalid_after_logout: i64,
     logouts_in_market: usize,
     logins: u64,
+    session_logins: u64,
+    needless_totp: u64,
     late_announcements: Vec<String>,
     announcements: usize,
     /// Longest wait between a morning flush and the announcement, and the latest local time
@@ -401,6 +448,8 @@ fn simulate(login: LoginMode, seed: u64) -> Report {
             invalid_after_logout: 0,
             logouts_in_market: w.logouts.len(),
             logins: w.logins,
+            session_logins: w.session_logins,
+            needless_totp: w.needless_totp,
             late_announcements: Vec::new(),
             announcements: announcements.lock().unwrap().len(),
             worst_notice: Duration::ZERO,
@@ -457,8 +506,8 @@ fn simulate(login: LoginMode, seed: u64) -> Report {
 
 fn print(name: &str, r: &Report) {
     println!(
-        "{name}: invalid seconds in market hours — reachable broker {}, during outages {}, after {} master logouts {}; {} logins; {} needs_login announcements; {} late",
-        r.invalid_reachable, r.invalid_outage, r.logouts_in_market, r.invalid_after_logout, r.logins, r.announcements, r.late_announcements.len()
+        "{name}: invalid seconds in market hours — reachable broker {}, during outages {}, after {} master logouts {}; {} TOTP logins, {} through the web session; {} needs_login announcements; {} late",
+        r.invalid_reachable, r.invalid_outage, r.logouts_in_market, r.invalid_after_logout, r.logins, r.session_logins, r.announcements, r.late_announcements.len()
     );
     if let Some(latest) = r.latest_notice {
         println!(
@@ -483,6 +532,18 @@ fn a_year_of_mornings_with_totp_login() {
         r.invalid_after_logout
     );
     assert!(r.logins >= days() as u64, "at least one login a day");
+    // SPEC §4.1: password and TOTP only when the broker asks for them (the FakeKite also
+    // asserts, at every login, that no TOTP step is ever submitted twice).
+    assert_eq!(
+        r.needless_totp, 0,
+        "TOTP logins while the web session was alive"
+    );
+    if r.logouts_in_market > 0 {
+        assert!(
+            r.session_logins > 0,
+            "master logouts recovered without the web session"
+        );
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/status", get(status))
         .route("/api/v1/programs/{name}/restart", post(restart))
         .route("/api/v1/token/refresh", post(refresh))
+        .route("/api/v1/token/unblock", post(unblock))
 }
 
 async fn healthz() -> &'static str {
@@ -185,6 +186,57 @@ async fn refresh(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if !authorized(&st, &headers) {
         return unauthorized();
     }
+    // A refresh request never lifts a credential block (SPEC §4.1): say so instead.
+    let blocked = st
+        .keeper
+        .as_ref()
+        .and_then(|k| k.status.borrow().blocked.clone());
+    if let Some(reason) = blocked {
+        return conflict(format!(
+            "automated login is blocked: {reason}. A refresh request does not lift this; fix the cause, then `warden token unblock` (POST /api/v1/token/unblock), or log in manually"
+        ));
+    }
     let _ = st.requests.send(Request::RefreshToken);
     (StatusCode::ACCEPTED, Json(json!({"refresh": "started"}))).into_response()
+}
+
+fn conflict(reason: String) -> Response {
+    (StatusCode::CONFLICT, Json(json!({"reason": reason}))).into_response()
+}
+
+/// How long `unblock` waits for the keeper (it may be finishing a validation).
+const UNBLOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn unblock(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&st, &headers) {
+        return unauthorized();
+    }
+    let Some(keeper) = st.keeper.as_ref() else {
+        return conflict("no token provider is configured: nothing is blocked".into());
+    };
+    let (reply, rx) = oneshot::channel();
+    if keeper
+        .tx
+        .send(crate::token::keeper::KeeperMsg::Unblock(reply))
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "warden is shutting down"})),
+        )
+            .into_response();
+    }
+    match tokio::time::timeout(UNBLOCK_WAIT, rx).await {
+        Ok(Ok(Ok(()))) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"unblocked": true, "refresh": "started"})),
+        )
+            .into_response(),
+        Ok(Ok(Err(reason))) => conflict(reason),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "the token keeper did not answer in time; try again"})),
+        )
+            .into_response(),
+    }
 }

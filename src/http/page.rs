@@ -526,7 +526,7 @@ mod tests {
             last_error: None,
             source: Some("totp"),
             login: Some("totp"),
-            env_file_warning: None,
+            ..Default::default()
         }
     }
 

@@ -65,6 +65,19 @@ pub struct KiteArgs {
     /// The app's registered redirect URL (where /connect/login finally sends the browser)
     #[arg(long, default_value = DEFAULT_REDIRECT_URL)]
     pub redirect_url: String,
+    /// Run the broker's clock this far ahead of the real one ("60s"; "-60s" for behind): its
+    /// Date header and its TOTP check use it (also `POST /_sandbox/clock`)
+    #[arg(long, default_value = "0s", value_parser = parse_signed_secs, allow_hyphen_values = true)]
+    pub clock_skew: i64,
+}
+
+/// `"60s"`, `"-1m30s"` → seconds.
+fn parse_signed_secs(s: &str) -> Result<i64, String> {
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, s),
+    };
+    Ok(sign * parse_duration(rest)?.as_secs() as i64)
 }
 
 /// Everything a sandbox needs. `Default` uses the demo credentials on `127.0.0.1:0`.
@@ -80,6 +93,8 @@ pub struct SandboxOptions {
     pub redirect_url: String,
     pub token_ttl: Duration,
     pub request_token_ttl: Duration,
+    /// Seconds the broker's clock runs ahead of the real one.
+    pub clock_skew_secs: i64,
 }
 
 impl Default for SandboxOptions {
@@ -95,6 +110,7 @@ impl Default for SandboxOptions {
             redirect_url: DEFAULT_REDIRECT_URL.into(),
             token_ttl: Duration::from_secs(24 * 3600),
             request_token_ttl: Duration::from_secs(300),
+            clock_skew_secs: 0,
         }
     }
 }
@@ -111,6 +127,7 @@ impl From<KiteArgs> for SandboxOptions {
             redirect_url: a.redirect_url,
             token_ttl: a.token_ttl,
             request_token_ttl: a.request_token_ttl,
+            clock_skew_secs: a.clock_skew,
             ..SandboxOptions::default()
         }
     }
@@ -190,6 +207,16 @@ impl SandboxHandle {
     pub fn inject(&self, fault: Fault) {
         self.kite.add_fault(fault)
     }
+
+    /// Same as `POST /_sandbox/clock`: the broker's clock runs `secs` ahead of the real one.
+    pub fn set_clock_skew(&self, secs: i64) {
+        self.kite.set_clock_skew(secs)
+    }
+
+    /// Same as `POST /_sandbox/logout_web`: every web session ends.
+    pub fn end_web_sessions(&self) -> usize {
+        self.kite.end_web_sessions()
+    }
 }
 
 /// The current 6-digit code for a base32 TOTP secret (RFC 6238, SHA-1, 30 s).
@@ -241,7 +268,7 @@ pub async fn run(args: KiteArgs) -> Result<(), SandboxError> {
             "token_ttl: {}",
             humantime::format_duration(o.token_ttl)
         ),
-        "(fake sandbox credentials; controls: POST /_sandbox/expire|fault|reset, GET /_sandbox/stats)"
+        "(fake sandbox credentials; controls: POST /_sandbox/expire|fault|reset|clock|logout_web, GET /_sandbox/stats)"
             .to_string(),
     ]);
     stop.await;

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::kite::{BrokerError, KiteClient, Profile, Session};
+pub use super::login::SessionProbe;
 use super::login::TotpLogin;
 use crate::config::{KiteConfig, Secret};
 
@@ -12,8 +13,20 @@ pub trait Broker: Send + 'static {
     /// Whether a broker is configured at all (a command provider may run without one; then
     /// tokens cannot be validated and are taken as they come).
     fn configured(&self) -> bool;
-    /// One automated login (password + TOTP) → a request token. Never retries itself.
-    fn login(&mut self) -> impl Future<Output = Result<Secret, BrokerError>> + Send;
+    /// Ask the broker's login entry (`/connect/login`) with the web session of the last
+    /// automated login, submitting no credentials: a request token when the session is still
+    /// good, and the broker's clock either way. Brokers without web sessions answer nothing.
+    fn resume_session(&mut self) -> impl Future<Output = Result<SessionProbe, BrokerError>> + Send {
+        async { Ok(SessionProbe::default()) }
+    }
+    /// One automated login (password + the TOTP code of step `step`) → a request token.
+    /// `record` must run right before the code is sent (it persists that the step is used;
+    /// `false`: send nothing). Never retries itself.
+    fn login(
+        &mut self,
+        step: u64,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> impl Future<Output = Result<Secret, BrokerError>> + Send;
     /// `Some(wait)` while the current TOTP code was already submitted.
     fn fresh_code_in(&self) -> Option<Duration>;
     /// A person asked for a new attempt after a credential rejection.
@@ -59,14 +72,8 @@ impl KiteBroker {
             .ok_or_else(|| BrokerError::Config("[token.kite] is missing".into()))?;
         Ok(self.client.get_or_insert_with(|| KiteClient::new(cfg)))
     }
-}
 
-impl Broker for KiteBroker {
-    fn configured(&self) -> bool {
-        self.cfg.is_some()
-    }
-
-    async fn login(&mut self) -> Result<Secret, BrokerError> {
+    fn totp(&mut self) -> Result<&mut TotpLogin, BrokerError> {
         if self.totp.is_none() {
             let cfg = self
                 .cfg
@@ -74,7 +81,25 @@ impl Broker for KiteBroker {
                 .ok_or_else(|| BrokerError::Config("[token.kite] is missing".into()))?;
             self.totp = Some(TotpLogin::new(cfg)?);
         }
-        self.totp.as_mut().expect("just set").login().await
+        Ok(self.totp.as_mut().expect("just set"))
+    }
+}
+
+impl Broker for KiteBroker {
+    fn configured(&self) -> bool {
+        self.cfg.is_some()
+    }
+
+    async fn resume_session(&mut self) -> Result<SessionProbe, BrokerError> {
+        self.totp()?.resume_session().await
+    }
+
+    async fn login(
+        &mut self,
+        step: u64,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
+        self.totp()?.login_at(step, record).await
     }
 
     fn fresh_code_in(&self) -> Option<Duration> {

@@ -7,7 +7,9 @@
 //! A token is written only after `/user/profile` accepted it, and announced to the supervisor
 //! only after it is in the env file, so programs started later never need a signal.
 
-use std::collections::VecDeque;
+mod login_steps;
+mod pending_write;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use super::broker::Broker;
 use super::clock::Clock;
 use super::fleet::{Fleet, FleetEvent, FleetStatus, Rejection, Reply, Request, Role, SharedToken};
 use super::kite::{BrokerError, ErrorClass};
+use super::login_memory::LoginMemory;
 use super::schedule::{last_before, next_after, parse_hhmm};
 use super::{store, TokenRecord, TokenSource};
 use crate::config::{KiteConfig, LoginMode, Secret, TokenConfig, TokenProviderKind};
@@ -57,6 +60,9 @@ pub struct TokenStatus {
     /// Set while the env file can be read by its group or everyone (issue 12): what to do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env_file_warning: Option<String>,
+    /// Why automated login is blocked by a credential rejection (SPEC §4.1), if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 /// Why a refresh was asked for.
@@ -80,6 +86,8 @@ pub enum KeeperMsg {
     },
     /// The config was reloaded with different `[token]` settings.
     Reconfigure(Box<TokenConfig>),
+    /// `warden token unblock`: lift a credential block (the reply says why not, if not).
+    Unblock(oneshot::Sender<Result<(), String>>),
     /// warden is stopping: give up the fleet lock (answered when done).
     Shutdown(oneshot::Sender<()>),
 }
@@ -161,12 +169,16 @@ pub struct Keeper<B: Broker> {
     reaper: Reaper,
     metrics: Arc<Metrics>,
     notifier: Notifier,
-    attempts: VecDeque<Instant>,
-    last_attempt: Option<Instant>,
     retry_at: Option<Instant>,
     transient_failures: u32,
-    /// Set by a credential rejection: no automated login until a person acts.
-    blocked: Option<String>,
+    /// `{state_dir}/login.json`: blocks, attempt history, submitted TOTP steps.
+    memory: LoginMemory,
+    /// `warden token unblock` allows one automated attempt beyond the attempt caps.
+    unblock_grant: bool,
+    /// A token obtained but not yet written to the env file, and when to try again.
+    pending: Option<TokenRecord>,
+    write_retry_at: Option<Instant>,
+    write_failures: u32,
     env_watch: Option<store::EnvFileWatcher>,
     env_rx: Option<tokio::sync::mpsc::Receiver<Secret>>,
     fleet: Option<Fleet>,
@@ -217,6 +229,7 @@ impl<B: Broker> Keeper<B> {
             .map_or((None, None), |(f, rx)| (Some(f), Some(rx)));
         let fleet_status = fleet.as_ref().map(Fleet::status);
         let fleet_store = fleet.clone();
+        let memory = LoginMemory::load(&setup.state_dir);
         let keeper = Keeper {
             broker,
             clock: setup.clock,
@@ -233,11 +246,13 @@ impl<B: Broker> Keeper<B> {
             reaper: setup.reaper,
             metrics: setup.metrics,
             notifier: setup.notifier,
-            attempts: VecDeque::new(),
-            last_attempt: None,
             retry_at: None,
             transient_failures: 0,
-            blocked: None,
+            memory,
+            unblock_grant: false,
+            pending: None,
+            write_retry_at: None,
+            write_failures: 0,
             env_watch: None,
             env_rx: None,
             fleet,
@@ -306,6 +321,7 @@ impl<B: Broker> Keeper<B> {
     async fn run(mut self, watch_env_file: bool) {
         self.status
             .send_modify(|s| s.login = Some(self.login_kind()));
+        self.publish_block();
         let watcher = if watch_env_file {
             store::EnvFileWatcher::start(&self.cfg.env_file, &self.cfg.env_key).map(Some)
         } else {
@@ -345,6 +361,7 @@ impl<B: Broker> Keeper<B> {
                         }
                     }
                     Some(KeeperMsg::Reconfigure(cfg)) => self.reconfigure(*cfg),
+                    Some(KeeperMsg::Unblock(reply)) => self.on_unblock(reply).await,
                     Some(KeeperMsg::Shutdown(done)) => {
                         if let Some(f) = &self.fleet {
                             f.release().await;
@@ -359,6 +376,10 @@ impl<B: Broker> Keeper<B> {
                     self.validate_current().await;
                 }
                 _ = tokio::time::sleep_until(scheduled) => self.on_schedule().await,
+                _ = sleep_opt(self.write_retry_at) => {
+                    self.write_retry_at = None;
+                    self.retry_write().await;
+                }
                 _ = sleep_opt(self.retry_at) => {
                     self.retry_at = None;
                     // A follower's retry is a reminder to the leader, moot once a token came.
@@ -386,16 +407,24 @@ impl<B: Broker> Keeper<B> {
         // The env file was resolved once, at start: writes and the watch stay on that file.
         if (&cfg.env_file, &cfg.env_file_link) != (&self.cfg.env_file, &self.cfg.env_file_link) {
             tracing::warn!(
-                "[token] env_file changed or now resolves to another file: restart warden to                  apply it (keeping {})",
+                "[token] env_file changed or now resolves to another file: restart warden to apply it (keeping {})",
                 self.cfg.env_file.display()
             );
             cfg.env_file = self.cfg.env_file.clone();
             cfg.env_file_link = self.cfg.env_file_link.clone();
         }
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
+        let was_blocked = self.block().is_some();
         self.broker.reconfigure(cfg.kite.clone());
         self.cfg = cfg;
-        self.blocked = None;
+        // Changed credentials have another fingerprint, so their block (if any) is their own;
+        // fixed ones get their chance at once.
+        self.publish_block();
+        if was_blocked && self.block().is_none() && self.status.borrow().state != TokenState::Valid
+        {
+            tracing::info!("the credentials changed: automated login is allowed again");
+            self.retry_at = Some(Instant::now());
+        }
         self.status
             .send_modify(|s| s.login = Some(self.login_kind()));
         tracing::info!("token settings reloaded");
@@ -415,6 +444,7 @@ impl<B: Broker> Keeper<B> {
         self.check_env_file_mode();
         store::remove_stale_temp_files(&self.cfg.env_file);
         store::remove_stale_temp_files(&store::token_json_path(&self.state_dir));
+        store::remove_stale_temp_files(self.memory.path());
         let stored = match store::read_token_json(&self.state_dir) {
             Ok(rec) => rec,
             Err(e) => {
@@ -549,10 +579,16 @@ impl<B: Broker> Keeper<B> {
                 self.validate_current().await;
             }
             Trigger::Signal | Trigger::Api => {
+                // A refresh request never lifts a credential block (SPEC §4.1): only changed
+                // credentials, a manual login or `warden token unblock` do.
+                if let Some(b) = self.block() {
+                    tracing::warn!(
+                        "token refresh requested, but automated login is blocked: {}; fix the cause, then run `warden token unblock` (or log in manually)",
+                        b.reason
+                    );
+                    return;
+                }
                 tracing::info!("token refresh requested");
-                // A person asked: a credential block may be lifted, the attempt caps still hold.
-                self.blocked = None;
-                self.broker.rearm();
                 self.refresh("requested").await;
             }
         }
@@ -596,7 +632,6 @@ impl<B: Broker> Keeper<B> {
                     expires_at: self.expiry_after(now).as_second(),
                     source: TokenSource::EnvFile,
                 };
-                self.blocked = None;
                 if let Some(f) = self.following() {
                     // Adopt it here now; the leader validates it again and shares it.
                     let req = Request::Adopt {
@@ -617,6 +652,31 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
+    /// Someone else (a refresh script) may have just written a new token into the env file,
+    /// and the watcher's event may still be on its way: a login now would kill that token.
+    /// Adopt it instead when the broker accepts it.
+    async fn adopt_external_token(&mut self) -> bool {
+        let Ok(Some(v)) = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key) else {
+            return false;
+        };
+        let known = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.access_token.expose() == v);
+        if v.is_empty() || known {
+            return false;
+        }
+        let tok = Secret::new(v);
+        if self.check(&tok).await.is_err() {
+            return false;
+        }
+        self.on_env_change(tok).await;
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.source == TokenSource::EnvFile)
+            && self.status.borrow().state == TokenState::Valid
+    }
+
     /// One automated attempt, within every cap. Single-flight by construction: this runs
     /// inside the keeper task, and triggers wait in the queue.
     async fn refresh(&mut self, why: &str) {
@@ -631,39 +691,46 @@ impl<B: Broker> Keeper<B> {
             self.ask_leader(&f, why == "requested").await;
             return;
         }
-        if let Some(reason) = &self.blocked {
-            let reason = reason.clone();
-            self.needs_login(reason);
+        if self.pending.is_some() {
+            // A token is in hand: a new login would kill it. Write it instead.
+            self.retry_write().await;
             return;
         }
-        let now = Instant::now();
-        while self
-            .attempts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.cfg.attempt_window)
-        {
-            self.attempts.pop_front();
-        }
-        if self.attempts.len() as u32 >= self.cfg.max_attempts {
-            let until = self.attempts.front().map(|t| *t + self.cfg.attempt_window);
-            self.retry_at = until;
-            self.needs_login(format!(
-                "{} automated login attempts within {:?}; waiting for a manual login or the window to pass",
-                self.attempts.len(),
-                self.cfg.attempt_window
-            ));
+        if self.adopt_external_token().await {
             return;
         }
-        if let Some(last) = self.last_attempt {
-            if now.duration_since(last) < self.cfg.min_interval {
-                self.retry_at = Some(last + self.cfg.min_interval);
+        if let Some(b) = self.block() {
+            self.needs_login(login_steps::blocked_message(&b.reason));
+            return;
+        }
+        // The kept web session first: no credentials, not an attempt (SPEC §4.1). It creates
+        // a session all the same, so in a fleet only a confirmed leader may use it.
+        if self.login_kind() == "totp" {
+            if let Some(f) = &self.fleet {
+                if f.confirm_leader().await.is_none() {
+                    tracing::warn!("no longer leading the fleet; leaving the login to the leader");
+                    return;
+                }
+            }
+            if !self.try_session().await {
                 return;
             }
         }
+        if !self.within_caps() {
+            return;
+        }
+        let now = Instant::now();
         if let Some(wait) = self.broker.fresh_code_in() {
             self.retry_at = Some(now + wait);
             return;
         }
+        let step = match self.login_kind() {
+            "totp" => match self.totp_step().await {
+                Some(step) => Some(step),
+                None => return,
+            },
+            _ => None,
+        };
         if let Some(f) = &self.fleet {
             // The lock may have lapsed while this leader was busy or paused: a login by a
             // former leader would kill its successor's token.
@@ -693,17 +760,23 @@ impl<B: Broker> Keeper<B> {
                 }
             }
         }
-        self.attempts.push_back(now);
-        self.last_attempt = Some(now);
+        if !self.record_attempt() {
+            return;
+        }
         self.retry_at = None;
         let kind = self.login_kind();
         self.metrics.inc_login_attempt(kind);
         self.set_state(TokenState::Refreshing, None);
         tracing::info!(kind, why, "refreshing the token");
         let started = Instant::now();
-        let result = self.obtain().await;
+        let result = self.obtain(step).await;
         self.metrics
             .observe_refresh_duration(started.elapsed().as_secs_f64());
+        self.conclude(kind, result).await;
+    }
+
+    /// The outcome of one login (automated or through the web session).
+    async fn conclude(&mut self, kind: &'static str, result: Result<TokenRecord, BrokerError>) {
         match result {
             Ok(rec) => match self.commit(rec).await {
                 Ok(()) => {
@@ -718,15 +791,7 @@ impl<B: Broker> Keeper<B> {
             Err(e) => {
                 self.metrics.inc_refresh("failure", kind);
                 match e.class() {
-                    ErrorClass::Credential => {
-                        let msg = format!("login rejected: {e}");
-                        tracing::error!("{msg}; automated login is off until a person acts");
-                        self.blocked = Some(msg.clone());
-                        self.notifier.notify(NotifyEvent::TokenRefreshFailed {
-                            reason: msg.clone(),
-                        });
-                        self.needs_login(msg);
-                    }
+                    ErrorClass::Credential => self.on_rejection(&e),
                     _ => self.fail_transient(e.to_string()),
                 }
             }
@@ -763,15 +828,46 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
-    async fn obtain(&mut self) -> Result<TokenRecord, BrokerError> {
-        let (token, source) = match self.cfg.provider {
-            TokenProviderKind::Command => (self.run_command().await?, TokenSource::Command),
+    async fn obtain(&mut self, step: Option<u64>) -> Result<TokenRecord, BrokerError> {
+        let token = match self.cfg.provider {
+            TokenProviderKind::Command => self.run_command().await?,
             _ => {
-                let request_token = self.broker.login().await?;
-                let session = self.broker.exchange(request_token.expose()).await?;
-                (session.access_token, TokenSource::Totp)
+                let step = step.unwrap_or_default();
+                let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+                let memory = &mut self.memory;
+                let mut record = || {
+                    memory.record_totp_step(&user, step);
+                    match memory.save() {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!("not submitting a TOTP code: {e}");
+                            false
+                        }
+                    }
+                };
+                let request_token = self.broker.login(step, &mut record).await?;
+                return self.redeem(&request_token, TokenSource::Totp).await;
             }
         };
+        self.record(token, TokenSource::Command).await
+    }
+
+    /// Exchange a request token (retrying transient failures with the same token) and
+    /// validate the session.
+    async fn redeem(
+        &mut self,
+        request_token: &Secret,
+        source: TokenSource,
+    ) -> Result<TokenRecord, BrokerError> {
+        let session = self.exchange_with_retry(request_token.expose()).await?;
+        self.record(session.access_token, source).await
+    }
+
+    async fn record(
+        &mut self,
+        token: Secret,
+        source: TokenSource,
+    ) -> Result<TokenRecord, BrokerError> {
         let user_id = self.check(&token).await?.unwrap_or_default();
         let now = self.clock.now();
         Ok(TokenRecord {
@@ -804,7 +900,7 @@ impl<B: Broker> Keeper<B> {
     async fn on_callback(&mut self, request_token: &str) -> Result<(), CallbackError> {
         let kite = self.kite().cloned().ok_or(CallbackError::NotKite)?;
         self.metrics.inc_login_attempt("manual");
-        let session = self.broker.exchange(request_token).await?;
+        let session = self.exchange_with_retry(request_token).await?;
         if !kite.user_id.is_empty() && session.user_id != kite.user_id {
             tracing::warn!(got = %session.user_id, "manual login by another Kite user refused; logging that session out");
             let _ = self.broker.logout(&session.access_token).await;
@@ -820,8 +916,7 @@ impl<B: Broker> Keeper<B> {
             source: TokenSource::Manual,
         };
         self.commit(rec).await?;
-        self.blocked = None;
-        self.attempts.clear();
+        self.lift_after_manual_login();
         self.retry_at = None;
         self.metrics.inc_refresh("success", "manual");
         Ok(())
@@ -848,7 +943,10 @@ impl<B: Broker> Keeper<B> {
                 }
             }
         }
-        self.install(rec, true)?;
+        if let Err(e) = self.install(rec.clone(), true) {
+            // The broker already made this the one live token: keep it and write it later.
+            self.keep_unwritten(rec, e);
+        }
         Ok(())
     }
 
@@ -941,7 +1039,6 @@ impl<B: Broker> Keeper<B> {
         tracing::info!(fence = shared.fence, writer = %shared.writer, "new token from the fleet");
         self.current_fence = shared.fence;
         self.retry_at = None;
-        self.blocked = None;
         if let Err(e) = self.install(shared.rec, true) {
             tracing::error!("cannot store the fleet's token: {e}");
         }
@@ -1097,7 +1194,14 @@ impl<B: Broker> Keeper<B> {
             )?;
         }
         self.check_env_file_mode();
-        store::write_token_json(&self.state_dir, &rec)?;
+        if let Err(e) = store::write_token_json(&self.state_dir, &rec) {
+            // The env file has it, which is what programs need; token.json only saves a
+            // validation at the next start.
+            tracing::warn!("the new token is in place, but {e}");
+        }
+        self.pending = None;
+        self.write_retry_at = None;
+        self.write_failures = 0;
         let changed = self
             .current
             .as_ref()

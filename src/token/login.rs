@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use super::clock_guard::{parse_http_date, BrokerClock};
 use super::kite::{
     decode, encode, http_client, redact_url, send, transport_error, BrokerError, ErrorClass, Step,
 };
@@ -123,6 +124,26 @@ pub struct TotpLogin {
     /// Codes already submitted, newest last.
     submitted: VecDeque<String>,
     disabled: Option<String>,
+    /// The cookies (Kite web session) of the last successful login, in memory only: a later
+    /// login first asks `/connect/login` with them (SPEC §4.1).
+    web_session: Option<Arc<reqwest::cookie::Jar>>,
+}
+
+/// What `/connect/login` answered to the kept web session.
+#[derive(Debug, Default)]
+pub struct SessionProbe {
+    /// The broker still knew the session and handed out a request token: no credentials
+    /// needed.
+    pub request_token: Option<Secret>,
+    /// The broker's clock, from the first answer's `Date` header.
+    pub clock: BrokerClock,
+}
+
+/// Where the walk from `/connect/login` ended.
+enum ConnectEnd {
+    RequestToken(Secret),
+    /// The broker showed its login page: it wants credentials.
+    LoginPage,
 }
 
 impl std::fmt::Debug for TotpLogin {
@@ -161,6 +182,7 @@ impl TotpLogin {
             timeout: super::kite::DEFAULT_TIMEOUT,
             submitted: VecDeque::new(),
             disabled: None,
+            web_session: None,
         })
     }
 
@@ -194,15 +216,67 @@ impl TotpLogin {
     /// One login attempt → the `request_token` (single-use, valid a few minutes); exchange it
     /// with [`super::kite::KiteClient::exchange`]. Never retries anything itself.
     pub async fn login(&mut self) -> Result<Secret, BrokerError> {
+        self.login_with(None, &mut || true).await
+    }
+
+    /// Like [`Self::login`], submitting the code of TOTP step `step`. `record` runs right
+    /// before the code is sent and must persist that the step is used; `false` from it sends
+    /// nothing ([`BrokerError::StepNotRecorded`]).
+    pub async fn login_at(
+        &mut self,
+        step: u64,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
+        self.login_with(Some(step), record).await
+    }
+
+    /// Ask `/connect/login` with the web session of the last successful login (or none):
+    /// a request token when the broker still knows the session, else `None` (the broker
+    /// wants credentials). Submits no credentials; also reads the broker's clock.
+    pub async fn resume_session(&mut self) -> Result<SessionProbe, BrokerError> {
+        let jar = self.web_session.clone().unwrap_or_default();
+        let http = http_client(self.timeout, Some(jar))?;
+        let (end, clock) = self.follow_connect(&http, true).await?;
+        let request_token = match end {
+            ConnectEnd::RequestToken(t) => Some(t),
+            ConnectEnd::LoginPage => {
+                // The broker forgot it (logout, daily expiry): no use asking with it again.
+                self.web_session = None;
+                None
+            }
+        };
+        Ok(SessionProbe {
+            request_token,
+            clock,
+        })
+    }
+
+    /// Whether a web session from an earlier login is kept.
+    pub fn has_web_session(&self) -> bool {
+        self.web_session.is_some()
+    }
+
+    async fn login_with(
+        &mut self,
+        step: Option<u64>,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
         if let Some(reason) = &self.disabled {
             return Err(BrokerError::LoginDisabled {
                 reason: reason.clone(),
             });
         }
-        if let Some(retry_in) = self.fresh_code_in() {
+        let used = match step {
+            Some(s) => self
+                .submitted
+                .contains(&self.totp.code_of_step(s))
+                .then(|| Duration::from_secs(Totp::STEP_SECS - unix_now() % Totp::STEP_SECS)),
+            None => self.fresh_code_in(),
+        };
+        if let Some(retry_in) = used {
             return Err(BrokerError::TotpCodeUsed { retry_in });
         }
-        let result = self.attempt().await;
+        let result = self.attempt(step, record).await;
         if let Err(e) = &result {
             if e.class() == ErrorClass::Credential {
                 self.disabled = Some(e.to_string());
@@ -211,10 +285,15 @@ impl TotpLogin {
         result
     }
 
-    async fn attempt(&mut self) -> Result<Secret, BrokerError> {
+    async fn attempt(
+        &mut self,
+        step: Option<u64>,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<Secret, BrokerError> {
         // A fresh cookie jar per attempt: the Kite web session lives only for this login.
         let jar = Arc::new(reqwest::cookie::Jar::default());
-        let http = http_client(self.timeout, Some(jar))?;
+        let http = http_client(self.timeout, Some(jar.clone()))?;
+        let totp_step = step;
 
         let step = Step::Login;
         let url = format!("{}/api/login", self.login_base);
@@ -234,9 +313,15 @@ impl TotpLogin {
             });
         }
 
-        let code = self.usable_code().await?;
+        let code = match totp_step {
+            Some(s) => self.totp.code_of_step(s),
+            None => self.usable_code().await?,
+        };
         // Remember before sending: a lost answer must not lead to a second submission.
         self.remember(code.clone());
+        if !record() {
+            return Err(BrokerError::StepNotRecorded);
+        }
         let step = Step::Twofa;
         let url = format!("{}/api/twofa", self.login_base);
         let req = http.post(&url).form(&[
@@ -249,7 +334,17 @@ impl TotpLogin {
         let (status, body) = send(step, req, &url, self.timeout).await?;
         let _: serde_json::Value = decode(step, status, &body)?;
 
-        self.follow_connect(&http).await
+        match self.follow_connect(&http, false).await?.0 {
+            ConnectEnd::RequestToken(t) => {
+                self.web_session = Some(jar);
+                Ok(t)
+            }
+            ConnectEnd::LoginPage => Err(BrokerError::UnexpectedFlow {
+                step: Step::Connect,
+                detail: "the broker showed its login page again right after a successful 2FA"
+                    .into(),
+            }),
+        }
     }
 
     /// The current code, if it was never submitted; waits out the last seconds of a step so
@@ -276,7 +371,14 @@ impl TotpLogin {
         self.submitted.push_back(code);
     }
 
-    async fn follow_connect(&self, http: &reqwest::Client) -> Result<Secret, BrokerError> {
+    /// `probe`: the walk of [`Self::resume_session`], where a login page is an answer (the
+    /// broker wants credentials) rather than a changed flow.
+    async fn follow_connect(
+        &self,
+        http: &reqwest::Client,
+        probe: bool,
+    ) -> Result<(ConnectEnd, BrokerClock), BrokerError> {
+        let mut clock = BrokerClock::Missing;
         let step = Step::Connect;
         let bad_base =
             |e: url::ParseError| BrokerError::Config(format!("token.kite.login_base: {e}"));
@@ -294,6 +396,19 @@ impl TotpLogin {
                 .await
                 .map_err(|e| transport_error(step, url.as_str(), self.timeout, e))?;
             let status = resp.status().as_u16();
+            if clock == BrokerClock::Missing {
+                if let Some(broker) = resp
+                    .headers()
+                    .get(reqwest::header::DATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_http_date)
+                {
+                    clock = BrokerClock::Read {
+                        broker,
+                        local: jiff::Timestamp::now(),
+                    };
+                }
+            }
             let location = resp
                 .headers()
                 .get(reqwest::header::LOCATION)
@@ -311,6 +426,7 @@ impl TotpLogin {
                     Err(e @ (BrokerError::Rejected { .. } | BrokerError::HttpStatus { .. })) => {
                         Err(e)
                     }
+                    _ if probe && status == 200 => Ok((ConnectEnd::LoginPage, clock)),
                     _ => Err(BrokerError::UnexpectedFlow {
                         step,
                         detail: format!(
@@ -328,7 +444,9 @@ impl TotpLogin {
                 })?;
             if let Some(found) = request_token_of(&next) {
                 // The app's redirect URL: parsed, never fetched.
-                return found.map_err(|detail| BrokerError::UnexpectedFlow { step, detail });
+                return found
+                    .map(|t| (ConnectEnd::RequestToken(t), clock))
+                    .map_err(|detail| BrokerError::UnexpectedFlow { step, detail });
             }
             if next.origin() != base.origin() {
                 return Err(BrokerError::UnexpectedFlow {

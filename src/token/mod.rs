@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod clock_guard;
 pub mod command;
 pub mod command_run;
 pub mod dotenv;
@@ -10,9 +11,11 @@ pub mod fleet;
 pub mod keeper;
 pub mod kite;
 pub mod login;
+pub mod login_memory;
 pub mod login_state;
 pub mod schedule;
 pub mod store;
+pub mod writable;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +26,8 @@ use crate::config::Secret;
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {
     Totp,
+    /// The broker web session of the last automated login, reused (no credentials sent).
+    Session,
     Manual,
     Command,
     EnvFile,
@@ -32,6 +37,7 @@ impl TokenSource {
     pub fn as_str(self) -> &'static str {
         match self {
             TokenSource::Totp => "totp",
+            TokenSource::Session => "session",
             TokenSource::Manual => "manual",
             TokenSource::Command => "command",
             TokenSource::EnvFile => "env_file",

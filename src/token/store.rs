@@ -543,6 +543,7 @@ pub fn read_token_json(state_dir: &Path) -> Result<Option<TokenRecord>, StoreErr
     }
     let source = match string("source")?.as_str() {
         "totp" => TokenSource::Totp,
+        "session" => TokenSource::Session,
         "manual" => TokenSource::Manual,
         "command" => TokenSource::Command,
         "env_file" => TokenSource::EnvFile,

@@ -34,6 +34,8 @@ pub(super) fn router(kite: Arc<Kite>) -> Router {
         .route("/_sandbox/fault", post(ctl_fault))
         .route("/_sandbox/stats", get(ctl_stats))
         .route("/_sandbox/reset", post(ctl_reset))
+        .route("/_sandbox/clock", post(ctl_clock))
+        .route("/_sandbox/logout_web", post(ctl_logout_web))
         .fallback(not_found)
         .with_state(kite)
 }
@@ -187,7 +189,10 @@ async fn connect_finish(State(k): Shared, Query(q): Query<Params>, headers: Head
         return found(&connect_url("/connect/login", api_key, sess_id));
     };
     match k.finish_connect(api_key, sess_id, &user) {
-        Ok(url) => found(&url),
+        Ok(url) => {
+            k.note_connect(cookie(&headers, SESSION_COOKIE));
+            found(&url)
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -244,6 +249,29 @@ async fn ctl_fault(State(k): Shared, body: Bytes) -> Response {
 
 async fn ctl_stats(State(k): Shared) -> Response {
     Json(k.stats()).into_response()
+}
+
+/// `{"skew_secs": 60}`: the sandbox's clock runs that far ahead (negative: behind).
+async fn ctl_clock(State(k): Shared, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Clock {
+        skew_secs: i64,
+    }
+    match serde_json::from_slice::<Clock>(&body) {
+        Ok(c) => {
+            k.set_clock_skew(c.skew_secs);
+            Json(json!({"skew_secs": c.skew_secs})).into_response()
+        }
+        Err(e) => {
+            let msg = format!("bad clock setting (want {{\"skew_secs\": N}}): {e}");
+            (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
+        }
+    }
+}
+
+async fn ctl_logout_web(State(k): Shared) -> Response {
+    Json(json!({"ended": k.end_web_sessions()})).into_response()
 }
 
 async fn ctl_reset(State(k): Shared) -> Response {

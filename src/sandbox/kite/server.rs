@@ -50,7 +50,25 @@ pub(super) async fn serve(listener: TcpListener, kite: Arc<Kite>) {
     }
 }
 
+/// Every answer carries the sandbox's own clock in `Date` (skewed on request), as a broker's
+/// does: warden compares it with its clock before submitting a TOTP code.
 async fn answer(
+    kite: Arc<Kite>,
+    app: axum::Router,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DroppedOnPurpose> {
+    let skew = kite.clock_skew();
+    let mut resp = route(kite, app, req).await?;
+    let now = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(skew))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    if let Ok(v) = axum::http::HeaderValue::from_str(&crate::token::clock_guard::http_date(now)) {
+        resp.headers_mut().insert(axum::http::header::DATE, v);
+    }
+    Ok(resp)
+}
+
+async fn route(
     kite: Arc<Kite>,
     app: axum::Router,
     req: Request<Incoming>,

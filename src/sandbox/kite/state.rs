@@ -8,6 +8,7 @@ mod login;
 mod session;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,26 @@ pub struct SandboxStats {
     pub pending_faults: u32,
     pub locked_users: Vec<String>,
     pub live_tokens: usize,
+    /// 2FA codes refused because their step was already used ("already used").
+    #[serde(default)]
+    pub twofa_replayed: u64,
+    /// `/connect/login` answered with a request token for a web session that had already
+    /// been through the connect flow once: a re-login without credentials.
+    #[serde(default)]
+    pub session_resumes: u64,
+    #[serde(default)]
+    pub live_web_sessions: usize,
+    /// The sandbox's clock minus the real one (`--clock-skew`, `POST /_sandbox/clock`).
+    #[serde(default)]
+    pub clock_skew_secs: i64,
+}
+
+/// A logged-in browser (the cookie `/api/twofa` sets).
+struct WebSession {
+    user_id: String,
+    created: Instant,
+    /// How many connect flows it finished: the first belongs to its own login.
+    connects: u32,
 }
 
 struct PendingLogin {
@@ -112,7 +133,7 @@ struct Inner {
     /// (user, TOTP step) already accepted: RFC 6238 §5.2 forbids accepting a code twice.
     used_steps: HashSet<(String, u64)>,
     /// `kf_session` cookie → user_id.
-    web_sessions: HashMap<String, String>,
+    web_sessions: HashMap<String, WebSession>,
     connect_flows: HashMap<String, ConnectFlow>,
     request_tokens: HashMap<String, RequestToken>,
     access_tokens: HashMap<String, AccessToken>,
@@ -121,7 +142,10 @@ struct Inner {
 }
 
 impl Inner {
-    fn purge(&mut self, now: Instant, request_token_ttl: Duration) {
+    fn purge(&mut self, now: Instant, request_token_ttl: Duration, session_ttl: Duration) {
+        // Kite's web sessions end with the day's sessions, like the access tokens.
+        self.web_sessions
+            .retain(|_, s| now.duration_since(s.created) < session_ttl);
         self.pending_logins
             .retain(|_, p| now.duration_since(p.created) < LOGIN_REQUEST_TTL);
         self.connect_flows
@@ -137,6 +161,8 @@ pub struct Kite {
     pub opts: SandboxOptions,
     totp: Totp,
     inner: Mutex<Inner>,
+    /// Seconds this broker's clock is ahead of the real one.
+    skew: AtomicI64,
 }
 
 fn random_id(len: usize) -> String {
@@ -146,6 +172,7 @@ fn random_id(len: usize) -> String {
 impl Kite {
     pub fn new(opts: SandboxOptions, totp: Totp) -> Kite {
         Kite {
+            skew: AtomicI64::new(opts.clock_skew_secs),
             opts,
             totp,
             inner: Mutex::new(Inner::default()),
@@ -155,7 +182,11 @@ impl Kite {
     /// The lock, with expired entries already gone.
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.purge(Instant::now(), self.opts.request_token_ttl);
+        g.purge(
+            Instant::now(),
+            self.opts.request_token_ttl,
+            self.opts.token_ttl,
+        );
         g
     }
 
@@ -193,7 +224,31 @@ impl Kite {
         s.pending_faults = g.faults.pending();
         s.locked_users = g.locked.iter().cloned().collect();
         s.live_tokens = g.access_tokens.len();
+        s.live_web_sessions = g.web_sessions.len();
+        s.clock_skew_secs = self.clock_skew();
         s
+    }
+
+    /// Seconds the sandbox's clock (its `Date` header, its TOTP check) is ahead of the real one.
+    pub fn clock_skew(&self) -> i64 {
+        self.skew.load(Ordering::Relaxed)
+    }
+
+    pub fn set_clock_skew(&self, secs: i64) {
+        self.skew.store(secs, Ordering::Relaxed);
+    }
+
+    /// Unix seconds by the sandbox's (possibly skewed) clock.
+    pub fn unix_now(&self) -> u64 {
+        (crate::token::login::unix_now() as i64 + self.clock_skew()).max(0) as u64
+    }
+
+    /// End every web session (a logout everywhere): the next login needs credentials.
+    pub fn end_web_sessions(&self) -> usize {
+        let mut g = self.inner();
+        let n = g.web_sessions.len();
+        g.web_sessions.clear();
+        n
     }
 }
 

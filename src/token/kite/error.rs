@@ -93,6 +93,10 @@ pub enum BrokerError {
     /// or not) and never submits a code twice: wait `retry_in`, then try again.
     #[error("the current TOTP code was already submitted; a fresh code comes in {retry_in:?}")]
     TotpCodeUsed { retry_in: Duration },
+    /// The TOTP step about to be used could not be recorded in `login.json`, so its code was
+    /// not submitted (a restart must know which codes were sent).
+    #[error("the TOTP step could not be recorded in login.json; no code was submitted")]
+    StepNotRecorded,
     /// [`crate::token::login::TotpLogin`] refuses to run after a credential rejection.
     #[error("automated login is off after a credential rejection ({reason}); log in manually or fix the config")]
     LoginDisabled { reason: String },
@@ -186,7 +190,8 @@ impl BrokerError {
             BrokerError::Garbage { .. }
             | BrokerError::Timeout { .. }
             | BrokerError::Network { .. }
-            | BrokerError::TotpCodeUsed { .. } => Transient,
+            | BrokerError::TotpCodeUsed { .. }
+            | BrokerError::StepNotRecorded => Transient,
             BrokerError::UnexpectedFlow { .. }
             | BrokerError::LoginDisabled { .. }
             | BrokerError::Config(_) => Credential,

@@ -8,7 +8,7 @@ use super::{
     random_id, short_name, ApiError, Inner, Kite, PendingLogin, REPLAYED_TOTP, STRIKES,
     WRONG_PASSWORD, WRONG_TOTP,
 };
-use crate::token::login::{unix_now, Totp};
+use crate::token::login::Totp;
 
 impl Inner {
     /// One more failed attempt; the strike that reaches [`STRIKES`] blocks the account.
@@ -22,7 +22,7 @@ impl Inner {
         *n += 1;
         if *n >= STRIKES {
             self.locked.insert(user_id.to_string());
-            self.web_sessions.retain(|_, u| u != user_id);
+            self.web_sessions.retain(|_, s| s.user_id != user_id);
             self.pending_logins.retain(|_, p| p.user_id != user_id);
             return ApiError::blocked();
         }
@@ -102,12 +102,15 @@ impl Kite {
             g.stats.twofa_fail += 1;
             return Err(ApiError::input("Invalid `twofa_type`."));
         }
-        let now_step = Totp::step_of(unix_now());
+        let now_step = Totp::step_of(self.unix_now());
         let matched = (now_step.saturating_sub(1)..=now_step + 1)
             .find(|s| self.totp.code_of_step(*s) == code.trim());
         let verdict = match matched {
             None => Err(WRONG_TOTP),
-            Some(step) if g.used_steps.contains(&(user_id.clone(), step)) => Err(REPLAYED_TOTP),
+            Some(step) if g.used_steps.contains(&(user_id.clone(), step)) => {
+                g.stats.twofa_replayed += 1;
+                Err(REPLAYED_TOTP)
+            }
             Some(step) => Ok(step),
         };
         let step = match verdict {
@@ -123,13 +126,36 @@ impl Kite {
         g.twofa_strikes.remove(&user_id);
         g.stats.twofa_ok += 1;
         let cookie = random_id(32);
-        g.web_sessions.insert(cookie.clone(), user_id);
+        g.web_sessions.insert(
+            cookie.clone(),
+            super::WebSession {
+                user_id,
+                created: Instant::now(),
+                connects: 0,
+            },
+        );
         Ok(cookie)
     }
 
     /// The user of a `kf_session` cookie, if it is a live web session.
     pub fn session_user(&self, cookie: Option<&str>) -> Option<String> {
         let g = self.inner();
-        cookie.and_then(|c| g.web_sessions.get(c).cloned())
+        cookie.and_then(|c| g.web_sessions.get(c).map(|s| s.user_id.clone()))
+    }
+
+    /// A connect flow finished for the web session `cookie`: a later one is a re-login
+    /// without credentials.
+    pub fn note_connect(&self, cookie: Option<&str>) {
+        let mut g = self.inner();
+        let resumed = match cookie.and_then(|c| g.web_sessions.get_mut(c)) {
+            Some(s) => {
+                s.connects += 1;
+                s.connects > 1
+            }
+            None => false,
+        };
+        if resumed {
+            g.stats.session_resumes += 1;
+        }
     }
 }

@@ -1,0 +1,278 @@
+//! The keeper's account-safety rules around an automated login (SPEC §4.1): the credential
+//! block and its persisted memory, the attempt caps, the TOTP step, the clock guard, the
+//! kept web session, and the exchange retried with the same request token.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Broker, Keeper, TokenState};
+use crate::config::TokenProviderKind;
+use crate::notify::NotifyEvent;
+use crate::token::clock_guard::{self, ClockError};
+use crate::token::kite::{BrokerError, ErrorClass, Session};
+use crate::token::login::Totp;
+use crate::token::login_memory::Block;
+use crate::token::TokenSource;
+
+/// How often a refused clock is checked again.
+const CLOCK_RECHECK: Duration = Duration::from_secs(60);
+/// A transiently failed exchange is retried with the same request token, 1 s doubling up to
+/// 15 s, for at most this long (Kite's request tokens live a few minutes).
+const EXCHANGE_BUDGET: Duration = Duration::from_secs(120);
+const EXCHANGE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const EXCHANGE_RETRY_MAX: Duration = Duration::from_secs(15);
+/// Don't submit a code with less than this left in its step: it could arrive in the next one.
+const MIN_CODE_LIFE: u64 = 3;
+
+/// `last_error` while blocked: the reason and what lifts it.
+pub(super) fn blocked_message(reason: &str) -> String {
+    format!(
+        "{reason}; automated login stays off until the credentials change, a manual login succeeds, or `warden token unblock`"
+    )
+}
+
+impl<B: Broker> Keeper<B> {
+    /// The token's name in metrics (one token per warden: its provider).
+    fn token_name(&self) -> &'static str {
+        match self.cfg.provider {
+            TokenProviderKind::Command => "command",
+            _ => "kite",
+        }
+    }
+
+    /// The keyed fingerprint of the credentials automation would submit.
+    fn fingerprint(&self) -> String {
+        match (&self.cfg.provider, &self.cfg.command, self.kite()) {
+            (TokenProviderKind::Command, Some(c), _) => {
+                let mut parts = vec!["command"];
+                parts.extend(c.command.0.iter().map(String::as_str));
+                self.memory.fingerprint(&parts)
+            }
+            (_, _, Some(k)) => self.memory.fingerprint(&[
+                "kite",
+                &k.user_id,
+                k.password.expose(),
+                k.totp_secret.expose(),
+            ]),
+            _ => self.memory.fingerprint(&["none"]),
+        }
+    }
+
+    /// Why automated login may not run for the configured credentials, if it may not.
+    pub(super) fn block(&self) -> Option<Block> {
+        self.memory.block(&self.fingerprint())
+    }
+
+    /// Show the block (or its absence) in the status, for the API's 409.
+    pub(super) fn publish_block(&self) {
+        let reason = self.block().map(|b| b.reason);
+        self.status.send_modify(|s| s.blocked = reason);
+    }
+
+    fn wall_secs(&self) -> i64 {
+        self.clock.now().as_second()
+    }
+
+    fn save_memory(&self) -> bool {
+        match self.memory.save() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("cannot write the login safety memory: {e}");
+                false
+            }
+        }
+    }
+
+    /// A credential rejection: never retried, counted against these credentials for good.
+    pub(super) fn on_rejection(&mut self, e: &BrokerError) {
+        let msg = format!("login rejected: {e}");
+        let fp = self.fingerprint();
+        let now = self.wall_secs();
+        self.memory.reject(&fp, &msg, now);
+        self.save_memory();
+        tracing::error!(
+            "{msg}; automated login is off for these credentials until they change, a manual login succeeds, or `warden token unblock`"
+        );
+        self.publish_block();
+        self.notifier.notify(NotifyEvent::TokenRefreshFailed {
+            reason: msg.clone(),
+        });
+        self.needs_login(blocked_message(&msg));
+    }
+
+    /// `warden token unblock`: lift the block and allow one automated attempt now.
+    pub(super) async fn on_unblock(&mut self, reply: oneshot::Sender<Result<(), String>>) {
+        let fp = self.fingerprint();
+        let step = (self.wall_secs().max(0) as u64) / Totp::STEP_SECS;
+        let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+        match self.memory.unblock(&fp) {
+            Ok(()) => {
+                // After a lost memory, the current step may have been used: skip it.
+                if self.memory.last_totp_step(&user).is_none() && self.login_kind() == "totp" {
+                    self.memory.record_totp_step(&user, step);
+                }
+                self.save_memory();
+                self.broker.rearm();
+                self.unblock_grant = true;
+                self.publish_block();
+                tracing::info!("credential block lifted by request; one automated attempt allowed");
+                let _ = reply.send(Ok(()));
+                self.refresh("unblock").await;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    pub(super) fn lift_after_manual_login(&mut self) {
+        let fp = self.fingerprint();
+        if self.memory.lift_after_manual_login(&fp) {
+            self.save_memory();
+            self.broker.rearm();
+            tracing::info!("a manual login succeeded: the credential block is lifted");
+        }
+        self.publish_block();
+    }
+
+    /// `max_attempts` per `attempt_window` and `min_interval`, from the persisted history.
+    pub(super) fn within_caps(&mut self) -> bool {
+        let now = self.wall_secs();
+        let window = self.cfg.attempt_window.as_secs() as i64;
+        let recent = self.memory.recent_attempts(now, window);
+        if !self.unblock_grant && recent.len() as u32 >= self.cfg.max_attempts {
+            let wait = (recent[0] + window - now).max(1) as u64;
+            self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
+            self.needs_login(format!(
+                "{} automated login attempts within {:?}; waiting for a manual login or the window to pass",
+                recent.len(),
+                self.cfg.attempt_window
+            ));
+            return false;
+        }
+        let min = self.cfg.min_interval.as_secs() as i64;
+        if let Some(last) = self.memory.last_attempt() {
+            if now - last < min {
+                let wait = (last + min - now).max(1) as u64;
+                self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The TOTP step whose code may be submitted now, waiting out the last seconds of a step;
+    /// `None` (and a retry scheduled) when this user's code of this step was already sent,
+    /// by this warden or by one before a restart.
+    pub(super) async fn totp_step(&mut self) -> Option<u64> {
+        let mut unix = self.wall_secs().max(0) as u64;
+        let left = Totp::STEP_SECS - unix % Totp::STEP_SECS;
+        if left < MIN_CODE_LIFE {
+            tokio::time::sleep(Duration::from_secs(left)).await;
+            unix = (self.wall_secs().max(0) as u64).max(unix + left);
+        }
+        let step = unix / Totp::STEP_SECS;
+        let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+        if self.memory.last_totp_step(&user).is_some_and(|s| s >= step) {
+            let wait = Totp::STEP_SECS - unix % Totp::STEP_SECS;
+            self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
+            return None;
+        }
+        Some(step)
+    }
+
+    /// Persist the attempt before anything is sent: if that cannot be written, nothing is
+    /// sent. (The TOTP step is recorded later, right before its code goes out.)
+    pub(super) fn record_attempt(&mut self) -> bool {
+        let now = self.wall_secs();
+        self.memory.record_attempt(now);
+        self.unblock_grant = false;
+        if self.save_memory() {
+            return true;
+        }
+        self.fail_transient(format!(
+            "cannot write {}; no credentials were submitted (a restart must know what was sent)",
+            self.memory.path().display()
+        ));
+        false
+    }
+
+    /// Ask with the kept web session (SPEC §4.1) and check the clock. `true`: go on to a
+    /// login with credentials (the clock is fine); `false`: done here (a token was obtained,
+    /// or something was reported and a retry scheduled).
+    pub(super) async fn try_session(&mut self) -> bool {
+        let probe = match self.broker.resume_session().await {
+            Ok(p) => p,
+            Err(e) if e.class() == ErrorClass::Credential => {
+                self.on_rejection(&e);
+                return false;
+            }
+            Err(e) => {
+                self.fail_transient(e.to_string());
+                return false;
+            }
+        };
+        let skew = clock_guard::check(probe.clock);
+        match &skew {
+            Ok(Some(s)) | Err(ClockError::Skewed { skew: s }) => {
+                self.metrics.set_clock_skew(self.token_name(), *s)
+            }
+            _ => {}
+        }
+        if let Some(request_token) = probe.request_token {
+            tracing::info!("the broker's web session is still good: no credentials needed");
+            self.retry_at = None;
+            self.metrics.inc_login_attempt("session");
+            self.set_state(TokenState::Refreshing, None);
+            let started = Instant::now();
+            let result = self.redeem(&request_token, TokenSource::Session).await;
+            self.metrics
+                .observe_refresh_duration(started.elapsed().as_secs_f64());
+            match result {
+                // A stale request token says nothing about the credentials: log in instead.
+                Err(e) if e.class() == ErrorClass::TokenBad => {
+                    tracing::info!("the web session's request token was refused ({e})");
+                }
+                r => {
+                    self.conclude("session", r).await;
+                    return false;
+                }
+            }
+        }
+        if let Err(e) = skew {
+            tracing::error!("{e}");
+            self.needs_login(e.to_string());
+            self.retry_at = Some(Instant::now() + CLOCK_RECHECK);
+            return false;
+        }
+        true
+    }
+
+    /// `POST /session/token`, retried with the same request token after a transient failure
+    /// (5xx, 429, timeout, reset) while the token can still be valid: a new login would cost
+    /// a TOTP step.
+    pub(super) async fn exchange_with_retry(
+        &mut self,
+        request_token: &str,
+    ) -> Result<Session, BrokerError> {
+        let started = Instant::now();
+        let mut wait = EXCHANGE_RETRY_FIRST;
+        loop {
+            match self.broker.exchange(request_token).await {
+                Err(e)
+                    if e.class() == ErrorClass::Transient
+                        && started.elapsed() + wait < EXCHANGE_BUDGET =>
+                {
+                    tracing::warn!(
+                        "session exchange failed ({e}); retrying with the same request token in {wait:?}"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(EXCHANGE_RETRY_MAX);
+                }
+                r => return r,
+            }
+        }
+    }
+}
