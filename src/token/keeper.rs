@@ -1019,14 +1019,18 @@ impl<B: Broker> Keeper<B> {
             }
         }
         let Some(f) = self.fleet.clone() else { return };
+        // Strictly older only: two logins of one leader inside one second share fence and
+        // obtained_at (seconds), and the newer one must not be taken for a replay. An equal
+        // record with another token is settled by the broker below (an old token is dead).
         let replay = self.current.as_ref().is_some_and(|c| {
-            shared.fence <= self.current_fence && shared.rec.obtained_at <= c.obtained_at
+            shared.fence < self.current_fence
+                || (shared.fence == self.current_fence && shared.rec.obtained_at < c.obtained_at)
         });
         if replay {
             f.reject(
                 Rejection::Replay,
                 &format!(
-                    "its fence {} and obtained_at are not newer than those of the token in use \
+                    "its fence {} and obtained_at are older than those of the token in use \
                      (fence {}): an old record put back",
                     shared.fence, self.current_fence
                 ),
