@@ -176,11 +176,16 @@ struct HandoverWatch {
     since: Option<Instant>,
     /// A probe must go out by then (cleared once one has been sent after `since`).
     probe_by: Option<Instant>,
+    /// The first auth failure to a probe sent after this hand-over is reported even when the
+    /// program was already `auth_failed`: the token it was just handed is bad too, and only a
+    /// report makes the keeper look again (transitions alone would stay silent).
+    auth_owed: Option<Instant>,
 }
 
 impl HandoverWatch {
     fn note(&mut self, at: Instant, interval: Duration) {
         self.since = Some(self.since.map_or(at, |s| s.max(at)));
+        self.auth_owed = self.since;
         let by = at + interval.min(FIRST_PROBE_AFTER_HANDOVER);
         self.probe_by = Some(self.probe_by.map_or(by, |b| b.min(by)));
     }
@@ -209,6 +214,17 @@ impl HandoverWatch {
         let counts = self.since.is_some_and(|s| sent >= s);
         if counts {
             self.since = None;
+            self.auth_owed = None;
+        }
+        counts
+    }
+
+    /// Whether an auth failure of the probe sent at `sent` must be reported although it is no
+    /// change: the first one after a hand-over; reported once.
+    fn take_auth(&mut self, sent: Instant) -> bool {
+        let counts = self.auth_owed.is_some_and(|s| sent >= s);
+        if counts {
+            self.auth_owed = None;
         }
         counts
     }
@@ -304,7 +320,8 @@ pub fn spawn_probe(
             // Unhealthy is re-reported at every threshold crossing: each one is a restart request.
             let crossing = health == Health::Unhealthy && failures == cfg.failure_threshold.max(1);
             let verifies = result == ProbeResult::Ok && watch.take_ok(sent);
-            if health != reported || crossing || verifies {
+            let handed_a_bad_token = result == ProbeResult::Auth && watch.take_auth(sent);
+            if health != reported || crossing || verifies || handed_a_bad_token {
                 reported = health;
                 let ev = HealthEvent {
                     program: program.clone(),
@@ -368,6 +385,23 @@ mod tests {
         assert_eq!(w.overdue(t0 + MS), None);
         assert!(w.take_ok(t0 + MS));
         assert!(!w.take_ok(t0 + 2 * MS), "reported once");
+    }
+
+    #[test]
+    fn the_first_auth_failure_after_a_hand_over_is_reported_once() {
+        let mut w = HandoverWatch::default();
+        let t0 = Instant::now();
+        assert!(
+            !w.take_auth(t0),
+            "no hand-over: only transitions are reported"
+        );
+        w.note(t0 + MS, Duration::from_secs(5));
+        assert!(!w.take_auth(t0), "a probe sent before the hand-over");
+        assert!(w.take_auth(t0 + 2 * MS), "the hand-over's token is bad too");
+        assert!(!w.take_auth(t0 + 3 * MS), "reported once");
+        w.note(t0 + 4 * MS, Duration::from_secs(5));
+        assert!(w.take_ok(t0 + 5 * MS));
+        assert!(!w.take_auth(t0 + 6 * MS), "verified: nothing owed");
     }
 
     #[test]
