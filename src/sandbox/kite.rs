@@ -10,6 +10,7 @@ mod page;
 mod routes;
 mod server;
 mod state;
+mod ticker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +66,9 @@ pub struct KiteArgs {
     /// The app's registered redirect URL (where /connect/login finally sends the browser)
     #[arg(long, default_value = DEFAULT_REDIRECT_URL)]
     pub redirect_url: String,
+    /// How often the ticker WebSocket sends ticks (and the prices move)
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub tick_interval: Duration,
 }
 
 /// Everything a sandbox needs. `Default` uses the demo credentials on `127.0.0.1:0`.
@@ -80,6 +84,8 @@ pub struct SandboxOptions {
     pub redirect_url: String,
     pub token_ttl: Duration,
     pub request_token_ttl: Duration,
+    /// Ticker: one binary message of ticks per interval; prices take one step per interval.
+    pub tick_interval: Duration,
 }
 
 impl Default for SandboxOptions {
@@ -95,6 +101,7 @@ impl Default for SandboxOptions {
             redirect_url: DEFAULT_REDIRECT_URL.into(),
             token_ttl: Duration::from_secs(24 * 3600),
             request_token_ttl: Duration::from_secs(300),
+            tick_interval: Duration::from_secs(1),
         }
     }
 }
@@ -111,6 +118,7 @@ impl From<KiteArgs> for SandboxOptions {
             redirect_url: a.redirect_url,
             token_ttl: a.token_ttl,
             request_token_ttl: a.request_token_ttl,
+            tick_interval: a.tick_interval,
             ..SandboxOptions::default()
         }
     }
@@ -125,6 +133,9 @@ pub struct SandboxHandle {
 
 impl Drop for SandboxHandle {
     fn drop(&mut self) {
+        // Ticker WebSockets run outside the accept loop's tasks: killing the tokens closes
+        // them too, so a dropped sandbox is a broker gone away on every connection.
+        self.kite.expire_all();
         self.task.abort();
     }
 }
@@ -133,6 +144,11 @@ impl SandboxHandle {
     /// The bound address (the real port when `listen` had port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `ws://ADDR`: the ticker's root, `KiteTicker(..., root=ws_url())`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
     }
 
     /// `http://ADDR`: both `login_base` and `api_base`.
@@ -231,6 +247,7 @@ pub async fn run(args: KiteArgs) -> Result<(), SandboxError> {
     let o = handle.options();
     say(&[
         format!("listening on {}", handle.base_url()),
+        format!("ticker: ws://{}/?api_key=K&access_token=T", handle.addr()),
         format!("user_id: {}", o.user_id),
         format!("password: {}", o.password),
         format!("totp_secret: {}", o.totp_secret),

@@ -34,6 +34,7 @@ pub(super) fn router(kite: Arc<Kite>) -> Router {
         .route("/_sandbox/fault", post(ctl_fault))
         .route("/_sandbox/stats", get(ctl_stats))
         .route("/_sandbox/reset", post(ctl_reset))
+        .route("/", get(super::ticker::upgrade))
         .fallback(not_found)
         .with_state(kite)
 }
