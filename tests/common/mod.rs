@@ -5,12 +5,14 @@
 //! - [`web`]: raw HTTP requests ([`request`] keeps the headers, [`http`] and [`get_json`] don't);
 //! - [`sandbox`]: `warden sandbox kite` as a process ([`KiteSandbox`], its flags builder, the
 //!   warden config that points at it) and the by-hand [`manual_login`];
-//! - [`procs`]: the process table from `/proc`.
+//! - [`procs`]: the process table from `/proc`;
+//! - [`webdriver`]: headless Chromium over WebDriver ([`Browser`]) to read a page's DOM.
 #![allow(dead_code)]
 
 mod procs;
 mod sandbox;
 mod web;
+mod webdriver;
 
 // Each test file uses a part of the harness: what it leaves unused is not a mistake.
 #[allow(unused_imports)]
@@ -19,6 +21,8 @@ pub use procs::*;
 pub use sandbox::*;
 #[allow(unused_imports)]
 pub use web::*;
+#[allow(unused_imports)]
+pub use webdriver::*;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
