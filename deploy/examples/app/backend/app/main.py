@@ -175,6 +175,9 @@ threading.Thread(target=_reload_on_sighup, daemon=True).start()
 signal.signal(signal.SIGHUP, lambda _sig, _frame: _sighup.set())
 if ENV_FILE and os.environ.get("KITE_ENV_WATCH") == "1":
     _watch_env_file()
+# The file is the truth (the environment is from our start, and a token may have been written
+# since); read it only after the watcher is up, so that no write falls in between.
+_state["token"] = (_token_from_env_file(ENV_FILE) if ENV_FILE else None) or _state["token"]
 kite.set_access_token(_state["token"])
 feed.start(_state["token"])
 
