@@ -358,6 +358,11 @@ fn the_feed_comes_back_after_expiry(mode: &str) {
         sessions + 1,
         "exactly one refresh"
     );
+    // The backend says which path brought the token (its log line, through warden's log).
+    let via = if mode == "watch" { "watch" } else { "SIGHUP" };
+    stack
+        .warden
+        .wait_log(&format!("new access token adopted ({via})"), T);
     // The replaced ticker is closed, not left retrying next to the new one.
     wait_until("one ticker connection open", T, || {
         stack.kite.stats()["ticker_open"] == 1
