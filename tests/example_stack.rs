@@ -427,3 +427,29 @@ fn bench_expiry_to_prices_moving() {
         println!("BENCH {line}");
     }
 }
+
+/// `deploy/examples/run-stack.sh`'s config is valid with the variables the script sets.
+#[test]
+fn the_run_stack_config_checks() {
+    let examples = PathBuf::from(APP).join("..");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(examples.join("supervisor-stack.toml"))
+        .env("STACK_STATE", std::env::temp_dir())
+        .env("STACK_APP", APP)
+        .env("STACK_PYTHON", "python3")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(examples.join("run-stack.sh"))
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "run-stack.sh has a bash syntax error");
+}
