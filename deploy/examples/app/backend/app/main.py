@@ -135,8 +135,9 @@ def reload_token(why):
         if not fresh or fresh == _state["token"]:
             return
         _state.update(token=fresh, checked_at=0.0, auth=None)  # re-validate on the next probe
-    kite.set_access_token(fresh)
-    feed.start(fresh)
+        # Under the lock, so two reloads racing (signal and watcher) apply in order.
+        kite.set_access_token(fresh)
+        feed.start(fresh)  # only queues the reconnect on the reactor thread
     log.info("new access token adopted (%s): feed reconnecting", why)
 
 
