@@ -95,6 +95,8 @@ impl Session {
         tokio::pin!(expiry);
         let mut ticks = tokio::time::interval(self.kite.opts.tick_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut subscribed: BTreeMap<u32, Mode> = BTreeMap::new();
         let mut last_sent = Instant::now();
         loop {
@@ -106,16 +108,16 @@ impl Session {
                     }
                     continue;
                 }
-                _ = ticks.tick() => {
-                    if subscribed.is_empty() {
-                        // (with slack: the interval and the last send may be a hair apart)
-                        if last_sent.elapsed() + Duration::from_millis(50) < HEARTBEAT_EVERY {
-                            continue;
-                        }
-                        Message::Binary(vec![0u8].into())
-                    } else {
-                        Message::Binary(self.ticks(&subscribed).into())
+                _ = ticks.tick(), if !subscribed.is_empty() => {
+                    Message::Binary(self.ticks(&subscribed).into())
+                }
+                // A heartbeat only when nothing else went out for a second (with slack: the
+                // interval and the last send may be a hair apart).
+                _ = heartbeat.tick() => {
+                    if last_sent.elapsed() + Duration::from_millis(50) < HEARTBEAT_EVERY {
+                        continue;
                     }
+                    Message::Binary(vec![0u8].into())
                 }
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Text(text))) => {

@@ -54,6 +54,9 @@ class Feed:
         self.ticker = None
         self.connected = False
         self.reconnects = 0
+        self.outages = 0  # connected -> down transitions: a short one may fall between polls
+        self.down_since = None
+        self.last_outage = None  # seconds
         self.prices = {}  # instrument token -> latest tick summary
 
     def start(self, token):
@@ -71,6 +74,9 @@ class Feed:
             except Exception:  # already closed: nothing to stop
                 pass
             self.reconnects += 1
+        if self.connected:  # replaced while up: an outage too, until the new one connects
+            self.outages += 1
+            self.down_since = time.monotonic()
         self.connected = False
         if not token:
             self.ticker = None
@@ -87,11 +93,17 @@ class Feed:
     def _on_connect(self, t):
         if t is self.ticker:
             self.connected = True
+            if self.down_since is not None:
+                self.last_outage = round(time.monotonic() - self.down_since, 3)
+                self.down_since = None
             t.subscribe(list(INSTRUMENTS))
             t.set_mode(t.MODE_QUOTE, list(INSTRUMENTS))
 
     def _on_down(self, t, code, reason):
         if t is self.ticker:
+            if self.connected:
+                self.outages += 1
+                self.down_since = time.monotonic()
             self.connected = False
             log.warning("ticker down: %s %s", code, reason)
 
@@ -222,5 +234,7 @@ def get_feed():
     return {
         "feed": "connected" if feed.connected else "disconnected",
         "reconnects": feed.reconnects,
+        "outages": feed.outages,
+        "last_outage_seconds": feed.last_outage,
         "prices": sorted(feed.prices.values(), key=lambda p: p["symbol"]),
     }

@@ -52,7 +52,10 @@ export default function Page() {
         <strong id="feed" style={{ color: connected ? "green" : "crimson" }}>
           {feed ? (connected ? "Feed connected" : "Feed disconnected") : "Feed unknown"}
         </strong>
-        {feed && feed.reconnects > 0 ? ` (reconnected ${feed.reconnects}×)` : ""}
+      </p>
+      <p>
+        Outages: <span id="outages">{feed ? feed.outages : 0}</span>
+        {feed && feed.last_outage_seconds != null ? `, the last ${feed.last_outage_seconds} s` : ""}
       </p>
       <table id="prices">
         <thead>
