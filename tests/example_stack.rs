@@ -515,12 +515,21 @@ fn bench_expiry_to_prices_moving() {
 #[test]
 fn the_run_stack_config_checks() {
     let examples = PathBuf::from(APP).join("..");
+    let secrets = tempfile::tempdir().unwrap();
+    for (name, value) in [
+        ("kite_api_secret", DEFAULT_SECRET),
+        ("kite_password", warden::sandbox::kite::DEFAULT_PASSWORD),
+        ("kite_totp_secret", SANDBOX_TOTP),
+    ] {
+        std::fs::write(secrets.path().join(name), value).unwrap();
+    }
     let out = Command::new(BIN)
         .args(["check", "-c"])
         .arg(examples.join("supervisor-stack.toml"))
         .env("STACK_STATE", std::env::temp_dir())
         .env("STACK_APP", APP)
         .env("STACK_PYTHON", "python3")
+        .env("CREDENTIALS_DIRECTORY", secrets.path())
         .output()
         .unwrap();
     assert!(

@@ -16,6 +16,15 @@ front="$app/frontend"
 export STACK_APP="$app"
 export STACK_STATE="${STACK_STATE:-$here/.stack}"
 mkdir -p "$STACK_STATE"
+# The sandbox's fake credentials (the defaults `warden sandbox kite` prints), as secret files
+# the way systemd's LoadCredential= hands them over.
+export CREDENTIALS_DIRECTORY="$STACK_STATE"
+(
+    umask 077
+    printf 'kitefront-sandbox-secret\n' > "$STACK_STATE/kite_api_secret"
+    printf 'sandbox-password\n' > "$STACK_STATE/kite_password"
+    printf 'WARDENSANDBOXTOTPSECRETKITEAB234\n' > "$STACK_STATE/kite_totp_secret"
+)
 
 if [ -z "${WARDEN:-}" ]; then
   if command -v warden >/dev/null 2>&1; then
