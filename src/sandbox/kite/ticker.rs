@@ -91,6 +91,10 @@ impl Session {
 
     async fn serve(&self, socket: &mut WebSocket) -> End {
         let mut deaths = self.kite.token_deaths();
+        // A death between the upgrade check and the subscription above would go unnoticed.
+        if !self.kite.token_alive(&self.api_key, &self.access_token) {
+            return End::TokenDied;
+        }
         let expiry = tokio::time::sleep_until(self.expires.into());
         tokio::pin!(expiry);
         let mut ticks = tokio::time::interval(self.kite.opts.tick_interval);
