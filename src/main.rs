@@ -58,7 +58,7 @@ enum Command {
     /// Local stand-ins for the brokers (Kite, Angel One, Dhan, Upstox, Fyers) and a backend
     Sandbox {
         #[command(subcommand)]
-        what: SandboxCmd,
+        what: Box<SandboxCmd>,
     },
 }
 
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         Command::Run => return run(&config),
         Command::Sandbox { what } => runtime().and_then(|rt| {
             rt.block_on(async {
-                match what {
+                match *what {
                     SandboxCmd::Kite(a) => warden::sandbox::kite::run(a).await,
                     SandboxCmd::Backend(a) => warden::sandbox::backend::run(a).await,
                     SandboxCmd::Angelone(a) => warden::sandbox::angelone::run(a).await,

@@ -110,7 +110,7 @@ fn the_example_backend_is_signalled_once_and_keeps_its_pid_after_a_validation_fo
     let logs = w.logs();
     assert_eq!(count(&w, "sending SIGHUP for the new token"), 1, "{logs}");
     assert_eq!(
-        count(&w, "backend | token reloaded (cause=signal, changed="),
+        count(&w, "token reloaded (cause=signal, changed="),
         1,
         "the backend saw exactly one SIGHUP\n{logs}"
     );
@@ -126,7 +126,7 @@ fn the_example_backend_in_watch_mode_picks_the_token_up_itself_and_keeps_its_pid
     assert_no_restart(&kite, &w, before, after);
     let logs = w.logs();
     assert!(
-        logs.contains("backend | token reloaded (cause=watch, changed=yes)"),
+        logs.contains("token reloaded (cause=watch, changed=yes)"),
         "its file watcher read the new token\n{logs}"
     );
     assert_eq!(

@@ -10,6 +10,7 @@ mod page;
 mod routes;
 mod server;
 mod state;
+mod ticker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub struct KiteArgs {
     /// Date header and its TOTP check use it (also `POST /_sandbox/clock`)
     #[arg(long, default_value = "0s", value_parser = parse_signed_secs, allow_hyphen_values = true)]
     pub clock_skew: i64,
+    /// How often the ticker WebSocket sends ticks (and the prices move)
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub tick_interval: Duration,
 }
 
 /// `"60s"`, `"-1m30s"` → seconds.
@@ -95,6 +99,8 @@ pub struct SandboxOptions {
     pub request_token_ttl: Duration,
     /// Seconds the broker's clock runs ahead of the real one.
     pub clock_skew_secs: i64,
+    /// Ticker: one binary message of ticks per interval; prices take one step per interval.
+    pub tick_interval: Duration,
 }
 
 impl Default for SandboxOptions {
@@ -111,6 +117,7 @@ impl Default for SandboxOptions {
             token_ttl: Duration::from_secs(24 * 3600),
             request_token_ttl: Duration::from_secs(300),
             clock_skew_secs: 0,
+            tick_interval: Duration::from_secs(1),
         }
     }
 }
@@ -128,6 +135,7 @@ impl From<KiteArgs> for SandboxOptions {
             token_ttl: a.token_ttl,
             request_token_ttl: a.request_token_ttl,
             clock_skew_secs: a.clock_skew,
+            tick_interval: a.tick_interval,
             ..SandboxOptions::default()
         }
     }
@@ -142,6 +150,9 @@ pub struct SandboxHandle {
 
 impl Drop for SandboxHandle {
     fn drop(&mut self) {
+        // Ticker WebSockets run outside the accept loop's tasks: killing the tokens closes
+        // them too, so a dropped sandbox is a broker gone away on every connection.
+        self.kite.expire_all();
         self.task.abort();
     }
 }
@@ -150,6 +161,11 @@ impl SandboxHandle {
     /// The bound address (the real port when `listen` had port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `ws://ADDR`: the ticker's root, `KiteTicker(..., root=ws_url())`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
     }
 
     /// `http://ADDR`: both `login_base` and `api_base`.
@@ -258,6 +274,7 @@ pub async fn run(args: KiteArgs) -> Result<(), SandboxError> {
     let o = handle.options();
     say(&[
         format!("listening on {}", handle.base_url()),
+        format!("ticker: ws://{}/?api_key=K&access_token=T", handle.addr()),
         format!("user_id: {}", o.user_id),
         format!("password: {}", o.password),
         format!("totp_secret: {}", o.totp_secret),

@@ -9,7 +9,8 @@
 //!   the official SDKs' virtualenvs;
 //! - [`procs`]: the process table from `/proc`;
 //! - [`pyapp`]: the example FastAPI backend under real uvicorn as a warden program, and
-//!   `tests/python/` scripts.
+//!   `tests/python/` scripts;
+//! - [`webdriver`]: headless Chromium over WebDriver ([`Browser`]) to read a page's DOM.
 #![allow(dead_code)]
 
 mod brokers;
@@ -17,6 +18,7 @@ mod procs;
 mod pyapp;
 mod sandbox;
 mod web;
+mod webdriver;
 
 // Each test file uses a part of the harness: what it leaves unused is not a mistake.
 #[allow(unused_imports)]
@@ -29,6 +31,8 @@ pub use pyapp::*;
 pub use sandbox::*;
 #[allow(unused_imports)]
 pub use web::*;
+#[allow(unused_imports)]
+pub use webdriver::*;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -41,7 +41,7 @@ pub fn python_modules(modules: &[&str]) -> Result<(), String> {
 }
 
 /// What the example backend needs: `python_modules(EXAMPLE_BACKEND_MODULES)`.
-pub const EXAMPLE_BACKEND_MODULES: &[&str] = &["fastapi", "uvicorn", "watchdog"];
+pub const EXAMPLE_BACKEND_MODULES: &[&str] = &["fastapi", "uvicorn", "watchdog", "kiteconnect"];
 
 /// `[programs.{name}]` running the example backend on `127.0.0.1:{port}` against the Kite API
 /// at `kite_url` (a sandbox's `url()`), with `on_token_change = "{on_change}"` and a health
@@ -55,12 +55,20 @@ pub fn example_backend_program(
 ) -> String {
     let app_dir = example_backend_dir();
     let app_dir = app_dir.display();
+    // The sandbox serves the ticker WebSocket on its API port.
+    let ticker_url = kite_url.replacen("http://", "ws://", 1);
+    // `watch`: the backend's own env-file watcher is what picks the token up.
+    let watch = if on_change == "watch" {
+        ", KITE_ENV_WATCH = \"1\""
+    } else {
+        ""
+    };
     format!(
         r#"
 [programs.{name}]
 command = ["python3", "-m", "uvicorn", "--app-dir", "{app_dir}", "app.main:app", "--host", "127.0.0.1", "--port", "{port}", "--no-access-log"]
 env_file = ".env"
-env = {{ PYTHONUNBUFFERED = "1", PYTHONDONTWRITEBYTECODE = "1", KITE_ENV_FILE = ".env", KITE_API_BASE = "{kite_url}", KITE_API_KEY = "kitefront" }}
+env = {{ PYTHONUNBUFFERED = "1", PYTHONDONTWRITEBYTECODE = "1", KITE_ENV_FILE = ".env", KITE_API_BASE = "{kite_url}", KITE_TICKER_URL = "{ticker_url}", KITE_API_KEY = "kitefront"{watch} }}
 on_token_change = "{on_change}"
 backoff_initial = "200ms"
 [programs.{name}.health]

@@ -36,6 +36,7 @@ pub(super) fn router(kite: Arc<Kite>) -> Router {
         .route("/_sandbox/reset", post(ctl_reset))
         .route("/_sandbox/clock", post(ctl_clock))
         .route("/_sandbox/logout_web", post(ctl_logout_web))
+        .route("/", get(super::ticker::upgrade))
         .fallback(not_found)
         .with_state(kite)
 }

@@ -45,6 +45,7 @@ pub(super) async fn serve(listener: TcpListener, kite: Arc<Kite>) {
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
                 .await;
         });
     }

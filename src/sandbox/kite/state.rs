@@ -4,6 +4,7 @@
 //! is never held across an `.await`. The data and the controls are here; `login.rs` has the
 //! credential checks, `session.rs` the redirects and tokens.
 
+mod feed;
 mod login;
 mod session;
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::faults::{Fault, FaultQueue};
+use super::ticker::market::Market;
 use super::SandboxOptions;
 use crate::token::login::Totp;
 
@@ -93,6 +95,12 @@ pub struct SandboxStats {
     /// The sandbox's clock minus the real one (`--clock-skew`, `POST /_sandbox/clock`).
     #[serde(default)]
     pub clock_skew_secs: i64,
+    /// Ticker WebSockets open right now.
+    #[serde(default)]
+    pub ticker_open: u64,
+    /// Ticker upgrades refused with 403 (dead or foreign token).
+    #[serde(default)]
+    pub ticker_refused: u64,
 }
 
 /// A logged-in browser (the cookie `/api/twofa` sets).
@@ -163,6 +171,11 @@ pub struct Kite {
     inner: Mutex<Inner>,
     /// Seconds this broker's clock is ahead of the real one.
     skew: AtomicI64,
+    /// Bumped whenever access tokens die before their TTL (a new session, logout, expire,
+    /// reset): open ticker connections re-check their token on each bump.
+    token_deaths: tokio::sync::watch::Sender<u64>,
+    /// The ticker's prices, shared by every connection.
+    pub market: Mutex<Market>,
 }
 
 fn random_id(len: usize) -> String {
@@ -173,9 +186,11 @@ impl Kite {
     pub fn new(opts: SandboxOptions, totp: Totp) -> Kite {
         Kite {
             skew: AtomicI64::new(opts.clock_skew_secs),
+            market: Mutex::new(Market::new(opts.tick_interval)),
             opts,
             totp,
             inner: Mutex::new(Inner::default()),
+            token_deaths: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -195,13 +210,23 @@ impl Kite {
         let mut g = self.inner();
         let n = g.access_tokens.len();
         g.access_tokens.clear();
+        drop(g);
+        self.tokens_died();
         n
     }
 
     /// `POST /_sandbox/reset`: back to a fresh start (locks, strikes, sessions, tokens,
     /// faults and counters).
     pub fn reset(&self) {
+        let ticker_open = self.inner().stats.ticker_open;
         *self.inner() = Inner::default();
+        // Open connections are not undone by a reset; they close as their tokens die.
+        self.inner().stats.ticker_open = ticker_open;
+        self.tokens_died();
+    }
+
+    fn tokens_died(&self) {
+        self.token_deaths.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn add_fault(&self, fault: Fault) {

@@ -140,6 +140,7 @@ impl Kite {
     /// token per api_key).
     fn create_session(&self, g: &mut Inner, api_key: &str, user_id: &str) -> Value {
         g.access_tokens.retain(|_, t| t.api_key != api_key);
+        self.tokens_died();
         let access_token = random_id(32);
         g.access_tokens.insert(
             access_token.clone(),
@@ -219,6 +220,7 @@ impl Kite {
             Some(t) if t.api_key == api_key => {
                 g.access_tokens.remove(access_token);
                 g.stats.logouts += 1;
+                self.tokens_died();
                 Ok(())
             }
             _ => Err(ApiError::token(BAD_TOKEN)),

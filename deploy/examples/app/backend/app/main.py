@@ -1,45 +1,129 @@
-"""A stand-in for your FastAPI trading backend, to try warden's Docker stack end to end.
+"""An example FastAPI trading backend on the official Kite client, supervised by warden.
 
-It does the two things warden expects from a backend that talks to Kite Connect:
+The pattern to copy: one `KiteConnect` for REST, one `KiteTicker` for the live feed, and one
+function, `reload_token()`, that takes a new access token from the env file warden keeps
+(`KITE_ENV_FILE`) WITHOUT restarting the process: REST switches at once, the ticker is closed
+and reconnected with the new token. warden hands the token over in one of two ways:
 
-- `GET /api/system/health` answers 200 `{"auth": "VALID"}` while the access token works, and
-  403 `{"auth": "EXPIRED"}` once Kite rejects it: warden sees the 403 and refreshes the token
-  instead of restarting this process.
-- It picks up a new token from the env file warden keeps (`KITE_ENV_FILE`) without a restart,
-  two ways, through one function (`reload_token`):
-  - on SIGHUP, for `on_token_change = "signal"` (warden sends the signal after writing);
-  - by watching the file with `watchdog`, for `on_token_change = "watch"` (warden sends
-    nothing). The watch is on the file's directory: warden replaces the file by rename, which
-    a watch on the file itself would lose track of.
-  Either way warden then probes the health check and restarts the process only if no probe
-  sent after the hand-over is answered 2xx within `verify_timeout`. Without either, use
-  `on_token_change = "restart"`: the token then arrives in the environment.
+- `on_token_change = "signal"`: warden rewrites the env file, then sends SIGHUP → reload_token().
+- `on_token_change = "watch"`: warden only rewrites the file; set `KITE_ENV_WATCH=1` and a
+  watchdog observer on the file's directory sees the rename-over → reload_token().
+
+`GET /api/system/health` answers 403 `{"auth": "EXPIRED"}` once Kite rejects the token (warden
+then refreshes it instead of restarting us); the answer is cached for 60 s so probes don't
+hammer Kite. `GET /api/feed` has the ticker's state and the latest prices.
+
+Environment: KITE_API_KEY, KITE_ACCESS_TOKEN (at start), KITE_ENV_FILE, and for a sandbox
+KITE_API_BASE (default https://api.kite.trade) and KITE_TICKER_URL (default wss://ws.kite.trade).
 """
 
-import json
+import logging
 import os
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from watchdog.events import FileSystemEventHandler
-from watchdog.observers import Observer
+from kiteconnect import KiteConnect, KiteTicker
+from kiteconnect import exceptions as kex
+from twisted.internet import reactor
 
-API_BASE = os.environ.get("KITE_API_BASE", "https://api.kite.trade").rstrip("/")
+log = logging.getLogger("backend")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
 API_KEY = os.environ.get("KITE_API_KEY", "")
+API_BASE = os.environ.get("KITE_API_BASE") or None  # None: the client's own default host
+TICKER_URL = os.environ.get("KITE_TICKER_URL") or None
 ENV_FILE = os.environ.get("KITE_ENV_FILE", "")
 TOKEN_KEY = "KITE_ACCESS_TOKEN"
-# Ask Kite at most this often; health probes in between get the cached answer.
-RECHECK_SECONDS = 60.0
+RECHECK_SECONDS = 60.0  # ask Kite at most this often; probes in between get the cached answer
+# Instrument tokens to stream (the low byte is the segment: 1 = NSE, 9 = an index).
+INSTRUMENTS = {738561: "RELIANCE", 408065: "INFY", 256265: "NIFTY 50"}
 
-# Re-entrant: a second SIGHUP can interrupt the handler of the first in the main thread.
-_lock = threading.RLock()
-_token = os.environ.get(TOKEN_KEY, "")
-_last_check = {"at": 0.0, "answer": None}
+kite = KiteConnect(api_key=API_KEY, root=API_BASE)
+_lock = threading.Lock()
+_state = {"token": os.environ.get(TOKEN_KEY, ""), "checked_at": 0.0, "auth": None}
+
+
+class Feed:
+    """The KiteTicker of the current token. Twisted's reactor runs once per process, in a
+    daemon thread; every ticker call is made on that thread (Twisted is not thread-safe)."""
+
+    def __init__(self):
+        self.ticker = None
+        self.connected = False
+        self.reconnects = 0
+        self.outages = 0  # connected -> down transitions: a short one may fall between polls
+        self.down_since = None
+        self.last_outage = None  # seconds
+        self.prices = {}  # instrument token -> latest tick summary
+
+    def start(self, token):
+        reactor.callFromThread(self._replace, token)
+        if not reactor.running:
+            threading.Thread(
+                target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+            ).start()
+
+    def _replace(self, token):
+        if self.ticker is not None:
+            # The old ticker would keep retrying with its dead token: stop it for good.
+            try:
+                self.ticker.close()
+            except Exception:  # already closed: nothing to stop
+                pass
+            self.reconnects += 1
+        if self.connected:  # replaced while up: an outage too, until the new one connects
+            self.outages += 1
+            self.down_since = time.monotonic()
+        self.connected = False
+        if not token:
+            self.ticker = None
+            return
+        t = KiteTicker(API_KEY, token, root=TICKER_URL, reconnect_max_delay=5)
+        # Callbacks of a replaced ticker may still arrive: only the current one counts.
+        t.on_connect = lambda ws, _resp: self._on_connect(t)
+        t.on_close = lambda ws, code, reason: self._on_down(t, code, reason)
+        t.on_error = lambda ws, code, reason: self._on_down(t, code, reason)
+        t.on_ticks = lambda ws, ticks: self._on_ticks(t, ticks)
+        self.ticker = t
+        t.connect()  # the reactor is (about to be) running: this only schedules the connection
+
+    def _on_connect(self, t):
+        if t is self.ticker:
+            self.connected = True
+            if self.down_since is not None:
+                self.last_outage = round(time.monotonic() - self.down_since, 3)
+                self.down_since = None
+            t.subscribe(list(INSTRUMENTS))
+            t.set_mode(t.MODE_QUOTE, list(INSTRUMENTS))
+
+    def _on_down(self, t, code, reason):
+        if t is self.ticker:
+            if self.connected:
+                self.outages += 1
+                self.down_since = time.monotonic()
+            self.connected = False
+            log.warning("ticker down: %s %s", code, reason)
+
+    def _on_ticks(self, t, ticks):
+        if t is not self.ticker:
+            return
+        for tick in ticks:
+            tok = tick["instrument_token"]
+            seen = self.prices.get(tok, {}).get("ticks", 0)
+            self.prices[tok] = {
+                "instrument_token": tok,
+                "symbol": INSTRUMENTS.get(tok, str(tok)),
+                "last_price": tick["last_price"],
+                "change": tick.get("change", 0.0),
+                "ticks": seen + 1,
+                "at": time.time(),
+            }
+
+
+feed = Feed()
 
 
 def _token_from_env_file(path):
@@ -55,82 +139,107 @@ def _token_from_env_file(path):
     return None
 
 
-def reload_token(cause):
-    """Re-read the token from ENV_FILE; `cause` ("signal" or "watch") is only logged."""
-    global _token
+def reload_token(why):
+    """Adopt the token in the env file, if it is new: REST at once, the feed reconnects.
+    Called from the SIGHUP handler and from the file watcher; safe to call twice."""
     fresh = _token_from_env_file(ENV_FILE) if ENV_FILE else None
     with _lock:
-        changed = fresh is not None and fresh != _token
-        if fresh is not None:
-            _token = fresh
-        _last_check["at"] = 0.0  # validate the token on the next probe
-    # Never the token itself: only whether it changed.
-    print(f"token reloaded (cause={cause}, changed={'yes' if changed else 'no'})", flush=True)
+        changed = bool(fresh) and fresh != _state["token"]
+        if changed:
+            # Re-validate on the next probe.
+            _state.update(token=fresh, checked_at=0.0, auth=None)
+            # Under the lock, so two reloads racing (signal and watcher) apply in order.
+            kite.set_access_token(fresh)
+            feed.start(fresh)  # only queues the reconnect on the reactor thread
+    # Which path brought the token is worth a line in the log (never the token itself).
+    cause = "signal" if why == "SIGHUP" else why
+    log.info("token reloaded (cause=%s, changed=%s)", cause, "yes" if changed else "no")
+    if changed:
+        log.info("new access token adopted (%s): feed reconnecting", why)
 
 
-class _EnvFileChanged(FileSystemEventHandler):
-    """Calls reload_token when ENV_FILE is written, created or renamed into place."""
+def _watch_env_file():
+    """`watch` hand-over: warden replaces the file by rename, so watch its directory."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
 
-    def __init__(self, path):
-        self._path = os.path.abspath(path)
+    target = os.path.abspath(ENV_FILE)
 
-    def on_any_event(self, event):
-        if event.event_type == "moved":
-            target = event.dest_path  # a rename-over: the new file is in place
-        elif event.event_type in ("created", "modified"):
-            target = event.src_path
-        else:
-            return
-        if os.path.abspath(target) == self._path:
-            reload_token("watch")
+    class OnEnvFile(FileSystemEventHandler):
+        def on_any_event(self, event):
+            paths = (event.src_path, getattr(event, "dest_path", ""))
+            if any(p and os.path.abspath(p) == target for p in paths):
+                reload_token("watch")
 
-
-def _watch_env_file(path):
     observer = Observer()
-    observer.schedule(_EnvFileChanged(path), os.path.dirname(os.path.abspath(path)))
+    observer.schedule(OnEnvFile(), os.path.dirname(target) or ".", recursive=False)
     observer.daemon = True
     observer.start()
-    return observer
 
 
-# Installed at import time, in the main thread, before uvicorn serves a request.
-signal.signal(signal.SIGHUP, lambda _signum, _frame: reload_token("signal"))
-_watcher = _watch_env_file(ENV_FILE) if ENV_FILE else None
+def _reload_on_sighup():
+    # The signal handler only sets an event: a handler runs in the middle of whatever the main
+    # thread was doing (logging, say), so taking locks there could deadlock.
+    while True:
+        _sighup.wait()
+        _sighup.clear()
+        reload_token("SIGHUP")
 
-app = FastAPI(title="demo trading backend")
+
+_sighup = threading.Event()
+threading.Thread(target=_reload_on_sighup, daemon=True).start()
+# At import, in the main thread, before uvicorn serves a request (uvicorn handles only
+# SIGINT/SIGTERM; without a handler SIGHUP would kill the process).
+signal.signal(signal.SIGHUP, lambda _sig, _frame: _sighup.set())
+if ENV_FILE and os.environ.get("KITE_ENV_WATCH") == "1":
+    _watch_env_file()
+# The file is the truth (the environment is from our start, and a token may have been written
+# since); read it only after the watcher is up, so that no write falls in between.
+_state["token"] = (_token_from_env_file(ENV_FILE) if ENV_FILE else None) or _state["token"]
+kite.set_access_token(_state["token"])
+feed.start(_state["token"])
+
+app = FastAPI(title="example trading backend")
 
 
-def _ask_kite(token):
-    """(status, auth) for the token: profile 200 → VALID, 403 → EXPIRED."""
-    if not token:
-        return 403, "EXPIRED"
-    req = urllib.request.Request(
-        f"{API_BASE}/user/profile",
-        headers={"X-Kite-Version": "3", "Authorization": f"token {API_KEY}:{token}"},
-    )
+def _ask_kite():
+    """'VALID' or 'EXPIRED' for the current token, or 'UNKNOWN' when Kite can't say."""
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            json.load(resp)
-            return 200, "VALID"
-    except urllib.error.HTTPError as e:
-        if e.code == 403:
-            return 403, "EXPIRED"
-        return 200, "UNKNOWN"  # broker trouble is not this process's fault: don't get restarted
-    except (urllib.error.URLError, TimeoutError, ValueError):
-        return 200, "UNKNOWN"
+        kite.profile()
+        return "VALID"
+    except kex.TokenException:
+        return "EXPIRED"
+    except Exception:  # network trouble, 5xx, 429: not this process's fault
+        return "UNKNOWN"
 
 
 @app.get("/api/system/health")
 def health():
     with _lock:
-        token = _token
-        fresh = time.monotonic() - _last_check["at"] < RECHECK_SECONDS
-        answer = _last_check["answer"] if fresh else None
-    if answer is None:
-        answer = _ask_kite(token)
+        token, auth = _state["token"], _state["auth"]
+        if time.monotonic() - _state["checked_at"] >= RECHECK_SECONDS:
+            auth = None
+    if auth is None:
+        auth = _ask_kite() if token else "EXPIRED"
         with _lock:
-            if token == _token:
-                _last_check.update(at=time.monotonic(), answer=answer)
-    status, auth = answer
-    body = {"status": "ok" if status == 200 else "error", "auth": auth}
-    return JSONResponse(body, status_code=status)
+            if token == _state["token"]:  # a reload meanwhile makes this answer stale
+                _state.update(checked_at=time.monotonic(), auth=auth)
+    body = {
+        "status": "error" if auth == "EXPIRED" else "ok",
+        "auth": auth,
+        "feed": "connected" if feed.connected else "disconnected",
+    }
+    # Only a rejected token is a 403 (warden: refresh it). A feed that is down for any other
+    # reason is reported, not turned into an error that would get us restarted.
+    return JSONResponse(body, status_code=403 if auth == "EXPIRED" else 200)
+
+
+@app.get("/api/feed")
+def get_feed():
+    return {
+        "feed": "connected" if feed.connected else "disconnected",
+        "reconnects": feed.reconnects,
+        "outages": feed.outages,
+        "last_outage_seconds": feed.last_outage,
+        "prices": sorted(feed.prices.values(), key=lambda p: p["symbol"]),
+    }

@@ -1,4 +1,4 @@
-export const metadata = { title: "Trading desk (warden demo)" };
+export const metadata = { title: "Trading desk (warden example)" };
 
 export default function RootLayout({ children }) {
   return (
