@@ -430,6 +430,32 @@ fn dockerfile_copy_sources_exist_and_warden_is_pid1_as_non_root() {
 }
 
 #[test]
+fn dockerfile_builds_the_lean_binary_without_the_sandbox() {
+    let text = read(&deploy().join("Dockerfile"));
+    let builds: Vec<String> = dockerfile_instructions(&text)
+        .into_iter()
+        .filter(|i| i.starts_with("RUN") && i.contains("cargo build"))
+        .collect();
+    assert_eq!(builds.len(), 1, "expected one `cargo build`: {builds:?}");
+    let words: Vec<&str> = builds[0].split_whitespace().collect();
+    for flag in ["--release", "--locked", "--no-default-features"] {
+        assert!(
+            words.contains(&flag),
+            "the image's `cargo build` lacks {flag}: {}",
+            builds[0]
+        );
+    }
+    // Turning a feature back on would put the sandbox in again.
+    assert!(
+        !words
+            .iter()
+            .any(|w| w.starts_with("--features") || *w == "-F"),
+        "the image's `cargo build` enables features: {}",
+        builds[0]
+    );
+}
+
+#[test]
 fn compose_parses_and_references_files_that_exist() {
     let test = "compose_parses_and_references_files_that_exist";
     let Some(compose) = yaml_doc(test, &deploy().join("docker-compose.yml")) else {
