@@ -20,6 +20,9 @@ out=${1:-target/release/warden-lean}
 order=deploy/warden.order
 symbols=target/warden.symbol-order
 
+# Both links run every time (touch): a binary left in target/release by another build must never
+# be mistaken for this one's.
+touch src/main.rs
 cargo rustc --release --locked --no-default-features --bin warden -- -C strip=none
 # Full names of the listed functions, in the list's order. The list holds the names of the build
 # it was made from; a build with another compiler or other dependency versions has other hashes,
@@ -46,6 +49,7 @@ awk -v list="$order" '
     }' "$symbols.all" | sort -n -k1,1 | cut -d' ' -f2 >"$symbols"
 echo "deploy/build.sh: $(wc -l <"$symbols") functions placed first" >&2
 
+touch src/main.rs
 # Non-PIE: a position-independent executable's relocated data (.data.rel.ro, ~200 KiB) becomes
 # private copies at load; at a fixed address it stays clean file pages. The price: warden's own
 # code and data are not randomised by ASLR (libraries, heap and stacks still are).
