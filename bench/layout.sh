@@ -30,6 +30,7 @@ cleanup() {
 trap cleanup EXIT
 "$tools" sandbox kite --help >/dev/null 2>&1 || { echo "layout.sh: $tools has no sandbox (cargo build --release)" >&2; exit 1; }
 cp "$tools" "$work/tools"
+touch src/main.rs # always relink: never reuse a binary another build left in target/release
 cargo rustc --release --no-default-features --bin warden -- -C strip=none
 nm target/release/warden >/dev/null 2>&1 || { echo "layout.sh: target/release/warden has no symbols" >&2; exit 1; }
 cp target/release/warden "$work/warden"
