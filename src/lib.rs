@@ -8,12 +8,13 @@ pub mod health;
 pub mod http;
 pub mod log_sink;
 pub mod logs;
-pub mod memtrim;
 pub mod metrics;
 pub mod notify;
 pub mod program;
 pub mod reaper;
 pub mod rlimit;
+// Tooling, not supervision: the release image builds without it (README "Lean build").
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod sdnotify;
 pub mod signals;

@@ -56,6 +56,7 @@ enum Command {
     /// Print the Kite login URL for a manual login
     LoginUrl,
     /// Local stand-ins for the brokers (Kite, Angel One, Dhan, Upstox, Fyers) and a backend
+    #[cfg(feature = "sandbox")]
     Sandbox {
         #[command(subcommand)]
         what: Box<SandboxCmd>,
@@ -72,6 +73,7 @@ enum TokenOp {
     Unblock,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Subcommand)]
 enum SandboxCmd {
     /// A local Kite Connect simulator
@@ -98,35 +100,42 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let config = cli.config.path();
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Check => return check(&config),
-        Command::Run => return run(&config),
-        Command::Sandbox { what } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                match *what {
-                    SandboxCmd::Kite(a) => warden::sandbox::kite::run(a).await,
-                    SandboxCmd::Backend(a) => warden::sandbox::backend::run(a).await,
-                    SandboxCmd::Angelone(a) => warden::sandbox::angelone::run(a).await,
-                    SandboxCmd::Dhan(a) => warden::sandbox::dhan::run(a).await,
-                    SandboxCmd::Upstox(a) => warden::sandbox::upstox::run(a).await,
-                    SandboxCmd::Fyers(a) => warden::sandbox::fyers::run(a).await,
-                }
-            })
-            .map_err(anyhow::Error::from)
-        }),
-        Command::Status { json } => return client(ClientCommand::Status { json }, &config),
-        Command::Restart { name } => return client(ClientCommand::Restart { name }, &config),
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(&config),
+        Command::Run => run(&config),
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox { what } => sandbox(*what),
+        Command::Status { json } => client(ClientCommand::Status { json }, &config),
+        Command::Restart { name } => client(ClientCommand::Restart { name }, &config),
         Command::Token {
             op: TokenOp::Refresh,
-        } => return client(ClientCommand::TokenRefresh, &config),
+        } => client(ClientCommand::TokenRefresh, &config),
         Command::Token {
             op: TokenOp::Status,
-        } => return client(ClientCommand::TokenStatus, &config),
+        } => client(ClientCommand::TokenStatus, &config),
         Command::Token {
             op: TokenOp::Unblock,
-        } => return client(ClientCommand::TokenUnblock, &config),
-        Command::LoginUrl => return client(ClientCommand::LoginUrl, &config),
-    };
+        } => client(ClientCommand::TokenUnblock, &config),
+        Command::LoginUrl => client(ClientCommand::LoginUrl, &config),
+    }
+}
+
+/// `warden sandbox …`: exit 1 when a stand-in cannot start or fails.
+#[cfg(feature = "sandbox")]
+fn sandbox(what: SandboxCmd) -> ExitCode {
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            match what {
+                SandboxCmd::Kite(a) => warden::sandbox::kite::run(a).await,
+                SandboxCmd::Backend(a) => warden::sandbox::backend::run(a).await,
+                SandboxCmd::Angelone(a) => warden::sandbox::angelone::run(a).await,
+                SandboxCmd::Dhan(a) => warden::sandbox::dhan::run(a).await,
+                SandboxCmd::Upstox(a) => warden::sandbox::upstox::run(a).await,
+                SandboxCmd::Fyers(a) => warden::sandbox::fyers::run(a).await,
+            }
+        })
+        .map_err(anyhow::Error::from)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -192,7 +201,6 @@ fn run(path: &std::path::Path) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let reaper = warden::reaper::Reaper::start()?;
-            tokio::spawn(warden::memtrim::keep_trimmed());
             warden::supervisor::Supervisor::new(cfg, reaper)
                 .run()
                 .await?;

@@ -430,6 +430,56 @@ fn dockerfile_copy_sources_exist_and_warden_is_pid1_as_non_root() {
 }
 
 #[test]
+fn dockerfile_builds_the_lean_binary_without_the_sandbox() {
+    let text = read(&deploy().join("Dockerfile"));
+    let builds: Vec<String> = dockerfile_instructions(&text)
+        .into_iter()
+        .filter(|i| i.starts_with("RUN") && i.contains("deploy/build.sh"))
+        .collect();
+    assert_eq!(
+        builds.len(),
+        1,
+        "expected one RUN of deploy/build.sh: {builds:?}"
+    );
+    // Every cargo invocation of the build script builds the lean release binary.
+    let script = read(&deploy().join("build.sh"));
+    let mut joined = String::new();
+    let mut cargo_calls = Vec::new();
+    for line in script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+    {
+        if let Some(part) = line.strip_suffix('\\') {
+            joined.push_str(part);
+            continue;
+        }
+        joined.push_str(line);
+        let call = std::mem::take(&mut joined);
+        if call.contains("cargo ") {
+            cargo_calls.push(call);
+        }
+    }
+    assert!(cargo_calls.len() >= 2, "deploy/build.sh: {cargo_calls:?}");
+    for call in &cargo_calls {
+        let words: Vec<&str> = call.split_whitespace().collect();
+        for flag in ["--release", "--locked", "--no-default-features"] {
+            assert!(
+                words.contains(&flag),
+                "deploy/build.sh: `{call}` lacks {flag}"
+            );
+        }
+        // Turning a feature back on would put the sandbox in again.
+        assert!(
+            !words
+                .iter()
+                .any(|w| w.starts_with("--features") || *w == "-F"),
+            "deploy/build.sh enables features: {call}"
+        );
+    }
+}
+
+#[test]
 fn compose_parses_and_references_files_that_exist() {
     let test = "compose_parses_and_references_files_that_exist";
     let Some(compose) = yaml_doc(test, &deploy().join("docker-compose.yml")) else {

@@ -6,7 +6,9 @@
 
 # ---------------------------------------------------------------------------------------------
 # Memory and idle CPU: every supervisor runs N `sleep` children, all side by side, MEM_INSTANCES
-# instances of each; every figure is the median over the instances. (Several instances because
+# instances of each; every figure is the median over the instances. Memory is read at work:
+# after each warden served /metrics, /api/v1/status and / (nothing trims it afterwards). Then
+# the idle window counts CPU time and wake-ups (context switches of every thread). (Several instances because
 # a position-independent binary loads at a random address, and where the kernel's 64 KiB
 # fault-around windows fall across the code changes with it: the same binary's RSS varies by
 # a few hundred KiB from one start to the next.) Keys get the suffix SFX (empty for 2
@@ -16,6 +18,14 @@ MEM_METRICS=(rss pss pclean pdirty anon threads rssend ticks cpuus wakeups)
 
 # Append VALUE to the samples of METRIC for SUP.
 sample() { echo "$3" >>"$MEMDIR/v.$1.$2"; }
+
+# What warden serves in production, requested once each before its memory is read.
+AT_WORK="/metrics /api/v1/status /"
+at_work() {
+    local base=$1 path ok=0
+    for path in $AT_WORK; do http_get "$base$path" >/dev/null || ok=1; done
+    return $ok
+}
 
 # A private copy of the executable PATH for instance K: instances that ran one file would share
 # its page-cache pages and each show a third of them in PSS and none in Private_Clean. Written
@@ -61,14 +71,16 @@ bench_memory_cpu() {
     mkdir -p "$MEMDIR"
     local -a progs=()
     for ((i = 0; i < n; i++)); do progs+=("sleep 100000"); done
-    local -A PID=() P0=() C0=()
+    local -A PID=() P0=() C0=() BASE=()
     cold_start
     for ((k = 1; k <= MEM_INSTANCES; k++)); do
         for sup in warden tini dumb-init supervisord s6 runit horust; do
             [ -n "${HAVE[$sup]}" ] || continue
+            local port=0
+            [ "$sup" = warden ] && port=$(free_port) && BASE[$k]=http://127.0.0.1:$port
             WARDEN=$(instance_bin "$WARDEN" "$k") TINI=$(instance_bin "$TINI" "$k") \
                 DUMB=$(instance_bin "$DUMB" "$k") HORUST=$(instance_bin "$HORUST" "$k") \
-                prepare "$sup" "$MEMDIR/$sup-$k" "${progs[@]}"
+                WARDEN_PORT=$port prepare "$sup" "$MEMDIR/$sup-$k" "${progs[@]}"
             launch "$MEMDIR/$sup-$k.log"
             PID[$sup#$k]=$LAUNCHED
         done
@@ -76,6 +88,9 @@ bench_memory_cpu() {
         [ -n "${HAVE[runit]}" ] && PID[runsv#$k]=${PID[runit#$k]}
     done
     run_bg sleep "$SETTLE"
+    # Memory at work, not at rest: every warden has served what a scrape, `warden status` and a
+    # look at the page ask for, as in production, before anything is read.
+    for k in "${!BASE[@]}"; do at_work "${BASE[$k]}" || log "warning: warden #$k did not serve $AT_WORK"; done
     local rss pss pclean pdirty anon
     for key in "${!PID[@]}"; do
         sup=${key%#*} pid=${PID[$key]}
@@ -173,7 +188,7 @@ kite_instance() {
     mkdir -p "$dir"
     kport=$(free_port) wport=$(free_port)
     KBASE=http://127.0.0.1:$wport
-    CMD=("$WARDEN" sandbox kite --listen "127.0.0.1:$kport") ENV=()
+    CMD=("$TOOLS" sandbox kite --listen "127.0.0.1:$kport") ENV=()
     launch "$dir/kite.log"
     wait_http "http://127.0.0.1:$kport/_sandbox/stats" 10 || return 1
     {
@@ -216,8 +231,11 @@ bench_kite_memory() {
             return
         fi
     done
-    # Past the start-up trim (1 s) and through a validation or two.
+    # Through a validation or two, then at work like the wardens of the 2-children part.
     run_bg sleep "$SETTLE"
+    for ((k = 0; k < MEM_INSTANCES; k++)); do
+        at_work "${bases[$k]}" || log "warning: Kite warden #$((k + 1)) did not serve $AT_WORK"
+    done
     local rss pss pdirty
     for ((k = 0; k < MEM_INSTANCES; k++)); do
         read -r rss pss _ pdirty _ <<<"$(mem_of "${pids[$k]}")"
@@ -226,7 +244,7 @@ bench_kite_memory() {
         sample kpdirty warden "$pdirty"
     done
     # A forced refresh: a whole TOTP login (it waits for a fresh 30 s TOTP step: Kite refuses a
-    # code twice). Its code stays mapped until the next periodic trim.
+    # code twice). What it faults in stays mapped: nothing trims it.
     for ((k = 0; k < MEM_INSTANCES; k++)); do
         before[$k]=$(obtained_at "${bases[$k]}")
         curl -fsS -X POST --max-time 2 "${bases[$k]}/api/v1/token/refresh" >/dev/null 2>&1

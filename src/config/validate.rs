@@ -543,7 +543,7 @@ fn health(name: &str, h: &HealthConfig, v: &mut Vec<Found>) {
         }
     }
     if !h.auth_body.is_empty() {
-        if let Err(e) = regex::Regex::new(&h.auth_body) {
+        if let Err(e) = regex_lite::Regex::new(&h.auth_body) {
             let first_line = e.to_string();
             push(
                 v,

@@ -388,12 +388,6 @@ impl<B: Broker> Keeper<B> {
                     }
                 }
             }
-            // A login or validation runs the TLS and HTTP client code once and rarely: give
-            // those code pages back rather than keep them resident until the next minute's
-            // trim (`crate::memtrim`). Real processes only, not simulations.
-            if matches!(self.clock, Clock::System) {
-                crate::memtrim::trim_own_code();
-            }
         }
     }
 
