@@ -21,31 +21,8 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, Notify};
 
-/// How a process ended. Serialises as `{"code": N}` or `{"signal": N}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExitStatus {
-    Code(i32),
-    Signal(i32),
-}
-
-impl ExitStatus {
-    pub fn success(self) -> bool {
-        self == ExitStatus::Code(0)
-    }
-}
-
-impl std::fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signal(s) => match nix::sys::signal::Signal::try_from(*s) {
-                Ok(sig) => write!(f, "signal {sig}"),
-                Err(_) => write!(f, "signal {s}"),
-            },
-        }
-    }
-}
+/// How a process ended (the model owns the type).
+pub use crate::model::ExitStatus;
 
 #[derive(Default)]
 struct Routes {

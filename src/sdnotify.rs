@@ -35,9 +35,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::program::ProgramState;
-use crate::supervisor::ProgramsView;
-use crate::token::keeper::{TokenState, TokenStatus};
+use crate::model::{ProgramState, ProgramsView, TokenState, TokenStatus};
 
 /// `READY=1` is sent at the latest this long after [`spawn`], whatever the programs do.
 pub const READY_GRACE: Duration = Duration::from_secs(60);
@@ -312,16 +310,7 @@ pub async fn report(
 /// a person moves it on (`backoff`, `exited`, `fatal`). Health is not required: a backend
 /// that answers 403 while the token waits for a manual login is up.
 pub fn all_up(programs: &ProgramsView) -> bool {
-    programs.values().all(|p| {
-        p.pid.is_some()
-            || matches!(
-                p.state,
-                ProgramState::Running
-                    | ProgramState::Backoff
-                    | ProgramState::Exited
-                    | ProgramState::Fatal
-            )
-    })
+    crate::model::readiness::started(programs)
 }
 
 /// The one-line summary for `STATUS=`:
@@ -362,7 +351,7 @@ pub fn status_line(
 
 fn token_phrase(t: &TokenStatus, ctx: &StatusContext) -> String {
     match t.state {
-        TokenState::Valid => match t.expires_at.as_deref().and_then(|e| local_time(e, &ctx.tz)) {
+        TokenState::Valid => match t.expires_at.map(|e| local_time(e, &ctx.tz)) {
             Some(at) => format!("token valid until {at}"),
             None => "token valid".to_string(),
         },
@@ -374,9 +363,8 @@ fn token_phrase(t: &TokenStatus, ctx: &StatusContext) -> String {
 }
 
 /// `2025-01-02T00:30:00Z` → `06:00 IST` in Asia/Kolkata.
-fn local_time(rfc3339: &str, tz: &TimeZone) -> Option<String> {
-    let ts: jiff::Timestamp = rfc3339.parse().ok()?;
-    Some(ts.to_zoned(tz.clone()).strftime("%H:%M %Z").to_string())
+fn local_time(ts: jiff::Timestamp, tz: &TimeZone) -> String {
+    ts.to_zoned(tz.clone()).strftime("%H:%M %Z").to_string()
 }
 
 #[cfg(test)]
@@ -421,9 +409,8 @@ mod tests {
     fn local_time_uses_zone_abbreviation() {
         let ist = TimeZone::get("Asia/Kolkata").unwrap();
         assert_eq!(
-            local_time("2025-01-02T00:30:00Z", &ist).as_deref(),
-            Some("06:00 IST")
+            local_time("2025-01-02T00:30:00Z".parse().unwrap(), &ist),
+            "06:00 IST"
         );
-        assert_eq!(local_time("yesterday", &ist), None);
     }
 }

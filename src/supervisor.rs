@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde::Serialize;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,10 +19,12 @@ use crate::config::{self, Config, ProgramConfig};
 use crate::handover::{Verdict, Verification};
 use crate::health::{HealthEvent, ProbeHandle};
 use crate::metrics::Metrics;
+use crate::model::time::now_second;
+use crate::model::ProgramState;
 use crate::notify::{Notifier, NotifyEvent};
 use crate::program::actor::ProgramActor;
-use crate::program::{Control, ProgramEvent, ProgramState, RestartReason};
-use crate::reaper::{ExitStatus, Reaper};
+use crate::program::{Control, ProgramEvent, RestartReason};
+use crate::reaper::Reaper;
 use crate::token::keeper::{Keeper, KeeperEvent, KeeperHandle, KeeperMsg, KeeperSetup, Trigger};
 use std::sync::atomic::AtomicU64;
 
@@ -32,24 +33,7 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 /// After the shutdown budget, how long SIGKILLed groups get to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// SPEC §5 health states (defined with the probes, which produce them).
-pub use crate::health::Health;
-
-/// One row of `/api/v1/status`'s `programs`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProgramStatus {
-    pub name: String,
-    pub state: ProgramState,
-    pub pid: Option<i32>,
-    pub restarts: u64,
-    pub health: Health,
-    /// RFC 3339 time of the last state change.
-    pub since: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_exit: Option<ExitStatus>,
-}
-
-pub type ProgramsView = BTreeMap<String, ProgramStatus>;
+pub use crate::model::{Health, ProgramStatus, ProgramsView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -98,13 +82,6 @@ pub struct Supervisor {
     token_settled: bool,
     health_tx: UnboundedSender<HealthEvent>,
     health_rx: UnboundedReceiver<HealthEvent>,
-}
-
-fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 impl Supervisor {
@@ -179,15 +156,7 @@ impl Supervisor {
                 verification: None,
             },
         );
-        let status = ProgramStatus {
-            name: name.clone(),
-            state: ProgramState::Stopped,
-            pid: None,
-            restarts: 0,
-            health: Health::Unknown,
-            since: now_rfc3339(),
-            last_exit: None,
-        };
+        let status = ProgramStatus::new(&name, now_second());
         self.view.send_modify(|v| {
             v.insert(name, status);
         });
@@ -197,17 +166,8 @@ impl Supervisor {
         self.view.borrow().get(name).cloned()
     }
 
-    /// A dependency is satisfied by a program that is running (and healthy, when it has a
-    /// health check: it is `starting` until then) or that ran to a successful end.
     fn dependency_ready(&self, name: &str) -> bool {
-        match self.status(name) {
-            Some(s) => {
-                s.state == ProgramState::Running
-                    || (s.state == ProgramState::Exited
-                        && s.last_exit.is_some_and(ExitStatus::success))
-            }
-            None => false,
-        }
+        self.status(name).is_some_and(|s| s.satisfies_dependency())
     }
 
     fn start_ready(&mut self) {
@@ -241,7 +201,7 @@ impl Supervisor {
                 self.view.send_modify(|v| {
                     if let Some(s) = v.get_mut(&name) {
                         if s.state != state {
-                            s.since = now_rfc3339();
+                            s.since = now_second();
                         }
                         s.state = state;
                         s.pid = pid;
@@ -356,7 +316,7 @@ impl Supervisor {
                 s.health = ev.health;
                 if ev.health == Health::Healthy && s.state == ProgramState::Starting {
                     s.state = ProgramState::Running;
-                    s.since = now_rfc3339();
+                    s.since = now_second();
                 }
             }
         });
@@ -514,7 +474,7 @@ impl Supervisor {
         let view = self.view.borrow().clone();
         let verify_timeout = self.token_verify_timeout();
         for (name, e) in self.entries.iter_mut() {
-            let Some(pid) = view.get(name).and_then(running_pid) else {
+            let Some(pid) = view.get(name).and_then(ProgramStatus::running_pid) else {
                 continue;
             };
             if e.gone || e.generation >= generation {
@@ -655,7 +615,7 @@ impl Supervisor {
     fn forward(&self, sig: Signal) {
         let view = self.view.borrow();
         for (name, e) in &self.entries {
-            let Some(pid) = view.get(name).and_then(running_pid) else {
+            let Some(pid) = view.get(name).and_then(ProgramStatus::running_pid) else {
                 continue;
             };
             if !e.gone {
@@ -848,12 +808,6 @@ impl Supervisor {
             let _ = e.control.send(Control::Kill);
         }
     }
-}
-
-/// The pid of a program that is up (`running` or `starting`), the only ones signals reach.
-fn running_pid(s: &ProgramStatus) -> Option<i32> {
-    s.pid
-        .filter(|_| matches!(s.state, ProgramState::Running | ProgramState::Starting))
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -99,7 +99,7 @@ fn program(name: &str, state: ProgramState, pid: Option<i32>) -> (String, Progra
             pid,
             restarts: 0,
             health: Health::Unknown,
-            since: String::new(),
+            since: jiff::Timestamp::UNIX_EPOCH,
             last_exit: None,
         },
     )
@@ -122,7 +122,7 @@ fn ctx(grace: Duration) -> StatusContext {
 fn token(state: TokenState, expires_at: Option<&str>) -> TokenStatus {
     TokenStatus {
         state,
-        expires_at: expires_at.map(str::to_string),
+        expires_at: expires_at.map(|e| e.parse().unwrap()),
         ..TokenStatus::default()
     }
 }

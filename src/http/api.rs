@@ -10,9 +10,8 @@ use tokio::sync::oneshot;
 
 use super::page::{health_str, token_state_str};
 use super::{AppState, Request};
-use crate::program::ProgramState;
-use crate::supervisor::{Health, ProgramStatus};
-use crate::token::keeper::TokenState;
+use crate::model::readiness::readiness;
+use crate::model::ProgramState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -42,13 +41,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
 async fn readyz(State(st): State<AppState>) -> Response {
     let token = st.keeper.as_ref().map(|k| k.status.borrow().state);
     let programs = st.programs.borrow().clone();
-    let not_ready: Vec<_> = programs.values().filter(|p| !program_ready(p)).collect();
-    let token_ok = token.is_none_or(|t| t == TokenState::Valid);
-    // Fleet mode reports the shared store here without letting it decide readiness: a Redis
-    // outage leaves every warden running on its last token, and pulling every replica out of
-    // service for it would turn a store blip into an outage.
+    let ready = readiness(&programs, token);
+    // Fleet mode reports the shared store here without letting it decide readiness.
     let store = fleet_store(&st);
-    if not_ready.is_empty() && token_ok {
+    let not_ready = &ready.not_ready;
+    if ready.is_ready() {
         let mut body = json!({"ready": true});
         if let Some(s) = store {
             body["store"] = s;
@@ -60,7 +57,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
     let mut reasons: Vec<String> = not_ready
         .iter()
         .map(|p| {
-            let sick = !matches!(p.health, Health::Healthy | Health::Unknown);
+            let sick = !p.health.is_ok();
             match (p.state, sick) {
                 (ProgramState::Running, _) => {
                     format!("{} is running but {}", p.name, health_str(p.health))
@@ -70,7 +67,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
             }
         })
         .collect();
-    if let Some(t) = token.filter(|_| !token_ok) {
+    if let Some(t) = ready.token_blocking {
         reasons.push(format!("token is {}", token_state_str(t)));
     }
     let programs: Vec<_> = not_ready
@@ -93,14 +90,6 @@ async fn readyz(State(st): State<AppState>) -> Response {
 fn fleet_store(st: &AppState) -> Option<serde_json::Value> {
     let f = st.keeper.as_ref()?.fleet.as_ref()?;
     serde_json::to_value(&*f.borrow()).ok()
-}
-
-/// Ready: not fatal, not between starts, and not failing its health check.
-fn program_ready(p: &ProgramStatus) -> bool {
-    !matches!(
-        p.state,
-        ProgramState::Fatal | ProgramState::Starting | ProgramState::Backoff
-    ) && matches!(p.health, Health::Healthy | Health::Unknown)
 }
 
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {

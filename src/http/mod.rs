@@ -16,7 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Secret;
-use crate::supervisor::ProgramsView;
+use crate::model::ProgramsView;
 
 /// Requests from HTTP handlers to the supervisor loop.
 #[derive(Debug)]

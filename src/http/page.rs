@@ -16,10 +16,9 @@ use axum::Router;
 use jiff::Timestamp;
 
 use super::AppState;
-use crate::program::ProgramState;
-use crate::supervisor::{Health, ProgramStatus};
+use crate::model::{Health, ProgramState, ProgramStatus};
+use crate::model::{TokenState, TokenStatus};
 use crate::token::fleet::{FleetStatus, Role};
-use crate::token::keeper::{TokenState, TokenStatus};
 
 /// How often the page reloads itself.
 pub const REFRESH_SECS: u32 = 10;
@@ -99,22 +98,11 @@ pub fn program_state_str(s: ProgramState) -> &'static str {
 }
 
 pub fn health_str(h: Health) -> &'static str {
-    match h {
-        Health::Unknown => "unknown",
-        Health::Healthy => "healthy",
-        Health::Unhealthy => "unhealthy",
-        Health::AuthFailed => "auth_failed",
-    }
+    h.as_str()
 }
 
 pub fn token_state_str(s: TokenState) -> &'static str {
-    match s {
-        TokenState::Valid => "valid",
-        TokenState::Expired => "expired",
-        TokenState::Refreshing => "refreshing",
-        TokenState::NeedsLogin => "needs_login",
-        TokenState::Unknown => "unknown",
-    }
+    s.as_str()
 }
 
 /// A person must log in: the states in which the page offers the "Log in with Kite" button.
@@ -164,10 +152,6 @@ fn tone_token(s: TokenState) -> &'static str {
         TokenState::Refreshing | TokenState::Unknown => "warn",
         TokenState::Expired | TokenState::NeedsLogin => "bad",
     }
-}
-
-fn parse_time(s: &str) -> Option<Timestamp> {
-    s.parse().ok()
 }
 
 /// `<time>` in UTC as sent; the script rewrites it in the reader's zone.
@@ -287,7 +271,7 @@ fn token_card(out: &mut String, p: &Page<'_>) {
         r#"<div class="headline">{}"#,
         badge(tone_token(t.state), &state.replace('_', " "))
     );
-    if let Some(exp) = t.expires_at.as_deref().and_then(parse_time) {
+    if let Some(exp) = t.expires_at {
         let verb = if exp > p.now { "expires" } else { "expired" };
         let _ = write!(
             out,
@@ -312,17 +296,17 @@ fn token_card(out: &mut String, p: &Page<'_>) {
     if let Some(u) = &t.user_id {
         row(out, "User", escape(u).into_owned());
     }
-    if let Some(x) = t.obtained_at.as_deref().and_then(parse_time) {
+    if let Some(x) = t.obtained_at {
         let via = t
             .source
             .map(|s| format!(" via {}", escape(s)))
             .unwrap_or_default();
         row(out, "Obtained", format!("{}{via}", time_el(x)));
     }
-    if let Some(x) = t.expires_at.as_deref().and_then(parse_time) {
+    if let Some(x) = t.expires_at {
         row(out, "Expires", time_el(x));
     }
-    if let Some(x) = t.next_refresh_at.as_deref().and_then(parse_time) {
+    if let Some(x) = t.next_refresh_at {
         row(
             out,
             "Next refresh",
@@ -411,7 +395,8 @@ fn programs_card(out: &mut String, p: &Page<'_>) {
         if let Some(pid) = s.pid {
             let _ = write!(out, r#"<span>pid {pid}</span>"#);
         }
-        if let Some(since) = parse_time(&s.since) {
+        {
+            let since = s.since;
             let word = if s.state == ProgramState::Running {
                 "up"
             } else {
@@ -511,7 +496,7 @@ mod tests {
             pid: Some(4242),
             restarts: 2,
             health,
-            since: "2024-05-01T10:00:00Z".into(),
+            since: "2024-05-01T10:00:00Z".parse().unwrap(),
             last_exit: None,
         }
     }
@@ -520,9 +505,9 @@ mod tests {
         TokenStatus {
             state,
             user_id: Some("AB1234".into()),
-            obtained_at: Some("2024-05-01T03:00:00Z".into()),
-            expires_at: Some("2024-05-02T00:30:00Z".into()),
-            next_refresh_at: Some("2024-05-02T00:35:00Z".into()),
+            obtained_at: Some("2024-05-01T03:00:00Z".parse().unwrap()),
+            expires_at: Some("2024-05-02T00:30:00Z".parse().unwrap()),
+            next_refresh_at: Some("2024-05-02T00:35:00Z".parse().unwrap()),
             last_error: None,
             source: Some("totp"),
             login: Some("totp"),
