@@ -3,6 +3,7 @@
 pub mod client;
 pub mod config;
 pub mod config_watch;
+pub mod control;
 pub mod handover;
 pub mod health;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod memtrim;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod present;
 pub mod process_group;
 pub mod program;
 pub mod reaper;

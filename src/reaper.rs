@@ -29,6 +29,16 @@ struct Routes {
     waiters: HashMap<i32, oneshot::Sender<ExitStatus>>,
 }
 
+/// How many orphans the reaper has collected; read-only.
+#[derive(Clone, Debug, Default)]
+pub struct OrphanCounter(Arc<AtomicU64>);
+
+impl OrphanCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Shared handle to the reaper. Cheap to clone.
 #[derive(Clone)]
 pub struct Reaper {
@@ -121,6 +131,11 @@ impl Reaper {
     /// Orphans (processes we did not spawn) reaped so far.
     pub fn orphans_reaped(&self) -> u64 {
         self.orphans.load(Ordering::Relaxed)
+    }
+
+    /// A read-only view of the orphan count, for status readers that must not hold the reaper.
+    pub fn orphan_counter(&self) -> OrphanCounter {
+        OrphanCounter(self.orphans.clone())
     }
 
     /// Resolves after the next drain that collected something.

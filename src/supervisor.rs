@@ -432,16 +432,16 @@ impl Supervisor {
         self.start_ready();
     }
 
-    fn on_request(&mut self, req: crate::http::Request) {
+    fn on_request(&mut self, req: crate::control::Request) {
         match req {
-            crate::http::Request::Restart { name, reply } => {
+            crate::control::Request::Restart { name, reply } => {
                 let ok = self.restart(&name, RestartReason::Manual);
                 if ok {
                     tracing::info!(program = %name, "restart requested");
                 }
                 let _ = reply.send(ok);
             }
-            crate::http::Request::RefreshToken => self.request_refresh(Trigger::Api),
+            crate::control::Request::RefreshToken => self.request_refresh(Trigger::Api),
         }
     }
 
@@ -655,14 +655,21 @@ impl Supervisor {
         };
         self.start_keeper();
         let (req_tx, mut requests) = unbounded_channel();
+        let kite = self.cfg.token.as_ref().and_then(|t| t.kite.as_ref());
         let app = crate::http::AppState {
-            programs: self.view(),
-            requests: req_tx,
+            views: crate::control::Views {
+                programs: self.view(),
+                token: self.keeper.as_ref().map(|k| k.status.clone()),
+                store: self.keeper.as_ref().and_then(|k| k.fleet.clone()),
+                orphans: self.reaper.orphan_counter(),
+            },
+            control: crate::control::Control::new(
+                req_tx,
+                self.keeper.as_ref().map(|k| k.tx.clone()),
+            ),
             api_token: self.cfg.http.api_token().cloned(),
-            reaper: self.reaper.clone(),
             metrics: self.metrics.clone(),
-            keeper: self.keeper.clone(),
-            kite: self.cfg.token.as_ref().and_then(|t| t.kite.clone()),
+            login: kite.map(crate::http::login::LoginLink::from_kite),
             login_states: std::sync::Arc::new(crate::token::login_state::LoginStates::new(
                 self.cfg.token.as_ref().and_then(|t| t.kite.as_ref()),
                 self.keeper.as_ref().and_then(|k| k.fleet_store.clone()),

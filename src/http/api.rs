@@ -6,12 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::oneshot;
 
-use super::page::{health_str, token_state_str};
-use super::{AppState, Request};
+use super::AppState;
+use crate::control::{ControlError, Snapshot};
 use crate::model::readiness::readiness;
-use crate::model::ProgramState;
+use crate::model::TokenState;
+use crate::present::not_ready_reason;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,11 +39,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
-    let token = st.keeper.as_ref().map(|k| k.status.borrow().state);
-    let programs = st.programs.borrow().clone();
-    let ready = readiness(&programs, token);
+    let snap = st.views.snapshot();
+    let token = snap.token.as_ref().map(|t| t.state);
+    let ready = readiness(&snap.programs, token);
     // Fleet mode reports the shared store here without letting it decide readiness.
-    let store = fleet_store(&st);
+    let store = fleet_store(&snap);
     let not_ready = &ready.not_ready;
     if ready.is_ready() {
         let mut body = json!({"ready": true});
@@ -52,33 +52,15 @@ async fn readyz(State(st): State<AppState>) -> Response {
         }
         return (StatusCode::OK, Json(body)).into_response();
     }
-    // One phrase per problem, naming the program or the token state, e.g.
-    // "backend is running but unhealthy; token is needs_login".
-    let mut reasons: Vec<String> = not_ready
-        .iter()
-        .map(|p| {
-            let sick = !p.health.is_ok();
-            match (p.state, sick) {
-                (ProgramState::Running, _) => {
-                    format!("{} is running but {}", p.name, health_str(p.health))
-                }
-                (s, true) => format!("{} is {} and {}", p.name, s.as_str(), health_str(p.health)),
-                (s, false) => format!("{} is {}", p.name, s.as_str()),
-            }
-        })
-        .collect();
-    if let Some(t) = ready.token_blocking {
-        reasons.push(format!("token is {}", token_state_str(t)));
-    }
     let programs: Vec<_> = not_ready
         .iter()
         .map(|p| json!({"program": p.name, "state": p.state, "health": p.health}))
         .collect();
     let mut body = json!({
         "ready": false,
-        "reason": reasons.join("; "),
+        "reason": not_ready_reason(&ready),
         "programs": programs,
-        "token": token.map(token_state_str),
+        "token": token.map(TokenState::as_str),
     });
     if let Some(s) = store {
         body["store"] = s;
@@ -87,16 +69,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// `{"kind": "redis", "up": …, "role": …, …}` in fleet mode.
-fn fleet_store(st: &AppState) -> Option<serde_json::Value> {
-    let f = st.keeper.as_ref()?.fleet.as_ref()?;
-    serde_json::to_value(&*f.borrow()).ok()
+fn fleet_store(snap: &Snapshot) -> Option<serde_json::Value> {
+    serde_json::to_value(snap.store.as_ref()?).ok()
 }
 
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let programs: Vec<_> = st.programs.borrow().values().cloned().collect();
-    let token = st.keeper.as_ref().map(|k| {
-        let mut t = serde_json::to_value(&*k.status.borrow()).unwrap_or_default();
-        if let Some(s) = fleet_store(&st) {
+    let snap = st.views.snapshot();
+    let programs: Vec<_> = snap.programs.values().collect();
+    let token = snap.token.as_ref().map(|tok| {
+        let mut t = serde_json::to_value(tok).unwrap_or_default();
+        if let Some(s) = fleet_store(&snap) {
             t["store"] = s;
         }
         t
@@ -107,7 +89,7 @@ async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
         "warden": {
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
-            "orphans_reaped": st.reaper.orphans_reaped(),
+            "orphans_reaped": snap.orphans_reaped,
         },
     }))
 }
@@ -145,28 +127,14 @@ async fn restart(
     if !authorized(&st, &headers) {
         return unauthorized();
     }
-    let (reply, rx) = oneshot::channel();
-    if st
-        .requests
-        .send(Request::Restart {
-            name: name.clone(),
-            reply,
-        })
-        .is_err()
-    {
-        return (
+    match st.control.restart(&name).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"restarting": name}))).into_response(),
+        Err(e @ ControlError::ShuttingDown) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "warden is shutting down"})),
-        )
-            .into_response();
-    }
-    match rx.await {
-        Ok(true) => (StatusCode::ACCEPTED, Json(json!({"restarting": name}))).into_response(),
-        _ => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no program named {name:?}")})),
+            Json(json!({"error": e.to_string()})),
         )
             .into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response(),
     }
 }
 
@@ -174,6 +142,7 @@ async fn refresh(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if !authorized(&st, &headers) {
         return unauthorized();
     }
-    let _ = st.requests.send(Request::RefreshToken);
+    // Accepted even while stopping, as before: the keeper's rules decide what happens.
+    let _ = st.control.refresh();
     (StatusCode::ACCEPTED, Json(json!({"refresh": "started"}))).into_response()
 }

@@ -12,33 +12,25 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::{oneshot, watch};
 
 use crate::config::Secret;
-use crate::model::ProgramsView;
+use crate::control::{Control, Views};
 
-/// Requests from HTTP handlers to the supervisor loop.
-#[derive(Debug)]
-pub enum Request {
-    /// Restart a program; the reply says whether it exists.
-    Restart {
-        name: String,
-        reply: oneshot::Sender<bool>,
-    },
-    /// Refresh the token now (single-flight in the keeper).
-    RefreshToken,
-}
+/// Kept importable from here; the control handle owns it.
+pub use crate::control::Request;
 
+/// What handlers hold: the model's views, the typed control handle, and what rendering and
+/// the login flow need. No supervisor, reaper or keeper internals.
 #[derive(Clone)]
 pub struct AppState {
-    pub programs: watch::Receiver<ProgramsView>,
-    pub requests: UnboundedSender<Request>,
+    pub views: Views,
+    pub control: Control,
+    /// Bearer token the mutating endpoints require, when configured.
     pub api_token: Option<Secret>,
-    pub reaper: crate::reaper::Reaper,
+    /// Rendered by `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    pub keeper: Option<crate::token::keeper::KeeperHandle>,
-    pub kite: Option<crate::config::KiteConfig>,
+    /// Where `/login` sends the browser; `None` without `[token.kite]`.
+    pub login: Option<login::LoginLink>,
     /// Manual-login `state`s: issued by `/login`, spent by `/kite/callback`.
     pub login_states: std::sync::Arc<crate::token::login_state::LoginStates>,
 }

@@ -28,18 +28,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn index(State(st): State<AppState>) -> Response {
-    let programs: Vec<ProgramStatus> = st.programs.borrow().values().cloned().collect();
-    let token = st.keeper.as_ref().map(|k| k.status.borrow().clone());
-    let store = st
-        .keeper
-        .as_ref()
-        .and_then(|k| k.fleet.as_ref())
-        .map(|f| f.borrow().clone());
+    let snap = st.views.snapshot();
+    let programs: Vec<ProgramStatus> = snap.programs.into_values().collect();
     let html = render(&Page {
         programs: &programs,
-        token: token.as_ref(),
-        store: store.as_ref(),
-        manual_login: st.kite.is_some(),
+        token: snap.token.as_ref(),
+        store: snap.store.as_ref(),
+        manual_login: st.login.is_some(),
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
     });
@@ -105,28 +100,7 @@ pub fn token_state_str(s: TokenState) -> &'static str {
     s.as_str()
 }
 
-/// A person must log in: the states in which the page offers the "Log in with Kite" button.
-pub fn login_needed(s: TokenState) -> bool {
-    matches!(
-        s,
-        TokenState::NeedsLogin | TokenState::Expired | TokenState::Unknown
-    )
-}
-
-/// `5s`, `4m 07s`, `3h 05m`, `2d 4h`: short and stable in width, like the script's ticks.
-pub fn human_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m, x) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m:02}m")
-    } else if m > 0 {
-        format!("{m}m {x:02}s")
-    } else {
-        format!("{x}s")
-    }
-}
+pub use crate::present::{human_duration, login_needed};
 
 /// Badge colour class for a word.
 fn tone_program(s: ProgramState) -> &'static str {
@@ -166,12 +140,7 @@ fn time_el(t: Timestamp) -> String {
 
 /// "in 3h 05m" / "4m 10s ago", ticking when the script runs.
 fn countdown_el(until: Timestamp, now: Timestamp) -> String {
-    let left = until.as_second() - now.as_second();
-    let text = if left >= 0 {
-        format!("in {}", human_duration(left))
-    } else {
-        format!("{} ago", human_duration(-left))
-    };
+    let text = crate::present::countdown(until, now);
     format!(r#"<span data-until="{until}">{text}</span>"#)
 }
 
@@ -405,7 +374,7 @@ fn programs_card(out: &mut String, p: &Page<'_>) {
             let _ = write!(
                 out,
                 r#"<span>{word} <span data-since="{since}">{}</span></span>"#,
-                human_duration(p.now.as_second() - since.as_second())
+                crate::present::elapsed(since, p.now)
             );
         }
         let _ = write!(

@@ -25,6 +25,19 @@ impl TokenState {
             TokenState::Unknown => "unknown",
         }
     }
+
+    /// The state a status JSON names (`"needs_login"` → `NeedsLogin`).
+    pub fn from_name(name: &str) -> Option<TokenState> {
+        [
+            TokenState::Valid,
+            TokenState::Expired,
+            TokenState::Refreshing,
+            TokenState::NeedsLogin,
+            TokenState::Unknown,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
 }
 
 /// The `token` object of `/api/v1/status`. Never holds the token itself.
@@ -72,6 +85,7 @@ mod tests {
             TokenState::Unknown,
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(TokenState::from_name(s.as_str()), Some(s));
         }
     }
 }
