@@ -37,12 +37,31 @@ pub use crate::model::{Health, ProgramStatus, ProgramsView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-    #[error("cannot start the reaper: {0}")]
-    Reaper(std::io::Error),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+}
+
+/// What `main` (the composition root) builds and hands in: the supervisor builds none of it.
+pub struct Parts {
+    pub reaper: Reaper,
+    /// Already wired to the reaper and the notifier.
+    pub metrics: Arc<Metrics>,
+    pub notifier: Notifier,
+    /// The HTTP listener, bound by the caller (a busy port fails start-up before anything runs).
+    pub listener: tokio::net::TcpListener,
+    /// Signal numbers from `crate::signals::listen`, installed by the caller.
+    pub signals: UnboundedReceiver<i32>,
+    /// The token keeper's peers; `None` when warden keeps no token.
+    pub token: Option<TokenParts>,
+}
+
+/// The broker client and, in fleet mode, the started fleet the keeper works with.
+pub struct TokenParts {
+    pub broker: crate::token::broker::KiteBroker,
+    pub fleet: Option<(
+        crate::token::fleet::Fleet,
+        UnboundedReceiver<crate::token::fleet::FleetEvent>,
+    )>,
 }
 
 struct Entry {
@@ -78,6 +97,10 @@ pub struct Supervisor {
     keeper: Option<KeeperHandle>,
     keeper_tx: UnboundedSender<KeeperEvent>,
     keeper_rx: UnboundedReceiver<KeeperEvent>,
+    /// Taken when the keeper starts.
+    token_parts: Option<TokenParts>,
+    listener: Option<tokio::net::TcpListener>,
+    signals: Option<UnboundedReceiver<i32>>,
     /// The keeper finished its start-up check: programs that read the token may start.
     token_settled: bool,
     health_tx: UnboundedSender<HealthEvent>,
@@ -85,18 +108,25 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(cfg: Config, reaper: Reaper) -> Self {
+    pub fn new(cfg: Config, parts: Parts) -> Self {
         let (events_tx, events) = unbounded_channel();
         let (view, _) = watch::channel(ProgramsView::new());
         let (health_tx, health_rx) = unbounded_channel();
         let (keeper_tx, keeper_rx) = unbounded_channel();
-        let metrics = Arc::new(Metrics::new());
-        reaper.set_metrics(metrics.clone());
-        let notifier = Notifier::new(&cfg.notify);
-        notifier.set_metrics(&metrics);
+        let Parts {
+            reaper,
+            metrics,
+            notifier,
+            listener,
+            signals,
+            token,
+        } = parts;
         let mut sup = Supervisor {
             metrics,
             notifier,
+            token_parts: token,
+            listener: Some(listener),
+            signals: Some(signals),
             token_generation: Arc::new(AtomicU64::new(0)),
             keeper: None,
             keeper_tx,
@@ -547,25 +577,15 @@ impl Supervisor {
         let Some(tcfg) = self.cfg.token.clone() else {
             return;
         };
-        if tcfg.provider == crate::config::TokenProviderKind::None {
+        let Some(TokenParts { broker, fleet }) = self.token_parts.take() else {
             return;
-        }
+        };
         let config_dir = self
             .cfg
             .source
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
-        let fleet = match self.start_fleet(&tcfg) {
-            Ok(f) => f,
-            Err(e) => {
-                // Logging in without the fleet lock would kill the other wardens' token.
-                tracing::error!(
-                    "fleet mode cannot start ({e}); this warden will not manage the token"
-                );
-                return;
-            }
-        };
         let setup = KeeperSetup {
             fleet,
             cfg: tcfg,
@@ -579,27 +599,7 @@ impl Supervisor {
             clock: crate::token::clock::Clock::System,
             watch_env_file: true,
         };
-        let broker = crate::token::broker::KiteBroker::new(
-            self.cfg.token.as_ref().and_then(|t| t.kite.clone()),
-        );
         self.keeper = Some(Keeper::spawn(setup, broker, self.keeper_tx.clone()));
-    }
-
-    fn start_fleet(
-        &self,
-        tcfg: &crate::config::TokenConfig,
-    ) -> Result<
-        Option<(
-            crate::token::fleet::Fleet,
-            UnboundedReceiver<crate::token::fleet::FleetEvent>,
-        )>,
-        crate::token::fleet::FleetError,
-    > {
-        if tcfg.store.kind != crate::config::StoreKind::Redis {
-            return Ok(None);
-        }
-        let kite = tcfg.kite.clone().unwrap_or_default();
-        crate::token::fleet::Fleet::start(&tcfg.store, &kite, self.metrics.clone()).map(Some)
     }
 
     /// Fleet mode: hand the lock over now, so a successor need not wait for its TTL.
@@ -640,8 +640,8 @@ impl Supervisor {
 
     /// Run until SIGTERM/SIGINT, then stop everything in reverse dependency order.
     pub async fn run(mut self) -> Result<(), SupervisorError> {
-        let (sig_tx, mut signals) = unbounded_channel();
-        crate::signals::listen(sig_tx).map_err(SupervisorError::Signals)?;
+        // `run` consumes the supervisor, so the receiver is always there to take.
+        let mut signals = self.signals.take().unwrap_or_else(|| unbounded_channel().1);
         let (watch_tx, mut config_changes) = unbounded_channel();
         let _watch = match crate::config_watch::watch(&self.cfg.source, watch_tx) {
             Ok(w) => Some(w),
@@ -675,7 +675,9 @@ impl Supervisor {
                 self.keeper.as_ref().and_then(|k| k.fleet_store.clone()),
             )),
         };
-        crate::http::serve(self.cfg.http.listen, &self.cfg.http.public_url, app).await?;
+        if let Some(listener) = self.listener.take() {
+            crate::http::serve(listener, &self.cfg.http.public_url, app)?;
+        }
         tracing::info!(
             programs = self.entries.len(),
             "warden {} supervising",

@@ -37,6 +37,8 @@ pub struct AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("the HTTP listener has no local address: {source}")]
+    Local { source: std::io::Error },
     #[error("cannot listen on {addr}: {source} (set [http] listen to a free address)")]
     Bind {
         addr: SocketAddr,
@@ -56,19 +58,23 @@ pub fn router(state: AppState) -> Router {
         ))
 }
 
-/// Bind now (so a busy port fails start-up), serve in the background. Returns the bound address.
+/// Bind `[http] listen` (the composition root does, so a busy port fails start-up).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })
+}
+
+/// Serve on a bound listener in the background. Returns its address.
 /// `public_url` is the configured one ("" when unset): its origin counts as warden's own.
-pub async fn serve(
-    addr: SocketAddr,
+pub fn serve(
+    listener: TcpListener,
     public_url: &str,
     state: AppState,
 ) -> Result<SocketAddr, HttpError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError::Bind { addr, source })?;
     let local = listener
         .local_addr()
-        .map_err(|source| HttpError::Bind { addr, source })?;
+        .map_err(|source| HttpError::Local { source })?;
     let app = router(state);
     let guard = guard::Guard::new(local, public_url);
     tokio::spawn(listener::serve(listener, app, guard));
