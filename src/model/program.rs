@@ -102,7 +102,7 @@ impl std::fmt::Display for ExitStatus {
 }
 
 /// One row of `/api/v1/status`'s `programs`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProgramStatus {
     pub name: String,
     pub state: ProgramState,

@@ -39,7 +39,7 @@ impl RestartReason {
 }
 
 /// What the supervisor tells a program actor.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Start if not running (also leaves `fatal`, with a fresh budget).
     Start,

@@ -1,9 +1,14 @@
 //! The supervisor: one owner of all state, a `select!` loop over events.
 //!
-//! Observers (the reaper via program actors, signals, the config watcher, later probes, the
-//! token keeper and HTTP) send events here; this loop decides and sends [`Control`] messages to
-//! program actors. Nothing else mutates program state. Readers (HTTP, CLI) see a snapshot
-//! published through a `watch` channel.
+//! Observers (the reaper via program actors, signals, the config watcher, probes, the token
+//! keeper and HTTP) send events here. The decisions are made by [`decide::Core`], a synchronous
+//! state machine (`handle(event) -> effects`, unit-tested without processes); this async shell
+//! only turns messages into events and carries the effects out: [`Control`] messages to
+//! program actors, probe tasks, keeper triggers, notifications. Nothing else mutates program
+//! state. Readers (HTTP, CLI, sdnotify) see the core's projection, published through a `watch`
+//! channel; the supervisor never reads its own published view.
+
+pub mod decide;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,13 +19,10 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::OnTokenChange;
+use self::decide::{Core, Effect, Event, Now};
 use crate::config::{self, Config, ProgramConfig};
-use crate::handover::{Verdict, Verification};
 use crate::health::{HealthEvent, ProbeHandle};
 use crate::metrics::Metrics;
-use crate::model::time::now_second;
-use crate::model::ProgramState;
 use crate::notify::{Notifier, NotifyEvent};
 use crate::program::actor::ProgramActor;
 use crate::program::{Control, ProgramEvent, RestartReason};
@@ -64,21 +66,11 @@ pub struct TokenParts {
     )>,
 }
 
+/// What the shell holds for one program: the ways to reach its tasks.
 struct Entry {
-    cfg: Arc<ProgramConfig>,
     control: UnboundedSender<Control>,
-    /// The program should be running (cleared by shutdown and removal).
-    wanted: bool,
-    /// `Start` was sent since `wanted` was set.
-    start_sent: bool,
-    /// The actor has ended.
-    gone: bool,
     /// The running health probe of the current process.
     probe: Option<ProbeHandle>,
-    /// Token generation the current process has (from its spawn or its last hand-over).
-    generation: u64,
-    /// A token hand-over (signal or watch) that a probe has yet to confirm (SPEC §3.1).
-    verification: Option<Verification>,
 }
 
 pub struct Supervisor {
@@ -86,6 +78,8 @@ pub struct Supervisor {
     reaper: Reaper,
     events_tx: UnboundedSender<(String, ProgramEvent)>,
     events: UnboundedReceiver<(String, ProgramEvent)>,
+    /// The decisions and the records behind them.
+    core: Core,
     entries: BTreeMap<String, Entry>,
     /// Changed programs whose old actor is still stopping; started with this config once gone.
     replacing: BTreeMap<String, ProgramConfig>,
@@ -101,10 +95,14 @@ pub struct Supervisor {
     token_parts: Option<TokenParts>,
     listener: Option<tokio::net::TcpListener>,
     signals: Option<UnboundedReceiver<i32>>,
-    /// The keeper finished its start-up check: programs that read the token may start.
-    token_settled: bool,
     health_tx: UnboundedSender<HealthEvent>,
     health_rx: UnboundedReceiver<HealthEvent>,
+}
+
+fn verify_timeout(cfg: &Config) -> Duration {
+    cfg.token
+        .as_ref()
+        .map_or(Duration::from_secs(30), |t| t.verify_timeout)
 }
 
 impl Supervisor {
@@ -122,6 +120,7 @@ impl Supervisor {
             token,
         } = parts;
         let mut sup = Supervisor {
+            core: Core::new(verify_timeout(&cfg)),
             metrics,
             notifier,
             token_parts: token,
@@ -131,7 +130,6 @@ impl Supervisor {
             keeper: None,
             keeper_tx,
             keeper_rx,
-            token_settled: false,
             probe_client: crate::health::client(),
             health_tx,
             health_rx,
@@ -152,12 +150,25 @@ impl Supervisor {
         for (name, cfg) in programs {
             sup.add_program(name, cfg);
         }
+        sup.publish();
         sup
     }
 
     /// A live view of every program's status, for HTTP and tests.
     pub fn view(&self) -> watch::Receiver<ProgramsView> {
         self.view.subscribe()
+    }
+
+    /// Publish the core's projection (readers are only woken when it changed).
+    fn publish(&self) {
+        let next = self.core.view();
+        self.view.send_if_modified(|v| {
+            let changed = *v != next;
+            if changed {
+                *v = next;
+            }
+            changed
+        });
     }
 
     fn add_program(&mut self, name: String, cfg: ProgramConfig) {
@@ -173,112 +184,76 @@ impl Supervisor {
         );
         self.metrics.init_program(&name, cfg.health.is_some());
         tokio::spawn(actor.run());
+        self.core.add(&name, cfg, crate::model::time::now_second());
         self.entries.insert(
-            name.clone(),
+            name,
             Entry {
-                cfg,
                 control: tx,
-                wanted: true,
-                start_sent: false,
-                gone: false,
                 probe: None,
-                generation: 0,
-                verification: None,
             },
         );
-        let status = ProgramStatus::new(&name, now_second());
-        self.view.send_modify(|v| {
-            v.insert(name, status);
-        });
     }
 
-    fn status(&self, name: &str) -> Option<ProgramStatus> {
-        self.view.borrow().get(name).cloned()
-    }
-
-    fn dependency_ready(&self, name: &str) -> bool {
-        self.status(name).is_some_and(|s| s.satisfies_dependency())
-    }
-
-    fn start_ready(&mut self) {
-        let ready: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.wanted && !e.start_sent && !e.gone)
-            .filter(|(_, e)| e.cfg.depends_on.iter().all(|d| self.dependency_ready(d)))
-            // Write the token before starting the programs that read it.
-            .filter(|(_, e)| {
-                self.token_settled
-                    || self.keeper.is_none()
-                    || e.cfg.on_token_change == OnTokenChange::None
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in ready {
-            if let Some(e) = self.entries.get_mut(&name) {
-                e.start_sent = true;
-                let _ = e.control.send(Control::Start);
+    /// Carry out what the core decided.
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { program, control } => {
+                    if let Some(e) = self.entries.get(&program) {
+                        let _ = e.control.send(control);
+                    }
+                }
+                Effect::StartProbe { program, pid } => self.start_probe(&program, pid),
+                Effect::StopProbe { program } => self.stop_probe(&program),
+                Effect::ProbeHandedOver { program, at } => {
+                    if let Some(p) = self.entries.get(&program).and_then(|e| e.probe.as_ref()) {
+                        p.handed_over(at);
+                    }
+                }
+                Effect::TokenRejected { program } => {
+                    self.to_keeper(KeeperMsg::Trigger(Trigger::ProbeAuth(program)));
+                }
+                Effect::Fatal { program } => {
+                    tracing::error!(program = %program, "program is fatal");
+                    self.notifier.notify(NotifyEvent::ProgramFatal { program });
+                }
             }
         }
     }
 
+    fn handle(&mut self, event: Event) {
+        let effects = self.core.handle(Now::now(), event);
+        self.apply(effects);
+        self.publish();
+    }
+
+    fn start_ready(&mut self) {
+        let effects = self.core.start_ready();
+        self.apply(effects);
+    }
+
     fn on_program_event(&mut self, name: String, ev: ProgramEvent) {
-        match ev {
-            ProgramEvent::State { state, pid } => {
-                if !matches!(state, ProgramState::Running | ProgramState::Starting) {
-                    self.stop_probe(&name);
-                }
-                self.view.send_modify(|v| {
-                    if let Some(s) = v.get_mut(&name) {
-                        if s.state != state {
-                            s.since = now_second();
-                        }
-                        s.state = state;
-                        s.pid = pid;
-                        if state != ProgramState::Running && state != ProgramState::Starting {
-                            s.health = Health::Unknown;
-                        }
-                    }
-                });
+        match &ev {
+            ProgramEvent::State { state, .. } => {
                 self.metrics.set_program_state(&name, state.as_str());
-                self.metrics.set_program_up(
-                    &name,
-                    matches!(state, ProgramState::Running | ProgramState::Starting),
-                );
-                if state == ProgramState::Fatal {
-                    tracing::error!(program = %name, "program is fatal");
-                    self.notifier.notify(NotifyEvent::ProgramFatal {
-                        program: name.clone(),
-                    });
-                }
-            }
-            ProgramEvent::Spawned { pid, generation } => {
-                if let Some(e) = self.entries.get_mut(&name) {
-                    e.generation = generation;
-                    e.verification = None;
-                }
-                self.start_probe(&name, pid);
-            }
-            ProgramEvent::Exited { status, .. } => {
-                self.view.send_modify(|v| {
-                    if let Some(s) = v.get_mut(&name) {
-                        s.last_exit = Some(status);
-                    }
-                });
+                self.metrics.set_program_up(&name, state.is_up());
             }
             ProgramEvent::Restarting { reason } => {
                 tracing::debug!(program = %name, reason = reason.as_str(), "restarting");
                 self.metrics.inc_restart(&name, reason.as_str());
-                self.view.send_modify(|v| {
-                    if let Some(s) = v.get_mut(&name) {
-                        s.restarts += 1;
-                    }
-                });
             }
-            ProgramEvent::Signalled { pid, signal } => self.on_signalled(&name, pid, signal),
-            ProgramEvent::Gone => self.on_gone(name),
+            _ => {}
+        }
+        let gone = ev == ProgramEvent::Gone;
+        self.handle(Event::Program {
+            name: name.clone(),
+            event: ev,
+        });
+        if gone {
+            self.on_gone(name);
         }
         self.start_ready();
+        self.publish();
     }
 
     fn start_probe(&mut self, name: &str, pid: i32) {
@@ -290,15 +265,16 @@ impl Supervisor {
                 metrics.observe_health(program, result.as_str(), took.as_secs_f64());
             },
         );
+        let health = self.core.config(name).and_then(|c| c.health.clone());
         if let Some(e) = self.entries.get_mut(name) {
             if let Some(old) = e.probe.take() {
                 old.abort();
             }
-            if let Some(h) = &e.cfg.health {
+            if let Some(h) = health {
                 e.probe = Some(crate::health::spawn_probe(
                     name.to_string(),
                     pid,
-                    h.clone(),
+                    h,
                     client,
                     events,
                     Some(hook),
@@ -313,97 +289,30 @@ impl Supervisor {
         }
     }
 
-    /// A reload signal reached the program: its token hand-over starts now, and the probe
-    /// is asked for an answer from after this moment.
-    fn on_signalled(&mut self, name: &str, pid: i32, signal: Signal) {
-        let current = self.status(name).and_then(|s| s.pid);
-        let Some(e) = self.entries.get_mut(name) else {
-            return;
-        };
-        if current != Some(pid) || signal != e.cfg.reload_signal.0 {
-            return;
-        }
-        if let Some(v) = e.verification.as_mut().filter(|v| v.handed_at().is_none()) {
-            let at = Instant::now();
-            v.signal_delivered(at);
-            if let Some(p) = &e.probe {
-                p.handed_over(at);
-            }
-        }
-    }
-
     fn on_health(&mut self, ev: HealthEvent) {
-        let Some(current) = self.status(&ev.program) else {
-            return;
-        };
-        if current.pid != Some(ev.pid) {
-            return; // a probe result about a process that is already gone
-        }
-        let name = ev.program.clone();
-        let changed = current.health != ev.health;
-        self.view.send_modify(|v| {
-            if let Some(s) = v.get_mut(&name) {
-                s.health = ev.health;
-                if ev.health == Health::Healthy && s.state == ProgramState::Starting {
-                    s.state = ProgramState::Running;
-                    s.since = now_second();
-                }
-            }
+        self.handle(Event::Health {
+            name: ev.program,
+            pid: ev.pid,
+            health: ev.health,
+            sent: ev.sent,
+            detail: ev.detail,
         });
-        match ev.health {
-            Health::Healthy => {
-                if changed {
-                    tracing::info!(program = %name, "healthy ({})", ev.detail);
-                }
-                if let Some(e) = self.entries.get_mut(&name) {
-                    let verdict = e.verification.map(|v| (v.on_ok(ev.sent), v.handed_at()));
-                    if let Some((Verdict::Verified, Some(at))) = verdict {
-                        e.verification = None;
-                        tracing::info!(
-                            program = %name,
-                            "token hand-over verified: {} to a probe sent {}ms after it",
-                            ev.detail,
-                            ev.sent.saturating_duration_since(at).as_millis()
-                        );
-                    }
-                }
-            }
-            Health::Unhealthy => {
-                tracing::warn!(program = %name, "unhealthy ({}); restarting", ev.detail);
-                self.stop_probe(&name);
-                if let Some(e) = self.entries.get(&name) {
-                    let _ = e.control.send(Control::Restart(RestartReason::Unhealthy));
-                }
-            }
-            Health::AuthFailed => {
-                tracing::warn!(program = %name, "health check says the broker token is bad ({})", ev.detail);
-                self.to_keeper(KeeperMsg::Trigger(Trigger::ProbeAuth(name.clone())));
-            }
-            Health::Unknown => {}
-        }
         self.start_ready();
+        self.publish();
     }
 
+    /// The actor has ended: start a changed program's replacement, forget a removed one.
     fn on_gone(&mut self, name: String) {
-        self.stop_probe(&name);
-        if let Some(e) = self.entries.get_mut(&name) {
-            e.gone = true;
-        }
         if let Some(cfg) = self.replacing.remove(&name) {
-            let restarts = self.status(&name).map_or(0, |s| s.restarts + 1);
+            let restarts = self.core.status(&name).map_or(0, |s| s.restarts + 1);
+            self.core.remove(&name);
             self.entries.remove(&name);
             self.add_program(name.clone(), cfg);
-            self.view.send_modify(|v| {
-                if let Some(s) = v.get_mut(&name) {
-                    s.restarts = restarts;
-                }
-            });
+            self.core.set_restarts(&name, restarts);
         } else if !self.cfg.programs.contains_key(&name) {
+            self.core.remove(&name);
             self.entries.remove(&name);
             self.metrics.remove_program(&name);
-            self.view.send_modify(|v| {
-                v.remove(&name);
-            });
         }
     }
 
@@ -435,31 +344,35 @@ impl Supervisor {
             "config reloaded from {}", path.display()
         );
         for name in &d.removed {
-            if let Some(e) = self.entries.get_mut(name) {
-                e.wanted = false;
-                let _ = e.control.send(Control::Shutdown);
+            if self.core.unwant(name) {
+                self.send(name, Control::Shutdown);
             }
             self.replacing.remove(name);
         }
         for name in &d.changed {
             let cfg = new.programs[name].clone();
-            match self.entries.get_mut(name) {
-                Some(e) if !e.gone => {
-                    e.wanted = false;
-                    let _ = e.control.send(Control::Shutdown);
-                    self.replacing.insert(name.clone(), cfg);
-                }
-                _ => {
-                    self.entries.remove(name);
-                    self.add_program(name.clone(), cfg);
-                }
+            if self.core.unwant(name) {
+                self.send(name, Control::Shutdown);
+                self.replacing.insert(name.clone(), cfg);
+            } else {
+                self.core.remove(name);
+                self.entries.remove(name);
+                self.add_program(name.clone(), cfg);
             }
         }
         for name in &d.added {
             self.add_program(name.clone(), new.programs[name].clone());
         }
+        self.core.set_verify_timeout(verify_timeout(&new));
         self.cfg = new;
         self.start_ready();
+        self.publish();
+    }
+
+    fn send(&self, name: &str, control: Control) {
+        if let Some(e) = self.entries.get(name) {
+            let _ = e.control.send(control);
+        }
     }
 
     fn on_request(&mut self, req: crate::control::Request) {
@@ -491,86 +404,13 @@ impl Supervisor {
     fn on_keeper_event(&mut self, ev: KeeperEvent) {
         match ev {
             KeeperEvent::Settled => {
-                self.token_settled = true;
+                self.handle(Event::TokenSettled);
                 self.start_ready();
             }
-            KeeperEvent::TokenChanged { generation } => self.hand_over(generation),
-        }
-    }
-
-    /// Give running programs the new token (SPEC §3.1): reload signal or nothing (`watch`),
-    /// then verify with a probe if they have a health check; or restart.
-    fn hand_over(&mut self, generation: u64) {
-        let view = self.view.borrow().clone();
-        let verify_timeout = self.token_verify_timeout();
-        for (name, e) in self.entries.iter_mut() {
-            let Some(pid) = view.get(name).and_then(ProgramStatus::running_pid) else {
-                continue;
-            };
-            if e.gone || e.generation >= generation {
-                continue;
-            }
-            e.generation = generation;
-            match e.cfg.on_token_change {
-                OnTokenChange::Signal => {
-                    let sig = e.cfg.reload_signal.0;
-                    tracing::info!(program = %name, "sending {sig} for the new token");
-                    let _ = e.control.send(Control::Signal { signal: sig, pid });
-                    // Verified from the moment the actor confirms the delivery (Signalled).
-                    if e.cfg.health.is_some() {
-                        e.verification =
-                            Some(Verification::signal_pending(Instant::now(), verify_timeout));
-                    }
-                }
-                OnTokenChange::Watch => {
-                    // The keeper wrote the file before it announced the change: the program
-                    // can see the token from now on.
-                    tracing::info!(program = %name, "the new token is in the env file it watches; sending nothing");
-                    if let Some(p) = e.probe.as_ref().filter(|_| e.cfg.health.is_some()) {
-                        let at = Instant::now();
-                        e.verification = Some(Verification::handed(at, verify_timeout));
-                        p.handed_over(at);
-                    }
-                }
-                OnTokenChange::Restart => {
-                    tracing::info!(program = %name, "restarting for the new token");
-                    let _ = e.control.send(Control::Restart(RestartReason::Token));
-                }
-                OnTokenChange::None => {}
+            KeeperEvent::TokenChanged { generation } => {
+                self.handle(Event::TokenChanged { generation })
             }
         }
-    }
-
-    fn token_verify_timeout(&self) -> Duration {
-        self.cfg
-            .token
-            .as_ref()
-            .map_or(Duration::from_secs(30), |t| t.verify_timeout)
-    }
-
-    /// Programs handed a new token that answered no probe sent since with 2xx within
-    /// `verify_timeout` get restarted.
-    fn check_verifications(&mut self) {
-        let now = Instant::now();
-        let timeout = self.token_verify_timeout();
-        for (name, e) in self.entries.iter_mut() {
-            if e.verification.map(|v| v.on_tick(now)) == Some(Verdict::Restart) {
-                e.verification = None;
-                tracing::warn!(
-                    program = %name,
-                    "no 2xx answer to a probe within {} after the token hand-over; restarting",
-                    humantime::format_duration(timeout)
-                );
-                let _ = e.control.send(Control::Restart(RestartReason::Token));
-            }
-        }
-    }
-
-    fn next_verification(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .filter_map(|e| e.verification.map(|v| v.deadline()))
-            .min()
     }
 
     fn start_keeper(&mut self) {
@@ -600,6 +440,7 @@ impl Supervisor {
             watch_env_file: true,
         };
         self.keeper = Some(Keeper::spawn(setup, broker, self.keeper_tx.clone()));
+        self.core.set_token_kept(true);
     }
 
     /// Fleet mode: hand the lock over now, so a successor need not wait for its TTL.
@@ -610,31 +451,14 @@ impl Supervisor {
         Some(rx)
     }
 
-    /// SPEC §7: to every running program's process group. Each signal names the process seen
-    /// running, so the actor drops it rather than hit a replacement spawned in the meantime.
-    fn forward(&self, sig: Signal) {
-        let view = self.view.borrow();
-        for (name, e) in &self.entries {
-            let Some(pid) = view.get(name).and_then(ProgramStatus::running_pid) else {
-                continue;
-            };
-            if !e.gone {
-                tracing::debug!(program = %name, pid, "forwarding {sig}");
-                let _ = e.control.send(Control::Signal { signal: sig, pid });
-            }
-        }
-    }
-
     /// Restart one program on request (HTTP, CLI). Leaves `fatal` with a fresh budget.
     pub fn restart(&mut self, name: &str, reason: RestartReason) -> bool {
-        match self.entries.get_mut(name) {
-            Some(e) if !e.gone => {
-                e.wanted = true;
-                e.start_sent = true;
-                let _ = e.control.send(Control::Restart(reason));
+        match self.core.restart(name, reason) {
+            Some(effects) => {
+                self.apply(effects);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -691,7 +515,7 @@ impl Supervisor {
         );
         let mut reload_at: Option<Instant> = None;
         loop {
-            let verify_at = self.next_verification();
+            let verify_at = self.core.next_deadline();
             tokio::select! {
                 Some((name, ev)) = self.events.recv() => self.on_program_event(name, ev),
                 Some(sig) = signals.recv() => match sig {
@@ -710,14 +534,14 @@ impl Supervisor {
                     libc::SIGUSR1 => self.request_refresh(Trigger::Signal),
                     other => {
                         if let Ok(s) = Signal::try_from(other) {
-                            self.forward(s);
+                            self.handle(Event::Forward(s));
                         }
                     }
                 },
                 Some(req) = requests.recv() => self.on_request(req),
                 Some(ev) = self.health_rx.recv() => self.on_health(ev),
                 Some(ev) = self.keeper_rx.recv() => self.on_keeper_event(ev),
-                _ = sleep_until_opt(verify_at) => self.check_verifications(),
+                _ = sleep_until_opt(verify_at) => self.handle(Event::Tick),
                 Some(()) = config_changes.recv() => {
                     reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
                 }
@@ -737,17 +561,13 @@ impl Supervisor {
         let released = self.release_fleet_lock();
         let mut killed_at: Option<Instant> = None;
         self.replacing.clear();
-        for e in self.entries.values_mut() {
-            e.wanted = false;
+        let names: Vec<String> = self.entries.keys().cloned().collect();
+        for name in &names {
+            self.core.unwant(name);
         }
         let mut stop_sent = BTreeSet::new();
         loop {
-            let live: BTreeSet<String> = self
-                .entries
-                .iter()
-                .filter(|(_, e)| !e.gone)
-                .map(|(n, _)| n.clone())
-                .collect();
+            let live = self.core.live();
             if live.is_empty() {
                 break;
             }
@@ -756,22 +576,22 @@ impl Supervisor {
                     continue;
                 }
                 let has_live_dependent = live.iter().any(|other| {
-                    other != name && self.entries[other].cfg.depends_on.iter().any(|d| d == name)
+                    other != name
+                        && self
+                            .core
+                            .config(other)
+                            .is_some_and(|c| c.depends_on.iter().any(|d| d == name))
                 });
                 if !has_live_dependent {
-                    let _ = self.entries[name].control.send(Control::Shutdown);
+                    self.send(name, Control::Shutdown);
                     stop_sent.insert(name.clone());
                 }
             }
             let give_up = killed_at.map(|t| t + KILL_WAIT);
             tokio::select! {
                 Some((name, ev)) = self.events.recv() => {
-                    if let ProgramEvent::Gone = ev {
-                        if let Some(e) = self.entries.get_mut(&name) {
-                            e.gone = true;
-                        }
-                    }
-                    self.on_program_event_during_shutdown(name, ev);
+                    self.core.observe_during_shutdown(&name, &ev);
+                    self.publish();
                 }
                 Some(sig) = signals.recv() => {
                     if sig == libc::SIGINT && killed_at.is_none() {
@@ -800,21 +620,10 @@ impl Supervisor {
         }
     }
 
-    fn on_program_event_during_shutdown(&mut self, name: String, ev: ProgramEvent) {
-        if let ProgramEvent::State { state, pid } = ev {
-            self.view.send_modify(|v| {
-                if let Some(s) = v.get_mut(&name) {
-                    s.state = state;
-                    s.pid = pid;
-                }
-            });
-        }
-    }
-
     /// Each actor SIGKILLs its own group at once, even in the middle of a graceful stop.
     fn kill_all(&mut self) {
-        for e in self.entries.values().filter(|e| !e.gone) {
-            let _ = e.control.send(Control::Kill);
+        for name in self.core.live() {
+            self.send(&name, Control::Kill);
         }
     }
 }
