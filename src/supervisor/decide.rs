@@ -29,7 +29,7 @@ pub struct Now {
 }
 
 impl Now {
-    pub fn now() -> Now {
+    pub fn read() -> Now {
         Now {
             mono: Instant::now(),
             wall: crate::model::time::now_second(),

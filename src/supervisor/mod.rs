@@ -222,7 +222,7 @@ impl Supervisor {
     }
 
     fn handle(&mut self, event: Event) {
-        let effects = self.core.handle(Now::now(), event);
+        let effects = self.core.handle(Now::read(), event);
         self.apply(effects);
         self.publish();
     }
