@@ -10,10 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use warden::program::ProgramState;
+use warden::model::{Health, ProgramState, ProgramStatus, ProgramsView, TokenState, TokenStatus};
 use warden::sdnotify::{self, SdNotify, StatusContext};
-use warden::supervisor::{Health, ProgramStatus, ProgramsView};
-use warden::token::keeper::{TokenState, TokenStatus};
 
 /// A stand-in for systemd's notify socket: collects every datagram.
 struct FakeSystemd {

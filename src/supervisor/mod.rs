@@ -35,7 +35,7 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 /// After the shutdown budget, how long SIGKILLed groups get to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-pub use crate::model::{Health, ProgramStatus, ProgramsView};
+use crate::model::ProgramsView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
