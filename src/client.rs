@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::config::{ConfigError, Secret};
+use crate::model::TokenState;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A restart answers once the program was told; a status is a snapshot. Both are quick.
@@ -540,17 +541,7 @@ fn parse_time(v: &Value) -> Option<Timestamp> {
 
 /// `2026-05-01 06:00:00 IST (in 3h 05m)`, in this machine's time zone.
 fn when(t: Timestamp, now: Timestamp) -> String {
-    let local = t
-        .to_zoned(jiff::tz::TimeZone::system())
-        .strftime("%Y-%m-%d %H:%M:%S %Z")
-        .to_string();
-    let d = t.as_second() - now.as_second();
-    let rel = crate::http::page::human_duration(d.abs());
-    if d >= 0 {
-        format!("{local} (in {rel})")
-    } else {
-        format!("{local} ({rel} ago)")
-    }
+    crate::present::when(t, now, &jiff::tz::TimeZone::system())
 }
 
 /// `warden status`: a table of programs, then the token in one line.
@@ -560,9 +551,7 @@ pub fn render_status(status: &Value, now: Timestamp) -> String {
     for p in status["programs"].as_array().into_iter().flatten() {
         let s = |k: &str| p[k].as_str().unwrap_or("-").to_string();
         let uptime = match parse_time(&p["since"]) {
-            Some(t) if p["state"] == "running" => {
-                crate::http::page::human_duration(now.as_second() - t.as_second())
-            }
+            Some(t) if p["state"] == "running" => crate::present::elapsed(t, now),
             _ => "-".into(),
         };
         rows.push([
@@ -662,7 +651,8 @@ pub fn render_token(t: &Value, public_url: &str, now: Timestamp) -> String {
     if let Some(line) = store_line(&t["store"]) {
         field("store:", line);
     }
-    if matches!(state, "needs_login" | "expired" | "unknown") && t["login"] != "command" {
+    let needed = TokenState::from_name(state).is_some_and(crate::present::login_needed);
+    if needed && t["login"] != "command" {
         field("log in at:", format!("{public_url}/login"));
     }
     out

@@ -51,16 +51,8 @@ impl ProbeResult {
     }
 }
 
-/// SPEC §5 health states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    #[default]
-    Unknown,
-    Healthy,
-    Unhealthy,
-    AuthFailed,
-}
+/// SPEC §5 health states (the model owns them; probes produce them).
+pub use crate::model::Health;
 
 /// A change of a program's health, reported to the supervisor.
 #[derive(Debug, Clone)]

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
 
 use clap::{Parser, Subcommand};
 use warden::client::ClientCommand;
@@ -153,24 +156,13 @@ fn run(path: &std::path::Path) -> ExitCode {
     let not_dumpable = nix::sys::prctl::set_dumpable(false);
     // Before any thread exists: takes NOTIFY_SOCKET & co. out of the environment programs inherit.
     warden::sdnotify::init();
-    let cfg = match warden::config::load(path) {
+    let cfg = match load_checked(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(t) = cfg
-        .token
-        .as_ref()
-        .filter(|t| t.store.kind == warden::config::StoreKind::Redis)
-    {
-        let kite = t.kite.clone().unwrap_or_default();
-        if let Err(e) = warden::token::fleet::Fleet::check(&t.store, &kite) {
-            eprintln!("{}: token.store: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    }
     let not_writable = warden::token::writable::check(&cfg);
     if !not_writable.is_empty() {
         for e in &not_writable {
@@ -178,6 +170,9 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
         return ExitCode::from(1);
     }
+    // Taken out of the environment before any thread exists, so programs do not inherit it.
+    let addr_file = std::env::var_os(ADDR_FILE_ENV).map(PathBuf::from);
+    std::env::remove_var(ADDR_FILE_ENV);
     warden::logs::init(cfg.supervisor.log_format);
     if let Err(e) = not_dumpable {
         tracing::warn!("cannot mark warden non-dumpable ({e}); programs running as the same user could read its memory");
@@ -201,7 +196,8 @@ fn run(path: &std::path::Path) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let reaper = warden::reaper::Reaper::start()?;
-            warden::supervisor::Supervisor::new(cfg, reaper)
+            let parts = compose(&cfg, reaper, addr_file.as_deref()).await?;
+            warden::supervisor::Supervisor::new(cfg, parts)
                 .run()
                 .await?;
             Ok(())
@@ -218,6 +214,99 @@ fn run(path: &std::path::Path) -> ExitCode {
     // but never wait on a reader that stopped reading.
     warden::log_sink::flush(std::time::Duration::from_millis(500));
     code
+}
+
+/// Names a file `warden run` writes its bound HTTP address to (`127.0.0.1:41234`), for
+/// scripts and tests that configure `listen = "127.0.0.1:0"`.
+const ADDR_FILE_ENV: &str = "WARDEN_HTTP_ADDR_FILE";
+
+/// The composition root: everything the supervisor works with is built here and passed in.
+async fn compose(
+    cfg: &warden::config::Config,
+    reaper: warden::reaper::Reaper,
+    addr_file: Option<&std::path::Path>,
+) -> anyhow::Result<warden::supervisor::Parts> {
+    let metrics = Arc::new(warden::metrics::Metrics::new());
+    reaper.set_metrics(metrics.clone());
+    let notifier = warden::notify::Notifier::new(&cfg.notify);
+    notifier.set_metrics(&metrics);
+    let (sig_tx, signals) = tokio::sync::mpsc::unbounded_channel();
+    warden::signals::listen(sig_tx).context("cannot install signal handlers")?;
+    let listener = warden::http::bind(cfg.http.listen).await?;
+    if let Some(file) = addr_file {
+        let addr = listener.local_addr()?;
+        write_addr_file(file, &addr.to_string())
+            .with_context(|| format!("cannot write {ADDR_FILE_ENV}={}", file.display()))?;
+    }
+    let token = match cfg
+        .token
+        .as_ref()
+        .filter(|t| t.provider != warden::config::TokenProviderKind::None)
+    {
+        None => None,
+        Some(t) => match start_fleet(t, &metrics) {
+            Ok(fleet) => Some(warden::supervisor::TokenParts {
+                broker: warden::token::broker::KiteBroker::new(t.kite.clone()),
+                fleet,
+            }),
+            Err(e) => {
+                // Logging in without the fleet lock would kill the other wardens' token.
+                tracing::error!(
+                    "fleet mode cannot start ({e}); this warden will not manage the token"
+                );
+                None
+            }
+        },
+    };
+    Ok(warden::supervisor::Parts {
+        reaper,
+        metrics,
+        notifier,
+        listener,
+        signals,
+        token,
+    })
+}
+
+type StartedFleet = (
+    warden::token::fleet::Fleet,
+    tokio::sync::mpsc::UnboundedReceiver<warden::token::fleet::FleetEvent>,
+);
+
+/// Fleet mode (`token.store.kind = "redis"`) only; connects lazily.
+fn start_fleet(
+    t: &warden::config::TokenConfig,
+    metrics: &Arc<warden::metrics::Metrics>,
+) -> Result<Option<StartedFleet>, warden::token::fleet::FleetError> {
+    if t.store.kind != warden::config::StoreKind::Redis {
+        return Ok(None);
+    }
+    let kite = t.kite.clone().unwrap_or_default();
+    warden::token::fleet::Fleet::start(&t.store, &kite, metrics.clone()).map(Some)
+}
+
+/// Written whole (temp file, then rename): a reader never sees half an address.
+fn write_addr_file(file: &std::path::Path, addr: &str) -> std::io::Result<()> {
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, file)
+}
+
+/// Load and validate a config exactly as `warden run` will: `warden check` and `warden run`
+/// accept the same files. The error is ready to print.
+fn load_checked(path: &std::path::Path) -> Result<warden::config::Config, String> {
+    let cfg = warden::config::load(path).map_err(|e| e.to_string())?;
+    if let Some(t) = cfg
+        .token
+        .as_ref()
+        .filter(|t| t.store.kind == warden::config::StoreKind::Redis)
+    {
+        let kite = t.kite.clone().unwrap_or_default();
+        warden::token::fleet::Fleet::check(&t.store, &kite)
+            .map_err(|e| format!("{}: token.store: {e}", path.display()))?;
+    }
+    Ok(cfg)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -242,7 +331,7 @@ fn client(cmd: ClientCommand, path: &std::path::Path) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match warden::config::load(path) {
+    match load_checked(path) {
         Ok(cfg) => {
             // Warnings do not change the exit code: the config is valid.
             for w in &cfg.warnings {

@@ -21,35 +21,22 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, Notify};
 
-/// How a process ended. Serialises as `{"code": N}` or `{"signal": N}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExitStatus {
-    Code(i32),
-    Signal(i32),
-}
-
-impl ExitStatus {
-    pub fn success(self) -> bool {
-        self == ExitStatus::Code(0)
-    }
-}
-
-impl std::fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signal(s) => match nix::sys::signal::Signal::try_from(*s) {
-                Ok(sig) => write!(f, "signal {sig}"),
-                Err(_) => write!(f, "signal {s}"),
-            },
-        }
-    }
-}
+/// How a process ended (the model owns the type).
+pub use crate::model::ExitStatus;
 
 #[derive(Default)]
 struct Routes {
     waiters: HashMap<i32, oneshot::Sender<ExitStatus>>,
+}
+
+/// How many orphans the reaper has collected; read-only.
+#[derive(Clone, Debug, Default)]
+pub struct OrphanCounter(Arc<AtomicU64>);
+
+impl OrphanCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Shared handle to the reaper. Cheap to clone.
@@ -144,6 +131,11 @@ impl Reaper {
     /// Orphans (processes we did not spawn) reaped so far.
     pub fn orphans_reaped(&self) -> u64 {
         self.orphans.load(Ordering::Relaxed)
+    }
+
+    /// A read-only view of the orphan count, for status readers that must not hold the reaper.
+    pub fn orphan_counter(&self) -> OrphanCounter {
+        OrphanCounter(self.orphans.clone())
     }
 
     /// Resolves after the next drain that collected something.

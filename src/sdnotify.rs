@@ -35,15 +35,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::program::ProgramState;
-use crate::supervisor::ProgramsView;
-use crate::token::keeper::{TokenState, TokenStatus};
+use crate::model::{ProgramsView, TokenStatus};
 
 /// `READY=1` is sent at the latest this long after [`spawn`], whatever the programs do.
 pub const READY_GRACE: Duration = Duration::from_secs(60);
-
-/// At most this many not-running programs are named in `STATUS=`.
-const NAMED_PROGRAMS: usize = 3;
 
 /// The environment variables systemd sets for the notify protocol.
 const ENV_SOCKET: &str = "NOTIFY_SOCKET";
@@ -312,71 +307,16 @@ pub async fn report(
 /// a person moves it on (`backoff`, `exited`, `fatal`). Health is not required: a backend
 /// that answers 403 while the token waits for a manual login is up.
 pub fn all_up(programs: &ProgramsView) -> bool {
-    programs.values().all(|p| {
-        p.pid.is_some()
-            || matches!(
-                p.state,
-                ProgramState::Running
-                    | ProgramState::Backoff
-                    | ProgramState::Exited
-                    | ProgramState::Fatal
-            )
-    })
+    crate::model::readiness::started(programs)
 }
 
-/// The one-line summary for `STATUS=`:
-/// `3/3 programs running; token valid until 06:00 IST`, or
-/// `1/2 programs running (frontend: backoff); token needs a login: open http://…/login`.
+/// The one-line summary for `STATUS=` (see [`crate::present::summary_line`]).
 pub fn status_line(
     programs: &ProgramsView,
     token: Option<&TokenStatus>,
     ctx: &StatusContext,
 ) -> String {
-    let running = programs
-        .values()
-        .filter(|p| p.state == ProgramState::Running)
-        .count();
-    let mut line = if programs.is_empty() {
-        "no programs".to_string()
-    } else {
-        format!("{running}/{} programs running", programs.len())
-    };
-    let others: Vec<String> = programs
-        .values()
-        .filter(|p| p.state != ProgramState::Running)
-        .map(|p| format!("{}: {}", p.name, p.state.as_str()))
-        .collect();
-    if !others.is_empty() {
-        let mut named = others[..others.len().min(NAMED_PROGRAMS)].join(", ");
-        if others.len() > NAMED_PROGRAMS {
-            named.push_str(&format!(", +{} more", others.len() - NAMED_PROGRAMS));
-        }
-        line.push_str(&format!(" ({named})"));
-    }
-    if let Some(t) = token {
-        line.push_str("; ");
-        line.push_str(&token_phrase(t, ctx));
-    }
-    line
-}
-
-fn token_phrase(t: &TokenStatus, ctx: &StatusContext) -> String {
-    match t.state {
-        TokenState::Valid => match t.expires_at.as_deref().and_then(|e| local_time(e, &ctx.tz)) {
-            Some(at) => format!("token valid until {at}"),
-            None => "token valid".to_string(),
-        },
-        TokenState::Expired => "token expired".to_string(),
-        TokenState::Refreshing => "token refreshing".to_string(),
-        TokenState::NeedsLogin => format!("token needs a login: open {}", ctx.login_url),
-        TokenState::Unknown => "token being checked".to_string(),
-    }
-}
-
-/// `2025-01-02T00:30:00Z` → `06:00 IST` in Asia/Kolkata.
-fn local_time(rfc3339: &str, tz: &TimeZone) -> Option<String> {
-    let ts: jiff::Timestamp = rfc3339.parse().ok()?;
-    Some(ts.to_zoned(tz.clone()).strftime("%H:%M %Z").to_string())
+    crate::present::summary_line(programs, token, &ctx.tz, &ctx.login_url)
 }
 
 #[cfg(test)]
@@ -415,15 +355,5 @@ mod tests {
             let sd = SdNotify::from_values(sock, usec, pid, 7);
             assert_eq!(sd.watchdog_period(), None, "{sock:?} {usec:?} {pid:?}");
         }
-    }
-
-    #[test]
-    fn local_time_uses_zone_abbreviation() {
-        let ist = TimeZone::get("Asia/Kolkata").unwrap();
-        assert_eq!(
-            local_time("2025-01-02T00:30:00Z", &ist).as_deref(),
-            Some("06:00 IST")
-        );
-        assert_eq!(local_time("yesterday", &ist), None);
     }
 }

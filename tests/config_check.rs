@@ -593,3 +593,30 @@ fn warnings_are_logged_at_start_up_and_on_reload() {
     w.wait_log("config reloaded", Duration::from_secs(20));
     assert_eq!(count(), 2, "{}", w.logs());
 }
+
+#[test]
+fn check_and_run_reject_the_same_store_url() {
+    // The loader accepts the shape; only the Redis client can tell the database is no number.
+    let config =
+        format!("{KITE}\n[token.store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/abc\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "supervisor.toml", &config);
+    let checked = check(&file, &[]);
+    let (_, check_err) = text(&checked);
+    assert_eq!(checked.status.code(), Some(2), "{check_err}");
+    assert!(
+        check_err.contains("token.store: ") && check_err.contains("database"),
+        "{check_err}"
+    );
+    let ran = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("run")
+        .arg("-c")
+        .arg(&file)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run warden");
+    let (_, run_err) = text(&ran);
+    assert_eq!(ran.status.code(), Some(2), "{run_err}");
+    assert_eq!(run_err, check_err);
+}

@@ -61,18 +61,21 @@ struct Run {
 
 impl Run {
     fn start(dir: &Path, log: Arc<Mutex<String>>) -> Run {
+        // Runs share the directory: the previous run's address must not be read.
+        let addr_file = dir.join("http.addr");
+        let _ = std::fs::remove_file(&addr_file);
         let mut child = Command::new(BIN)
             .args(["run", "-c"])
             .arg(dir.join("supervisor.toml"))
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            .env("WARDEN_HTTP_ADDR_FILE", &addr_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn warden");
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
             let echo = std::env::var_os("WARDEN_TEST_ECHO").is_some();
@@ -80,16 +83,21 @@ impl Run {
                 if echo {
                     eprintln!("{line}");
                 }
-                if let Some(a) = line.split("http listening on ").nth(1) {
-                    let _ = tx.send(a.trim().to_string());
-                }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let addr = rx.recv_timeout(T).unwrap_or_else(|_| {
-            panic!("warden did not listen:\n{}", log.lock().unwrap());
+        let mut addr = String::new();
+        wait_until("warden to listen", T, || {
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                addr = a.trim().to_string();
+                return true;
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("warden exited early ({st}):\n{}", log.lock().unwrap());
+            }
+            false
         });
         Run { child, addr, log }
     }

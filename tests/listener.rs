@@ -527,3 +527,25 @@ fn check_warns_about_a_public_url_beyond_loopback_without_an_api_token() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
+
+#[test]
+fn the_bound_address_is_written_to_the_addr_file_and_not_passed_to_programs() {
+    // The harness sets WARDEN_HTTP_ADDR_FILE and found `w.addr` through it (port 0 config).
+    let w = Warden::start(
+        r#"
+[programs.env]
+command = ["/bin/sh", "-c", "printenv WARDEN_HTTP_ADDR_FILE || echo addr_file=unset; exec sleep 30"]
+"#,
+    );
+    let written = std::fs::read_to_string(w.dir.path().join("http.addr")).unwrap();
+    assert_eq!(written, format!("{}\n", w.addr));
+    assert!(!w.addr.ends_with(":0"), "{}", w.addr);
+    // The people's log line names the same address.
+    assert!(
+        w.logs().contains(&format!("http listening on {}", w.addr)),
+        "{}",
+        w.logs()
+    );
+    w.wait_log("addr_file=unset", Duration::from_secs(10));
+    assert_eq!(w.status()["programs"][0]["name"], "env");
+}

@@ -10,10 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use warden::program::ProgramState;
+use warden::model::{Health, ProgramState, ProgramStatus, ProgramsView, TokenState, TokenStatus};
 use warden::sdnotify::{self, SdNotify, StatusContext};
-use warden::supervisor::{Health, ProgramStatus, ProgramsView};
-use warden::token::keeper::{TokenState, TokenStatus};
 
 /// A stand-in for systemd's notify socket: collects every datagram.
 struct FakeSystemd {
@@ -99,7 +97,7 @@ fn program(name: &str, state: ProgramState, pid: Option<i32>) -> (String, Progra
             pid,
             restarts: 0,
             health: Health::Unknown,
-            since: String::new(),
+            since: jiff::Timestamp::UNIX_EPOCH,
             last_exit: None,
         },
     )
@@ -122,7 +120,7 @@ fn ctx(grace: Duration) -> StatusContext {
 fn token(state: TokenState, expires_at: Option<&str>) -> TokenStatus {
     TokenStatus {
         state,
-        expires_at: expires_at.map(str::to_string),
+        expires_at: expires_at.map(|e| e.parse().unwrap()),
         ..TokenStatus::default()
     }
 }

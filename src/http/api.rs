@@ -6,13 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::oneshot;
 
-use super::page::{health_str, token_state_str};
-use super::{AppState, Request};
-use crate::program::ProgramState;
-use crate::supervisor::{Health, ProgramStatus};
-use crate::token::keeper::TokenState;
+use super::AppState;
+use crate::control::{ControlError, Snapshot};
+use crate::model::readiness::readiness;
+use crate::model::TokenState;
+use crate::present::not_ready_reason;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,38 +40,18 @@ async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
-    let token = st.keeper.as_ref().map(|k| k.status.borrow().state);
-    let programs = st.programs.borrow().clone();
-    let not_ready: Vec<_> = programs.values().filter(|p| !program_ready(p)).collect();
-    let token_ok = token.is_none_or(|t| t == TokenState::Valid);
-    // Fleet mode reports the shared store here without letting it decide readiness: a Redis
-    // outage leaves every warden running on its last token, and pulling every replica out of
-    // service for it would turn a store blip into an outage.
-    let store = fleet_store(&st);
-    if not_ready.is_empty() && token_ok {
+    let snap = st.views.snapshot();
+    let token = snap.token.as_ref().map(|t| t.state);
+    let ready = readiness(&snap.programs, token);
+    // Fleet mode reports the shared store here without letting it decide readiness.
+    let store = fleet_store(&snap);
+    let not_ready = &ready.not_ready;
+    if ready.is_ready() {
         let mut body = json!({"ready": true});
         if let Some(s) = store {
             body["store"] = s;
         }
         return (StatusCode::OK, Json(body)).into_response();
-    }
-    // One phrase per problem, naming the program or the token state, e.g.
-    // "backend is running but unhealthy; token is needs_login".
-    let mut reasons: Vec<String> = not_ready
-        .iter()
-        .map(|p| {
-            let sick = !matches!(p.health, Health::Healthy | Health::Unknown);
-            match (p.state, sick) {
-                (ProgramState::Running, _) => {
-                    format!("{} is running but {}", p.name, health_str(p.health))
-                }
-                (s, true) => format!("{} is {} and {}", p.name, s.as_str(), health_str(p.health)),
-                (s, false) => format!("{} is {}", p.name, s.as_str()),
-            }
-        })
-        .collect();
-    if let Some(t) = token.filter(|_| !token_ok) {
-        reasons.push(format!("token is {}", token_state_str(t)));
     }
     let programs: Vec<_> = not_ready
         .iter()
@@ -80,9 +59,9 @@ async fn readyz(State(st): State<AppState>) -> Response {
         .collect();
     let mut body = json!({
         "ready": false,
-        "reason": reasons.join("; "),
+        "reason": not_ready_reason(&ready),
         "programs": programs,
-        "token": token.map(token_state_str),
+        "token": token.map(TokenState::as_str),
     });
     if let Some(s) = store {
         body["store"] = s;
@@ -91,24 +70,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// `{"kind": "redis", "up": …, "role": …, …}` in fleet mode.
-fn fleet_store(st: &AppState) -> Option<serde_json::Value> {
-    let f = st.keeper.as_ref()?.fleet.as_ref()?;
-    serde_json::to_value(&*f.borrow()).ok()
-}
-
-/// Ready: not fatal, not between starts, and not failing its health check.
-fn program_ready(p: &ProgramStatus) -> bool {
-    !matches!(
-        p.state,
-        ProgramState::Fatal | ProgramState::Starting | ProgramState::Backoff
-    ) && matches!(p.health, Health::Healthy | Health::Unknown)
+fn fleet_store(snap: &Snapshot) -> Option<serde_json::Value> {
+    serde_json::to_value(snap.store.as_ref()?).ok()
 }
 
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let programs: Vec<_> = st.programs.borrow().values().cloned().collect();
-    let token = st.keeper.as_ref().map(|k| {
-        let mut t = serde_json::to_value(&*k.status.borrow()).unwrap_or_default();
-        if let Some(s) = fleet_store(&st) {
+    let snap = st.views.snapshot();
+    let programs: Vec<_> = snap.programs.values().collect();
+    let token = snap.token.as_ref().map(|tok| {
+        let mut t = serde_json::to_value(tok).unwrap_or_default();
+        if let Some(s) = fleet_store(&snap) {
             t["store"] = s;
         }
         t
@@ -119,7 +90,7 @@ async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
         "warden": {
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
-            "orphans_reaped": st.reaper.orphans_reaped(),
+            "orphans_reaped": snap.orphans_reaped,
         },
     }))
 }
@@ -157,28 +128,14 @@ async fn restart(
     if !authorized(&st, &headers) {
         return unauthorized();
     }
-    let (reply, rx) = oneshot::channel();
-    if st
-        .requests
-        .send(Request::Restart {
-            name: name.clone(),
-            reply,
-        })
-        .is_err()
-    {
-        return (
+    match st.control.restart(&name).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"restarting": name}))).into_response(),
+        Err(e @ ControlError::ShuttingDown) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "warden is shutting down"})),
-        )
-            .into_response();
-    }
-    match rx.await {
-        Ok(true) => (StatusCode::ACCEPTED, Json(json!({"restarting": name}))).into_response(),
-        _ => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no program named {name:?}")})),
+            Json(json!({"error": e.to_string()})),
         )
             .into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response(),
     }
 }
 
@@ -187,16 +144,14 @@ async fn refresh(State(st): State<AppState>, headers: HeaderMap) -> Response {
         return unauthorized();
     }
     // A refresh request never lifts a credential block (SPEC §4.1): say so instead.
-    let blocked = st
-        .keeper
-        .as_ref()
-        .and_then(|k| k.status.borrow().blocked.clone());
+    let blocked = st.views.snapshot().token.and_then(|t| t.blocked);
     if let Some(reason) = blocked {
         return conflict(format!(
             "automated login is blocked: {reason}. A refresh request does not lift this; fix the cause, then `warden token unblock` (POST /api/v1/token/unblock), or log in manually"
         ));
     }
-    let _ = st.requests.send(Request::RefreshToken);
+    // Accepted even while stopping, as before: the keeper's rules decide what happens.
+    let _ = st.control.refresh();
     (StatusCode::ACCEPTED, Json(json!({"refresh": "started"}))).into_response()
 }
 
@@ -211,21 +166,19 @@ async fn unblock(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if !authorized(&st, &headers) {
         return unauthorized();
     }
-    let Some(keeper) = st.keeper.as_ref() else {
-        return conflict("no token provider is configured: nothing is blocked".into());
+    let rx = match st.control.unblock() {
+        Ok(rx) => rx,
+        Err(ControlError::NoToken) => {
+            return conflict("no token provider is configured: nothing is blocked".into())
+        }
+        Err(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "warden is shutting down"})),
+            )
+                .into_response()
+        }
     };
-    let (reply, rx) = oneshot::channel();
-    if keeper
-        .tx
-        .send(crate::token::keeper::KeeperMsg::Unblock(reply))
-        .is_err()
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "warden is shutting down"})),
-        )
-            .into_response();
-    }
     match tokio::time::timeout(UNBLOCK_WAIT, rx).await {
         Ok(Ok(Ok(()))) => (
             StatusCode::ACCEPTED,

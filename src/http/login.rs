@@ -9,11 +9,38 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
 use super::AppState;
-use crate::token::keeper::{CallbackError, KeeperMsg};
+use crate::config::KiteConfig;
+use crate::control::ControlError;
+use crate::token::keeper::CallbackError;
 use crate::token::login_state::StateError;
+
+/// What `/login` needs of `[token.kite]`: where Kite's login page is and the app's public
+/// key (never the api_secret).
+#[derive(Debug, Clone)]
+pub struct LoginLink {
+    login_base: String,
+    api_key: String,
+}
+
+impl LoginLink {
+    pub fn from_kite(kite: &KiteConfig) -> LoginLink {
+        LoginLink {
+            login_base: kite.login_base.clone(),
+            api_key: kite.api_key.clone(),
+        }
+    }
+
+    /// Kite's login page, coming back to `/kite/callback` with `state`.
+    fn url(&self, state: &str) -> String {
+        format!(
+            "{}/connect/login?v=3&api_key={}&redirect_params=state%3D{state}",
+            self.login_base.trim_end_matches('/'),
+            url::form_urlencoded::byte_serialize(self.api_key.as_bytes()).collect::<String>()
+        )
+    }
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,7 +58,7 @@ fn text(code: StatusCode, msg: &str) -> Response {
 }
 
 async fn login(State(st): State<AppState>) -> Response {
-    let Some(kite) = &st.kite else {
+    let Some(link) = &st.login else {
         return text(
             StatusCode::NOT_FOUND,
             "no [token.kite] configured: manual Kite login is not available",
@@ -47,12 +74,7 @@ async fn login(State(st): State<AppState>) -> Response {
         }
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let url = format!(
-        "{}/connect/login?v=3&api_key={}&redirect_params=state%3D{state}",
-        kite.login_base.trim_end_matches('/'),
-        url::form_urlencoded::byte_serialize(kite.api_key.as_bytes()).collect::<String>()
-    );
-    (StatusCode::FOUND, [(header::LOCATION, url)]).into_response()
+    (StatusCode::FOUND, [(header::LOCATION, link.url(&state))]).into_response()
 }
 
 #[derive(Deserialize)]
@@ -84,30 +106,21 @@ async fn callback(State(st): State<AppState>, Query(q): Query<CallbackQuery>) ->
     let Some(request_token) = q.request_token.filter(|t| !t.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "missing request_token");
     };
-    let Some(keeper) = &st.keeper else {
-        return text(StatusCode::NOT_FOUND, "no token provider configured");
-    };
-    let (reply, rx) = oneshot::channel();
-    if keeper
-        .tx
-        .send(KeeperMsg::Callback {
-            request_token,
-            reply,
-        })
-        .is_err()
-    {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "warden is shutting down");
-    }
-    match rx.await {
-        Ok(Ok(())) => (StatusCode::FOUND, [(header::LOCATION, "/")]).into_response(),
-        Ok(Err(CallbackError::WrongUser)) => text(
+    match st.control.complete_login(request_token).await {
+        Ok(()) => (StatusCode::FOUND, [(header::LOCATION, "/")]).into_response(),
+        Err(ControlError::NoToken) => {
+            text(StatusCode::NOT_FOUND, "no token provider configured")
+        }
+        Err(ControlError::Login(CallbackError::WrongUser)) => text(
             StatusCode::FORBIDDEN,
             "that Kite session belongs to another user than token.kite.user_id; it was logged out and the current token is unchanged",
         ),
-        Ok(Err(e @ CallbackError::Fleet(_))) => {
+        Err(ControlError::Login(e @ CallbackError::Fleet(_))) => {
             text(StatusCode::SERVICE_UNAVAILABLE, &format!("login failed: {e}"))
         }
-        Ok(Err(e)) => text(StatusCode::BAD_GATEWAY, &format!("login failed: {e}")),
+        Err(ControlError::Login(e)) => {
+            text(StatusCode::BAD_GATEWAY, &format!("login failed: {e}"))
+        }
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "warden is shutting down"),
     }
 }

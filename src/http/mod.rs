@@ -12,39 +12,33 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::{oneshot, watch};
 
 use crate::config::Secret;
-use crate::supervisor::ProgramsView;
+use crate::control::{Control, Views};
 
-/// Requests from HTTP handlers to the supervisor loop.
-#[derive(Debug)]
-pub enum Request {
-    /// Restart a program; the reply says whether it exists.
-    Restart {
-        name: String,
-        reply: oneshot::Sender<bool>,
-    },
-    /// Refresh the token now (single-flight in the keeper).
-    RefreshToken,
-}
+/// Kept importable from here; the control handle owns it.
+pub use crate::control::Request;
 
+/// What handlers hold: the model's views, the typed control handle, and what rendering and
+/// the login flow need. No supervisor, reaper or keeper internals.
 #[derive(Clone)]
 pub struct AppState {
-    pub programs: watch::Receiver<ProgramsView>,
-    pub requests: UnboundedSender<Request>,
+    pub views: Views,
+    pub control: Control,
+    /// Bearer token the mutating endpoints require, when configured.
     pub api_token: Option<Secret>,
-    pub reaper: crate::reaper::Reaper,
+    /// Rendered by `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    pub keeper: Option<crate::token::keeper::KeeperHandle>,
-    pub kite: Option<crate::config::KiteConfig>,
+    /// Where `/login` sends the browser; `None` without `[token.kite]`.
+    pub login: Option<login::LoginLink>,
     /// Manual-login `state`s: issued by `/login`, spent by `/kite/callback`.
     pub login_states: std::sync::Arc<crate::token::login_state::LoginStates>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("the HTTP listener has no local address: {source}")]
+    Local { source: std::io::Error },
     #[error("cannot listen on {addr}: {source} (set [http] listen to a free address)")]
     Bind {
         addr: SocketAddr,
@@ -64,19 +58,23 @@ pub fn router(state: AppState) -> Router {
         ))
 }
 
-/// Bind now (so a busy port fails start-up), serve in the background. Returns the bound address.
+/// Bind `[http] listen` (the composition root does, so a busy port fails start-up).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })
+}
+
+/// Serve on a bound listener in the background. Returns its address.
 /// `public_url` is the configured one ("" when unset): its origin counts as warden's own.
-pub async fn serve(
-    addr: SocketAddr,
+pub fn serve(
+    listener: TcpListener,
     public_url: &str,
     state: AppState,
 ) -> Result<SocketAddr, HttpError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError::Bind { addr, source })?;
     let local = listener
         .local_addr()
-        .map_err(|source| HttpError::Bind { addr, source })?;
+        .map_err(|source| HttpError::Local { source })?;
     let app = router(state);
     let guard = guard::Guard::new(local, public_url);
     tokio::spawn(listener::serve(listener, app, guard));

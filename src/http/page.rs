@@ -16,10 +16,9 @@ use axum::Router;
 use jiff::Timestamp;
 
 use super::AppState;
-use crate::program::ProgramState;
-use crate::supervisor::{Health, ProgramStatus};
+use crate::model::{Health, ProgramState, ProgramStatus};
+use crate::model::{TokenState, TokenStatus};
 use crate::token::fleet::{FleetStatus, Role};
-use crate::token::keeper::{TokenState, TokenStatus};
 
 /// How often the page reloads itself.
 pub const REFRESH_SECS: u32 = 10;
@@ -29,18 +28,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn index(State(st): State<AppState>) -> Response {
-    let programs: Vec<ProgramStatus> = st.programs.borrow().values().cloned().collect();
-    let token = st.keeper.as_ref().map(|k| k.status.borrow().clone());
-    let store = st
-        .keeper
-        .as_ref()
-        .and_then(|k| k.fleet.as_ref())
-        .map(|f| f.borrow().clone());
+    let snap = st.views.snapshot();
+    let programs: Vec<ProgramStatus> = snap.programs.into_values().collect();
     let html = render(&Page {
         programs: &programs,
-        token: token.as_ref(),
-        store: store.as_ref(),
-        manual_login: st.kite.is_some(),
+        token: snap.token.as_ref(),
+        store: snap.store.as_ref(),
+        manual_login: st.login.is_some(),
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
     });
@@ -99,46 +93,14 @@ pub fn program_state_str(s: ProgramState) -> &'static str {
 }
 
 pub fn health_str(h: Health) -> &'static str {
-    match h {
-        Health::Unknown => "unknown",
-        Health::Healthy => "healthy",
-        Health::Unhealthy => "unhealthy",
-        Health::AuthFailed => "auth_failed",
-    }
+    h.as_str()
 }
 
 pub fn token_state_str(s: TokenState) -> &'static str {
-    match s {
-        TokenState::Valid => "valid",
-        TokenState::Expired => "expired",
-        TokenState::Refreshing => "refreshing",
-        TokenState::NeedsLogin => "needs_login",
-        TokenState::Unknown => "unknown",
-    }
+    s.as_str()
 }
 
-/// A person must log in: the states in which the page offers the "Log in with Kite" button.
-pub fn login_needed(s: TokenState) -> bool {
-    matches!(
-        s,
-        TokenState::NeedsLogin | TokenState::Expired | TokenState::Unknown
-    )
-}
-
-/// `5s`, `4m 07s`, `3h 05m`, `2d 4h`: short and stable in width, like the script's ticks.
-pub fn human_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m, x) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m:02}m")
-    } else if m > 0 {
-        format!("{m}m {x:02}s")
-    } else {
-        format!("{x}s")
-    }
-}
+pub use crate::present::{human_duration, login_needed};
 
 /// Badge colour class for a word.
 fn tone_program(s: ProgramState) -> &'static str {
@@ -166,10 +128,6 @@ fn tone_token(s: TokenState) -> &'static str {
     }
 }
 
-fn parse_time(s: &str) -> Option<Timestamp> {
-    s.parse().ok()
-}
-
 /// `<time>` in UTC as sent; the script rewrites it in the reader's zone.
 fn time_el(t: Timestamp) -> String {
     let utc = t.to_zoned(jiff::tz::TimeZone::UTC);
@@ -182,12 +140,7 @@ fn time_el(t: Timestamp) -> String {
 
 /// "in 3h 05m" / "4m 10s ago", ticking when the script runs.
 fn countdown_el(until: Timestamp, now: Timestamp) -> String {
-    let left = until.as_second() - now.as_second();
-    let text = if left >= 0 {
-        format!("in {}", human_duration(left))
-    } else {
-        format!("{} ago", human_duration(-left))
-    };
+    let text = crate::present::countdown(until, now);
     format!(r#"<span data-until="{until}">{text}</span>"#)
 }
 
@@ -287,7 +240,7 @@ fn token_card(out: &mut String, p: &Page<'_>) {
         r#"<div class="headline">{}"#,
         badge(tone_token(t.state), &state.replace('_', " "))
     );
-    if let Some(exp) = t.expires_at.as_deref().and_then(parse_time) {
+    if let Some(exp) = t.expires_at {
         let verb = if exp > p.now { "expires" } else { "expired" };
         let _ = write!(
             out,
@@ -312,17 +265,17 @@ fn token_card(out: &mut String, p: &Page<'_>) {
     if let Some(u) = &t.user_id {
         row(out, "User", escape(u).into_owned());
     }
-    if let Some(x) = t.obtained_at.as_deref().and_then(parse_time) {
+    if let Some(x) = t.obtained_at {
         let via = t
             .source
             .map(|s| format!(" via {}", escape(s)))
             .unwrap_or_default();
         row(out, "Obtained", format!("{}{via}", time_el(x)));
     }
-    if let Some(x) = t.expires_at.as_deref().and_then(parse_time) {
+    if let Some(x) = t.expires_at {
         row(out, "Expires", time_el(x));
     }
-    if let Some(x) = t.next_refresh_at.as_deref().and_then(parse_time) {
+    if let Some(x) = t.next_refresh_at {
         row(
             out,
             "Next refresh",
@@ -411,7 +364,8 @@ fn programs_card(out: &mut String, p: &Page<'_>) {
         if let Some(pid) = s.pid {
             let _ = write!(out, r#"<span>pid {pid}</span>"#);
         }
-        if let Some(since) = parse_time(&s.since) {
+        {
+            let since = s.since;
             let word = if s.state == ProgramState::Running {
                 "up"
             } else {
@@ -420,7 +374,7 @@ fn programs_card(out: &mut String, p: &Page<'_>) {
             let _ = write!(
                 out,
                 r#"<span>{word} <span data-since="{since}">{}</span></span>"#,
-                human_duration(p.now.as_second() - since.as_second())
+                crate::present::elapsed(since, p.now)
             );
         }
         let _ = write!(
@@ -511,7 +465,7 @@ mod tests {
             pid: Some(4242),
             restarts: 2,
             health,
-            since: "2024-05-01T10:00:00Z".into(),
+            since: "2024-05-01T10:00:00Z".parse().unwrap(),
             last_exit: None,
         }
     }
@@ -520,9 +474,9 @@ mod tests {
         TokenStatus {
             state,
             user_id: Some("AB1234".into()),
-            obtained_at: Some("2024-05-01T03:00:00Z".into()),
-            expires_at: Some("2024-05-02T00:30:00Z".into()),
-            next_refresh_at: Some("2024-05-02T00:35:00Z".into()),
+            obtained_at: Some("2024-05-01T03:00:00Z".parse().unwrap()),
+            expires_at: Some("2024-05-02T00:30:00Z".parse().unwrap()),
+            next_refresh_at: Some("2024-05-02T00:35:00Z".parse().unwrap()),
             last_error: None,
             source: Some("totp"),
             login: Some("totp"),

@@ -42,10 +42,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
-use super::group::{group_alive, signal_group, wait_group_empty};
 use super::lifecycle::{Effect, Input, Lifecycle};
 use super::{spawn, Control, ProgramEvent};
 use crate::config::ProgramConfig;
+use crate::process_group::{group_alive, signal_group, wait_group_empty};
 use crate::reaper::{ExitStatus, Reaper};
 
 pub type EventSender = UnboundedSender<(String, ProgramEvent)>;

@@ -2,51 +2,14 @@
 
 pub mod actor;
 pub mod backoff;
-pub mod group;
 pub mod lifecycle;
 pub mod spawn;
 
+use crate::model::ExitStatus;
 use nix::sys::signal::Signal;
-use serde::Serialize;
 
-use crate::reaper::ExitStatus;
-
-/// SPEC §5 program states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProgramState {
-    Starting,
-    Running,
-    Backoff,
-    Stopping,
-    Stopped,
-    Exited,
-    Fatal,
-}
-
-impl ProgramState {
-    pub const ALL: [ProgramState; 7] = [
-        ProgramState::Starting,
-        ProgramState::Running,
-        ProgramState::Backoff,
-        ProgramState::Stopping,
-        ProgramState::Stopped,
-        ProgramState::Exited,
-        ProgramState::Fatal,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProgramState::Starting => "starting",
-            ProgramState::Running => "running",
-            ProgramState::Backoff => "backoff",
-            ProgramState::Stopping => "stopping",
-            ProgramState::Stopped => "stopped",
-            ProgramState::Exited => "exited",
-            ProgramState::Fatal => "fatal",
-        }
-    }
-}
+/// SPEC §5 program states (the model owns them).
+pub use crate::model::ProgramState;
 
 /// Why a program was restarted (the `reason` label of `warden_program_restarts_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +39,7 @@ impl RestartReason {
 }
 
 /// What the supervisor tells a program actor.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Start if not running (also leaves `fatal`, with a fresh budget).
     Start,

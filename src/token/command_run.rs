@@ -8,7 +8,7 @@ use tokio::io::AsyncReadExt;
 
 use super::command::{build_command, parse_output, CommandError, MAX_STDOUT_BYTES};
 use crate::config::{CommandProviderConfig, Secret};
-use crate::program::group::signal_group;
+use crate::process_group::signal_group;
 use crate::reaper::Reaper;
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use serde::Serialize;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -34,36 +33,8 @@ use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyEvent};
 use crate::reaper::Reaper;
 
-/// SPEC §5 token states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenState {
-    Valid,
-    Expired,
-    Refreshing,
-    NeedsLogin,
-    #[default]
-    Unknown,
-}
-
-/// The `token` object of `/api/v1/status`. Never holds the token itself.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct TokenStatus {
-    pub state: TokenState,
-    pub user_id: Option<String>,
-    pub obtained_at: Option<String>,
-    pub expires_at: Option<String>,
-    pub next_refresh_at: Option<String>,
-    pub last_error: Option<String>,
-    pub source: Option<&'static str>,
-    pub login: Option<&'static str>,
-    /// Set while the env file can be read by its group or everyone (issue 12): what to do.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub env_file_warning: Option<String>,
-    /// Why automated login is blocked by a credential rejection (SPEC §4.1), if it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked: Option<String>,
-}
+/// The token's status types live in the model (kept importable from here).
+pub use crate::model::{TokenState, TokenStatus};
 
 /// Why a refresh was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,8 +180,8 @@ pub struct KeeperSetup {
     pub fleet: Option<(Fleet, UnboundedReceiver<FleetEvent>)>,
 }
 
-fn rfc3339(t: i64) -> Option<String> {
-    Timestamp::from_second(t).ok().map(|t| t.to_string())
+fn rfc3339(t: i64) -> Option<Timestamp> {
+    Timestamp::from_second(t).ok()
 }
 
 impl<B: Broker> Keeper<B> {

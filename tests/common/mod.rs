@@ -120,6 +120,9 @@ impl Warden {
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
         cmd.env("RUST_LOG", "info");
+        // warden writes its bound address here (README "HTTP"): no log scraping.
+        let addr_file = dir.path().join("http.addr");
+        cmd.env("WARDEN_HTTP_ADDR_FILE", &addr_file);
         let mut child = cmd.spawn().expect("spawn warden");
         let logs = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
@@ -145,15 +148,8 @@ impl Warden {
         };
         let mut addr = String::new();
         wait_until("warden to listen", Duration::from_secs(20), || {
-            if let Some(a) = w
-                .logs()
-                .lines()
-                .find_map(|l| l.split("http listening on ").nth(1))
-            {
-                addr = a
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
-                    .collect();
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                addr = a.trim().to_string();
                 return true;
             }
             if let Ok(Some(st)) = w.child.try_wait() {

@@ -1,4 +1,5 @@
-//! Signalling and waiting on a program's whole process group.
+//! Signalling and waiting on a process group: shared by program actors and token commands
+//! (it sits below both, so neither of those modules imports the other).
 
 use std::time::Duration;
 
