@@ -17,6 +17,9 @@ use serde_json::Value;
 use crate::config::{ConfigError, Secret};
 use crate::model::TokenState;
 
+mod watch;
+pub use watch::watch;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A restart answers once the program was told; a status is a snapshot. Both are quick.
 const IO_TIMEOUT: Duration = Duration::from_secs(15);

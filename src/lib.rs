@@ -4,6 +4,7 @@ pub mod client;
 pub mod config;
 pub mod config_watch;
 pub mod control;
+pub mod doctor;
 pub mod handover;
 pub mod health;
 pub mod http;

@@ -48,6 +48,14 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Redraw the table every 2 s until Ctrl-C (keeps trying while warden is away)
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
+    /// Preflight: config, files, broker, clock, programs; a checklist with the fix for each ✗
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Restart one program via the running warden
     Restart { name: String },
@@ -108,7 +116,9 @@ fn main() -> ExitCode {
         Command::Run => run(&config),
         #[cfg(feature = "sandbox")]
         Command::Sandbox { what } => sandbox(*what),
-        Command::Status { json } => client(ClientCommand::Status { json }, &config),
+        Command::Status { watch: true, .. } => watch(&config),
+        Command::Status { json, .. } => client(ClientCommand::Status { json }, &config),
+        Command::Doctor { json } => doctor(&config, json),
         Command::Restart { name } => client(ClientCommand::Restart { name }, &config),
         Command::Token {
             op: TokenOp::Refresh,
@@ -360,4 +370,53 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `warden status --watch`: runs until interrupted or stdout closes; 2 for a bad config.
+fn watch(path: &std::path::Path) -> ExitCode {
+    match warden::client::watch(path, std::time::Duration::from_secs(2)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `warden doctor`: 0 when nothing failed, 1 when something did, 2 for a config that does not
+/// load (unless only its credentials are missing: that is a failed check like any other).
+fn doctor(path: &std::path::Path, json: bool) -> ExitCode {
+    let (checks, code) = match load_checked(path) {
+        Ok(cfg) => match runtime() {
+            Ok(rt) => {
+                let checks = rt.block_on(warden::doctor::run(&cfg));
+                let code = u8::from(warden::doctor::any_failed(&checks));
+                (checks, code)
+            }
+            Err(e) => {
+                eprintln!("warden: {e:#}");
+                return ExitCode::from(1);
+            }
+        },
+        Err(message) => {
+            let problems = warden::config::load(path)
+                .err()
+                .map(|e| e.problems)
+                .unwrap_or_default();
+            match warden::doctor::credential_problems(&problems) {
+                Some(checks) => (checks, 1),
+                None => {
+                    eprintln!("{message}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let out = if json {
+        warden::doctor::render_json(&checks)
+    } else {
+        warden::doctor::render_text(&checks)
+    };
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+    ExitCode::from(code)
 }

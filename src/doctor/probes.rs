@@ -1,0 +1,363 @@
+//! The individual checks. Network probes have short timeouts: a preflight that hangs is no help.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::Check;
+use crate::config::{Config, KiteConfig, LoginMode, ProgramConfig, TokenProviderKind};
+use crate::token::clock_guard::{parse_http_date, skew_secs, MAX_SKEW_SECS};
+
+const NET_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn kite(cfg: &Config) -> Option<&KiteConfig> {
+    cfg.token
+        .as_ref()
+        .filter(|t| t.provider == TokenProviderKind::Kite)
+        .and_then(|t| t.kite.as_ref())
+}
+
+/// The env file's and state_dir's directories take writes; the env file is private.
+pub fn files(cfg: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let Some(token) = &cfg.token else {
+        return checks;
+    };
+    let problems = crate::token::writable::check(cfg);
+    for (key, what) in [
+        ("token.env_file", token.env_file.display().to_string()),
+        (
+            "supervisor.state_dir",
+            cfg.supervisor.state_dir.display().to_string(),
+        ),
+    ] {
+        match problems.iter().find(|p| p.key == key) {
+            Some(p) => checks.push(Check::fail(
+                format!("{key} writable"),
+                format!("{}: {}", p.dir.display(), p.reason),
+                format!(
+                    "make {} a directory writable by the user warden runs as, or point {key} \
+                     somewhere writable",
+                    p.dir.display()
+                ),
+            )),
+            None => checks.push(Check::ok(format!("{key} writable"), what)),
+        }
+    }
+    if let Some(warning) = crate::config::env_file::readable_by_others(&token.env_file) {
+        checks.push(Check::warn(
+            "token.env_file mode",
+            warning,
+            format!("chmod 600 {}", token.env_file.display()),
+        ));
+    } else if token.env_file.exists() {
+        checks.push(Check::ok(
+            "token.env_file mode",
+            "readable by its owner only",
+        ));
+    }
+    checks
+}
+
+/// What the chosen login mode needs is there (validation made sure); never the values.
+pub fn credentials(cfg: &Config) -> Vec<Check> {
+    let Some(k) = kite(cfg) else {
+        return Vec::new();
+    };
+    let (mode, keys) = match k.login {
+        LoginMode::Totp => (
+            "totp",
+            "api_key, api_secret, user_id, password, totp_secret",
+        ),
+        LoginMode::Manual => ("manual", "api_key, api_secret, user_id"),
+    };
+    vec![Check::ok(
+        "credentials",
+        format!("login = \"{mode}\": {keys} set (not submitted by doctor)"),
+    )]
+}
+
+/// Something answers on warden's listen address (the loopback one for an unspecified address).
+pub fn warden_running(cfg: &Config) -> bool {
+    TcpStream::connect_timeout(&reachable(cfg.http.listen), Duration::from_secs(1)).is_ok()
+}
+
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+fn http_client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(NET_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .ok()
+}
+
+/// The Kite API answers (DNS, TLS and HTTP in one GET of `/user/profile` without a token: a
+/// 403 TokenException envelope proves it is Kite's API), and its clock agrees with ours.
+pub async fn brokers(cfg: &Config) -> Vec<Check> {
+    let Some(k) = kite(cfg) else {
+        return Vec::new();
+    };
+    let Some(client) = http_client() else {
+        return vec![Check::fail(
+            "kite reachable",
+            "cannot build an HTTP client",
+            "report this as a bug",
+        )];
+    };
+    let base = k.api_base.trim_end_matches('/');
+    let url = format!("{base}/user/profile");
+    let resp = match client.get(&url).header("X-Kite-Version", "3").send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![Check::fail(
+                "kite reachable",
+                format!("GET {url}: {}", error_chain(&e)),
+                format!(
+                    "check token.kite.api_base ({base}), DNS, the firewall and any proxy: this \
+                     machine must reach it over HTTPS"
+                ),
+            )]
+        }
+    };
+    let local = jiff::Timestamp::now();
+    let status = resp.status().as_u16();
+    let date = resp
+        .headers()
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
+    let body = resp.text().await.unwrap_or_default();
+    let envelope: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+    let error_type = envelope
+        .as_ref()
+        .and_then(|v| v["error_type"].as_str())
+        .unwrap_or("");
+    let mut checks = vec![if status == 403 && error_type == "TokenException" {
+        Check::ok(
+            "kite reachable",
+            format!("{url} answered 403 TokenException, as Kite does without a token"),
+        )
+    } else {
+        Check::fail(
+            "kite reachable",
+            format!("{url} answered HTTP {status}, not Kite's 403 TokenException"),
+            format!(
+                "check token.kite.api_base ({base}): it must be the Kite Connect API \
+                 (https://api.kite.trade), not a proxy or login page"
+            ),
+        )
+    }];
+    checks.push(match date {
+        None => Check::fail(
+            "kite clock",
+            "the answer had no usable Date header, so the clock cannot be compared",
+            "check that nothing between here and Kite strips headers; TOTP logins need it",
+        ),
+        Some(broker) => {
+            let skew = skew_secs(broker, local);
+            if skew.abs() > MAX_SKEW_SECS {
+                Check::fail(
+                    "kite clock",
+                    format!(
+                        "this machine's clock is {} s {} Kite's (at most {MAX_SKEW_SECS} s)",
+                        skew.abs().round(),
+                        if skew > 0.0 { "ahead of" } else { "behind" }
+                    ),
+                    "sync the clock with NTP (`timedatectl set-ntp true`): warden submits no \
+                     TOTP code from a skewed clock",
+                )
+            } else {
+                Check::ok(
+                    "kite clock",
+                    format!("within {} s of Kite's", skew.abs().round()),
+                )
+            }
+        }
+    });
+    checks
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+fn is_loopback_host(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Who can reach warden's API, and whether they need the api_token.
+pub fn http_posture(cfg: &Config) -> Vec<Check> {
+    let listen = cfg.http.listen;
+    let token = cfg.http.api_token().is_some();
+    let public_url = cfg.http.public_url();
+    let mut checks = Vec::new();
+    checks.push(if listen.ip().is_loopback() {
+        Check::ok("http.listen", format!("{listen} (this machine only)"))
+    } else if token {
+        Check::ok(
+            "http.listen",
+            format!("{listen} (reachable from the network; api_token set)"),
+        )
+    } else {
+        Check::fail(
+            "http.listen",
+            format!("{listen} is reachable from the network and http.api_token is not set"),
+            "set http.api_token (or api_token_file), or listen on 127.0.0.1",
+        )
+    });
+    if !is_loopback_host(&public_url) && !token {
+        checks.push(Check::warn(
+            "http.public_url",
+            format!("{public_url} is not a loopback address and http.api_token is not set"),
+            "set http.api_token before exposing warden through a proxy",
+        ));
+    }
+    checks
+}
+
+/// The redirect URL to register with the Kite app, and whether warden answers on it.
+pub async fn redirect(cfg: &Config, running: bool) -> Vec<Check> {
+    if kite(cfg).is_none() {
+        return Vec::new();
+    }
+    let url = format!("{}/kite/callback", cfg.http.public_url());
+    if !running {
+        return vec![Check::info(
+            "redirect url",
+            format!("register {url} in the Kite app; warden is not running, so not tried"),
+        )];
+    }
+    let answer = match http_client() {
+        Some(c) => c.get(&url).send().await.map(|r| r.status().as_u16()),
+        None => return Vec::new(),
+    };
+    vec![match answer {
+        Ok(400) => Check::ok(
+            "redirect url",
+            format!("register {url} in the Kite app; warden answers on it"),
+        ),
+        Ok(code) => Check::fail(
+            "redirect url",
+            format!("{url} answered HTTP {code}, not warden's 400 for a missing state"),
+            "point http.public_url (or the proxy in front of warden) at this warden",
+        ),
+        Err(e) => Check::fail(
+            "redirect url",
+            format!("{url}: {}", error_chain(&e)),
+            "make http.public_url reach this warden (DNS, proxy, firewall)",
+        ),
+    }]
+}
+
+/// Each program's executable exists and may be run, found the way exec finds it.
+pub fn programs(cfg: &Config) -> Vec<Check> {
+    cfg.programs
+        .iter()
+        .map(|(name, p)| {
+            let check = format!("programs.{name}.command");
+            let Some(arg0) = p.command.0.first() else {
+                return Check::fail(check, "empty command", "set the command");
+            };
+            match find_executable(arg0, p) {
+                Ok(path) => Check::ok(check, path.display().to_string()),
+                Err(why) => Check::fail(
+                    check,
+                    format!("{arg0}: {why}"),
+                    "install it, fix the path (relative paths start at the program's cwd), or \
+                     chmod +x it",
+                ),
+            }
+        })
+        .collect()
+}
+
+fn find_executable(arg0: &str, p: &ProgramConfig) -> Result<PathBuf, String> {
+    if arg0.contains('/') {
+        let path = p.cwd.join(arg0);
+        return executable(&path).map(|()| path);
+    }
+    let search = p
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_default();
+    let mut last = "not found on PATH".to_string();
+    for dir in search.split(':').filter(|d| !d.is_empty()) {
+        let path = p.cwd.join(dir).join(arg0);
+        match executable(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if path.exists() => last = e,
+            Err(_) => {}
+        }
+    }
+    Err(last)
+}
+
+fn executable(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a file".into());
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err("not executable".into());
+    }
+    Ok(())
+}
+
+/// Health URLs answer: only meaningful while the stack runs.
+pub async fn health(cfg: &Config, running: bool) -> Vec<Check> {
+    let Some(client) = http_client() else {
+        return Vec::new();
+    };
+    let mut checks = Vec::new();
+    for (name, p) in &cfg.programs {
+        let Some(h) = &p.health else { continue };
+        let check = format!("programs.{name}.health");
+        let answer = client.get(&h.url).timeout(h.timeout).send().await;
+        checks.push(match answer {
+            Ok(r) if r.status().is_success() => {
+                Check::ok(check, format!("{} answered {}", h.url, r.status().as_u16()))
+            }
+            Ok(r) if running => Check::fail(
+                check,
+                format!("{} answered HTTP {}", h.url, r.status().as_u16()),
+                format!("see `warden status` and the program's log for why {name} is unhealthy"),
+            ),
+            Err(e) if running => Check::fail(
+                check,
+                format!("{}: {}", h.url, error_chain(&e)),
+                format!("check that {name} listens where health.url points"),
+            ),
+            _ => Check::info(
+                check,
+                format!("{} not answering: the stack is not running", h.url),
+            ),
+        });
+    }
+    checks
+}
