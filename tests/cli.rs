@@ -392,3 +392,56 @@ fn run_refuses_a_public_listen_address_without_an_api_token() {
     let o = cli(&["check"], &cfg);
     assert_exit(&o, 2);
 }
+
+/// `status --watch` with stdout a pipe: whole tables, each followed by a blank line, no screen
+/// clearing; after warden stops it says so and keeps asking.
+#[test]
+fn status_watch_redraws_and_outlives_warden() {
+    let mut w = Warden::start(&two_programs(free_port(), None));
+    w.wait_state("web", "running", T);
+    let mut watch = Command::new(BIN)
+        .args(["status", "--watch", "-c"])
+        .arg(&w.config)
+        .env_remove("WARDEN_API_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_channel(watch.stdout.take().unwrap());
+    let mut seen: Vec<String> = Vec::new();
+    fn read_until(
+        lines: &std::sync::mpsc::Receiver<String>,
+        what: &str,
+        done: &dyn Fn(&[String]) -> bool,
+        seen: &mut Vec<String>,
+    ) {
+        let deadline = std::time::Instant::now() + T;
+        while !done(seen) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => seen.push(l),
+                Err(e) => panic!("waiting for {what} ({e}); got {seen:#?}"),
+            }
+        }
+    }
+    let tables = |s: &[String]| s.iter().filter(|l| l.starts_with("PROGRAM")).count();
+    read_until(&lines, "two tables", &|s| tables(s) >= 2, &mut seen);
+    assert!(seen.iter().all(|l| !l.contains('\x1b')), "{seen:#?}");
+    // Each table ends with a blank line before the next header.
+    let second = seen.iter().rposition(|l| l.starts_with("PROGRAM")).unwrap();
+    assert_eq!(seen[second - 1], "", "{seen:#?}");
+    assert!(seen.iter().any(|l| l.starts_with("web ")), "{seen:#?}");
+
+    w.signal(libc::SIGTERM);
+    w.wait_exit(T);
+    let gone = |s: &[String]| s.iter().filter(|l| l.contains("not reachable")).count();
+    read_until(
+        &lines,
+        "two not-reachable rounds",
+        &|s| gone(s) >= 2,
+        &mut seen,
+    );
+    assert!(watch.try_wait().unwrap().is_none(), "watch exited early");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}

@@ -1,0 +1,252 @@
+//! `warden doctor` against a good set-up (the sandbox Kite, a running warden) and broken ones:
+//! each problem is a ✗ with its fix and exit 1, `--json` says the same, no secret is printed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use warden::sandbox::kite::{DEFAULT_API_SECRET, DEFAULT_PASSWORD};
+
+const T: Duration = Duration::from_secs(20);
+const API_TOKEN: &str = "doctor-test-api-token-7d2e";
+
+fn doctor(config: &Path, json: bool) -> Output {
+    let mut c = Command::new(BIN);
+    c.arg("doctor").arg("-c").arg(config);
+    if json {
+        c.arg("--json");
+    }
+    c.current_dir(config.parent().unwrap())
+        .env_remove("WARDEN_API_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Neither the sandbox's password, its TOTP secret, its api_secret nor warden's api_token.
+fn assert_no_secret(out: &str) {
+    for secret in [
+        DEFAULT_PASSWORD,
+        SANDBOX_TOTP,
+        DEFAULT_API_SECRET,
+        API_TOKEN,
+    ] {
+        assert!(!out.contains(secret), "secret {secret:?} printed:\n{out}");
+    }
+}
+
+/// The `✗ CHECK: …` line and the fix under it.
+fn failed(out: &str, check: &str) -> (String, String) {
+    let lines: Vec<&str> = out.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("✗ {check}:")))
+        .unwrap_or_else(|| panic!("no ✗ {check}:\n{out}"));
+    let fix = lines
+        .get(i + 1)
+        .and_then(|l| l.strip_prefix("    fix: "))
+        .unwrap_or_else(|| panic!("no fix under ✗ {check}:\n{out}"));
+    (lines[i].to_string(), fix.to_string())
+}
+
+/// `check` → `status` of `doctor --json`.
+fn verdicts(o: &Output) -> Vec<(String, String, String)> {
+    let v: Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|c| {
+            for key in ["check", "status", "detail", "fix"] {
+                assert!(c[key].is_string(), "{key} in {c}");
+            }
+            (
+                c["check"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["fix"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn status_of(v: &[(String, String, String)], check: &str) -> String {
+    v.iter()
+        .find(|c| c.0 == check)
+        .unwrap_or_else(|| panic!("no {check} in {v:?}"))
+        .1
+        .clone()
+}
+
+#[test]
+fn a_good_set_up_is_all_ticks() {
+    let port = free_port();
+    let kite = KiteSandbox::with().redirect_to_warden(port).start();
+    let config = format!(
+        "{}\n[programs.app]\ncommand = [\"sleep\", \"300\"]\n",
+        kite.warden_config(port, "totp", Some(API_TOKEN))
+    );
+    let w = Warden::start(&config);
+    w.wait_state("app", "running", T);
+    wait_until("the token written", T, || {
+        std::fs::read_to_string(w.dir.path().join(".env")).is_ok_and(|s| s.contains("KITE_"))
+    });
+
+    let o = doctor(&w.config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let checks: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
+    assert!(checks.len() >= 8, "{out}");
+    for line in &checks {
+        assert!(line.starts_with("✓ "), "not a ✓: {line}\n{out}");
+    }
+    for check in [
+        "config",
+        "token.env_file writable",
+        "supervisor.state_dir writable",
+        "credentials",
+        "kite reachable",
+        "kite clock",
+        "http.listen",
+        "redirect url",
+        "programs.app.command",
+    ] {
+        assert!(out.contains(&format!("✓ {check}: ")), "{check}:\n{out}");
+    }
+    assert!(
+        out.contains(&format!("http://127.0.0.1:{port}/kite/callback")),
+        "{out}"
+    );
+    assert_no_secret(&out);
+
+    let j = doctor(&w.config, true);
+    assert_eq!(j.status.code(), Some(0), "{}", text(&j));
+    let v = verdicts(&j);
+    assert!(v.iter().all(|c| c.1 == "ok"), "{v:?}");
+    assert_no_secret(&text(&j));
+}
+
+#[test]
+fn a_broken_set_up_gets_a_cross_and_a_fix_for_each_problem() {
+    let kite = KiteSandbox::start(&["--clock-skew", "60s"]);
+    let dir = tempfile::tempdir().unwrap();
+    // A file where state_dir's parent should be a directory: unwritable even for root.
+    std::fs::write(dir.path().join("occupied"), "not a directory\n").unwrap();
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[supervisor]\nstate_dir = \"occupied/state\"\n\
+             [programs.app]\ncommand = [\"./bin/no-such-server\"]\n\
+             [programs.app.health]\nurl = \"http://127.0.0.1:{}/health\"\n",
+            kite.warden_config(free_port(), "totp", None),
+            free_port()
+        ),
+    )
+    .unwrap();
+
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (line, fix) = failed(&out, "kite clock");
+    assert!(line.contains("behind"), "{line}");
+    assert!(fix.contains("NTP"), "{fix}");
+    let (line, fix) = failed(&out, "supervisor.state_dir writable");
+    assert!(line.contains("occupied"), "{line}");
+    assert!(fix.contains("supervisor.state_dir"), "{fix}");
+    let (line, fix) = failed(&out, "programs.app.command");
+    assert!(line.contains("no-such-server"), "{line}");
+    assert!(fix.contains("path"), "{fix}");
+    // Reachable and answering like Kite: only its clock is off.
+    assert!(out.contains("✓ kite reachable: "), "{out}");
+    // Warden is not running: a silent health URL is a note, not a problem.
+    assert!(
+        out.contains("· programs.app.health: ") && out.contains("not running"),
+        "{out}"
+    );
+    assert_no_secret(&out);
+
+    let j = doctor(&config, true);
+    assert_eq!(j.status.code(), Some(1), "{}", text(&j));
+    let v = verdicts(&j);
+    for check in [
+        "kite clock",
+        "supervisor.state_dir writable",
+        "programs.app.command",
+    ] {
+        assert_eq!(status_of(&v, check), "fail", "{check}: {v:?}");
+        assert!(v.iter().any(|c| c.0 == check && !c.2.is_empty()), "{v:?}");
+    }
+    assert_eq!(status_of(&v, "kite reachable"), "ok");
+    assert_eq!(status_of(&v, "programs.app.health"), "info");
+    assert_no_secret(&text(&j));
+}
+
+#[test]
+fn an_unreachable_broker_is_a_cross() {
+    let kite = KiteSandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &config,
+        kite.warden_config(free_port(), "manual", None)
+            .replace(&kite.url(), &closed),
+    )
+    .unwrap();
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (line, fix) = failed(&out, "kite reachable");
+    assert!(line.contains(&closed), "{line}");
+    assert!(fix.contains("api_base"), "{fix}");
+    assert_no_secret(&out);
+    let v = verdicts(&doctor(&config, true));
+    assert_eq!(status_of(&v, "kite reachable"), "fail");
+}
+
+#[test]
+fn missing_totp_credentials_are_a_cross_not_a_broken_config() {
+    let kite = KiteSandbox::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("supervisor.toml");
+    let text_cfg = kite
+        .warden_config(free_port(), "totp", None)
+        .lines()
+        .filter(|l| !l.starts_with("password") && !l.starts_with("totp_secret"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text_cfg).unwrap();
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (line, fix) = failed(&out, "credentials");
+    assert!(line.contains("token.kite."), "{line}");
+    assert!(
+        out.contains("password_file") && out.contains("totp_secret_file"),
+        "both missing keys named with their fix:\n{out}"
+    );
+    assert!(fix.contains("login = \"totp\""), "{fix}");
+    assert_no_secret(&out);
+    let v = verdicts(&doctor(&config, true));
+    assert_eq!(status_of(&v, "credentials"), "fail");
+}
+
+#[test]
+fn an_invalid_config_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(&config, "[programs.a]\ncomand = [\"x\"]\n").unwrap();
+    let o = doctor(&config, false);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
