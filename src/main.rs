@@ -384,7 +384,7 @@ fn watch(path: &std::path::Path) -> ExitCode {
 }
 
 /// `warden doctor`: 0 when nothing failed, 1 when something did, 2 for a config that does not
-/// load (unless only its credentials are missing: that is a failed check like any other).
+/// load (unless all it lacks is credentials or an api_token: those are failed checks).
 fn doctor(path: &std::path::Path, json: bool) -> ExitCode {
     let (checks, code) = match load_checked(path) {
         Ok(cfg) => match runtime() {
@@ -403,7 +403,7 @@ fn doctor(path: &std::path::Path, json: bool) -> ExitCode {
                 .err()
                 .map(|e| e.problems)
                 .unwrap_or_default();
-            match warden::doctor::credential_problems(&problems) {
+            match warden::doctor::set_up_problems(&problems) {
                 Some(checks) => (checks, 1),
                 None => {
                     eprintln!("{message}");

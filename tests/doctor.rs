@@ -250,3 +250,48 @@ fn an_invalid_config_is_exit_2() {
     let o = doctor(&config, false);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+#[test]
+fn a_network_listen_address_without_an_api_token_is_a_cross() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("supervisor.toml");
+    let write = |listen: &str, api_token: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"{listen}:{}\"\npublic_url = \"https://stack.example.com\"\n\
+                 {api_token}\n[programs.app]\ncommand = [\"sleep\", \"300\"]\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+    };
+    write("0.0.0.0", "");
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (_, fix) = failed(&out, "http.listen");
+    assert!(fix.contains("api_token"), "{fix}");
+    let v = verdicts(&doctor(&config, true));
+    assert_eq!(status_of(&v, "http.listen"), "fail");
+
+    // Loopback, but published through a proxy without a token: a warning.
+    write("127.0.0.1", "");
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("✓ http.listen: "), "{out}");
+    assert!(out.contains("! http.public_url: "), "{out}");
+    assert!(out.contains("✓ programs.app.command: "), "{out}");
+    let v = verdicts(&doctor(&config, true));
+    assert_eq!(status_of(&v, "http.public_url"), "warn");
+
+    // With a token both are fine.
+    write("0.0.0.0", &format!("api_token = \"{API_TOKEN}\"\n"));
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("✓ http.listen: "), "{out}");
+    assert!(!out.contains("http.public_url"), "{out}");
+    assert_no_secret(&out);
+}

@@ -75,11 +75,8 @@ pub fn any_failed(checks: &[Check]) -> bool {
 pub async fn run(cfg: &Config) -> Vec<Check> {
     let mut checks = vec![Check::ok("config", cfg.source.display().to_string())];
     for w in &cfg.warnings {
-        checks.push(Check::warn(
-            "config warning",
-            located(w),
-            "see the message: the config is valid, but this is likely not what you meant",
-        ));
+        // A warning's message already says what to do.
+        checks.push(Check::warn("config warning", located(w), ""));
     }
     checks.extend(probes::files(cfg));
     checks.extend(probes::credentials(cfg));
@@ -92,39 +89,45 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     checks
 }
 
-/// The keys a credential lives under: a config that fails only on these is a set-up that
-/// lacks credentials rather than a broken file.
-const CREDENTIAL_KEYS: [&str; 5] = [
-    "token.kite.api_key",
-    "token.kite.api_secret",
-    "token.kite.user_id",
-    "token.kite.password",
-    "token.kite.totp_secret",
+/// The keys whose problems are a set-up to finish rather than a broken file, and the check
+/// each is reported under: the validator refuses the config without them, and doctor says so
+/// in its own terms.
+const SET_UP_KEYS: [(&str, &str); 6] = [
+    ("token.kite.api_key", "credentials"),
+    ("token.kite.api_secret", "credentials"),
+    ("token.kite.user_id", "credentials"),
+    ("token.kite.password", "credentials"),
+    ("token.kite.totp_secret", "credentials"),
+    ("http.api_token", "http.listen"),
 ];
 
-/// For a config that did not validate: the credential problems as failed checks, when they
-/// are the only problems (`None` otherwise: the config itself is broken).
-pub fn credential_problems(problems: &[Problem]) -> Option<Vec<Check>> {
-    if problems.is_empty()
-        || !problems
+/// For a config that did not validate: its problems as failed checks, when they are all of the
+/// set-up kind (missing credentials, a network address without an api_token); `None`
+/// otherwise: the config itself is broken.
+pub fn set_up_problems(problems: &[Problem]) -> Option<Vec<Check>> {
+    let check_of = |p: &Problem| {
+        SET_UP_KEYS
             .iter()
-            .all(|p| CREDENTIAL_KEYS.contains(&p.key.as_str()))
-    {
+            .find(|(key, _)| *key == p.key)
+            .map(|(_, check)| *check)
+    };
+    if problems.is_empty() || !problems.iter().all(|p| check_of(p).is_some()) {
         return None;
     }
     let mut checks: Vec<Check> = problems
         .iter()
-        .map(|p| {
-            Check::fail(
-                "credentials",
-                format!("{} is missing or invalid", p.key),
+        .filter_map(|p| {
+            let check = check_of(p)?;
+            Some(Check::fail(
+                check,
+                format!("{} is missing", p.key),
                 located(p),
-            )
+            ))
         })
         .collect();
     checks.push(Check::info(
         "other checks",
-        "skipped: the config does not load until its credentials are set",
+        "skipped: the config does not load until these are set",
     ));
     Some(checks)
 }
