@@ -113,6 +113,8 @@ fn a_good_set_up_is_all_ticks() {
         "config",
         "token.env_file writable",
         "supervisor.state_dir writable",
+        "supervisor.state_dir mode",
+        "token.env_file mode",
         "credentials",
         "kite reachable",
         "kite clock",
@@ -141,6 +143,10 @@ fn a_broken_set_up_gets_a_cross_and_a_fix_for_each_problem() {
     let dir = tempfile::tempdir().unwrap();
     // A file where state_dir's parent should be a directory: unwritable even for root.
     std::fs::write(dir.path().join("occupied"), "not a directory\n").unwrap();
+    // An env file everyone may read: a warning (warden keeps the mode it finds).
+    let env = dir.path().join(".env");
+    std::fs::write(&env, "OTHER=1\n").unwrap();
+    std::fs::set_permissions(&env, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let config = dir.path().join("supervisor.toml");
     std::fs::write(
         &config,
@@ -166,6 +172,8 @@ fn a_broken_set_up_gets_a_cross_and_a_fix_for_each_problem() {
     let (line, fix) = failed(&out, "programs.app.command");
     assert!(line.contains("no-such-server"), "{line}");
     assert!(fix.contains("path"), "{fix}");
+    assert!(out.contains("! token.env_file mode: "), "{out}");
+    assert!(out.contains("    fix: chmod 600 "), "{out}");
     // Reachable and answering like Kite: only its clock is off.
     assert!(out.contains("✓ kite reachable: "), "{out}");
     // Warden is not running: a silent health URL is a note, not a problem.
@@ -187,6 +195,7 @@ fn a_broken_set_up_gets_a_cross_and_a_fix_for_each_problem() {
         assert!(v.iter().any(|c| c.0 == check && !c.2.is_empty()), "{v:?}");
     }
     assert_eq!(status_of(&v, "kite reachable"), "ok");
+    assert_eq!(status_of(&v, "token.env_file mode"), "warn");
     assert_eq!(status_of(&v, "programs.app.health"), "info");
     assert_no_secret(&text(&j));
 }

@@ -45,6 +45,22 @@ pub fn files(cfg: &Config) -> Vec<Check> {
             None => checks.push(Check::ok(format!("{key} writable"), what)),
         }
     }
+    let state = &cfg.supervisor.state_dir;
+    if let Some(meta) = std::fs::metadata(state).ok().filter(|m| m.is_dir()) {
+        let mode = meta.permissions().mode() & 0o777;
+        checks.push(if mode & 0o077 != 0 {
+            Check::warn(
+                "supervisor.state_dir mode",
+                format!(
+                    "{} (mode {mode:04o}) is open to other users; token.json lives there",
+                    state.display()
+                ),
+                format!("chmod 700 {}", state.display()),
+            )
+        } else {
+            Check::ok("supervisor.state_dir mode", "private to its owner")
+        });
+    }
     if let Some(warning) = crate::config::env_file::readable_by_others(&token.env_file) {
         checks.push(Check::warn(
             "token.env_file mode",
