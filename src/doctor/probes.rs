@@ -377,3 +377,51 @@ pub async fn health(cfg: &Config, running: bool) -> Vec<Check> {
     }
     checks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback_host("http://127.0.0.1:9180"));
+        assert!(is_loopback_host("http://localhost:9180/x"));
+        assert!(is_loopback_host("http://[::1]:9180"));
+        assert!(!is_loopback_host("https://stack.example.com"));
+        assert!(!is_loopback_host("http://10.0.0.5:9180"));
+    }
+
+    #[test]
+    fn executables_are_found_like_exec_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProgramConfig {
+            cwd: dir.path().to_path_buf(),
+            ..ProgramConfig::default()
+        };
+        std::fs::write(dir.path().join("run.sh"), "#!/bin/sh\n").unwrap();
+        assert_eq!(
+            find_executable("./run.sh", &p).unwrap_err(),
+            "not executable"
+        );
+        std::fs::set_permissions(
+            dir.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert_eq!(
+            find_executable("./run.sh", &p).unwrap(),
+            dir.path().join("./run.sh")
+        );
+        // A bare name is looked up on PATH, never in the cwd.
+        let mut on_path = p.clone();
+        on_path.env.insert("PATH".into(), "bin".into());
+        assert!(find_executable("run.sh", &on_path).is_err());
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::fs::rename(dir.path().join("run.sh"), dir.path().join("bin/run.sh")).unwrap();
+        assert_eq!(
+            find_executable("run.sh", &on_path).unwrap(),
+            dir.path().join("bin/run.sh")
+        );
+        assert!(find_executable("./missing", &p).is_err());
+    }
+}

@@ -30,3 +30,29 @@ pub fn render_json(checks: &[Check]) -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fix_follows_each_cross_and_the_summary_counts() {
+        let checks = [
+            Check::ok("config", "supervisor.toml"),
+            Check::fail("kite clock", "60 s behind", "sync the clock"),
+            Check::warn("token.env_file mode", "0644", "chmod 600 .env"),
+            Check::info("redirect url", "not running"),
+        ];
+        let out = render_text(&checks);
+        assert!(out.starts_with("✓ config: supervisor.toml\n✗ kite clock: 60 s behind\n    fix: sync the clock\n! token.env_file mode: 0644\n    fix: chmod 600 .env\n· redirect url: not running\n"), "{out}");
+        assert!(
+            out.ends_with("1 problem(s) to fix, 1 warning(s)\n"),
+            "{out}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&render_json(&checks)).unwrap();
+        assert_eq!(v[1]["status"], "fail");
+        assert_eq!(v[2]["status"], "warn");
+        assert_eq!(v[3]["status"], "info");
+        assert_eq!(v[1]["fix"], "sync the clock");
+    }
+}
