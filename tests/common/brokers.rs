@@ -4,13 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::sandbox::line_channel;
+use super::sandbox::{launch_sandbox, wait_child_exit};
 use super::web::{request, Resp};
-use super::BIN;
 
 /// `warden sandbox BROKER --listen 127.0.0.1:0 …` on a free port; killed on drop.
 pub struct BrokerSandbox {
@@ -25,28 +24,7 @@ impl BrokerSandbox {
     /// Start it and wait (at most 10 s) for the start-up block, which ends with a line in
     /// parentheses.
     pub fn start(broker: &str, extra: &[&str]) -> BrokerSandbox {
-        let mut child = Command::new(BIN)
-            .args(["sandbox", broker, "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the sandbox");
-        let lines = line_channel(child.stdout.take().unwrap());
-        let mut startup: Vec<String> = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !startup.last().is_some_and(|l| l.starts_with('(')) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => startup.push(line),
-                Err(e) => panic!("{broker} sandbox start-up lines ({e}); got: {startup:?}"),
-            }
-        }
-        let addr = startup[0]
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {:?}", startup[0]))
-            .to_string();
+        let (child, addr, startup) = launch_sandbox(broker, extra);
         BrokerSandbox {
             child,
             addr,
@@ -110,17 +88,8 @@ impl BrokerSandbox {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sandbox ignored SIGTERM for 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child_exit(&mut self.child, Duration::from_secs(10))
+            .expect("the sandbox ignored SIGTERM for 10 s")
     }
 }
 
