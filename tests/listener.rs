@@ -498,16 +498,19 @@ command = ["sh", "-c", "cat /proc/self/limits > app-limits.txt; ulimit -Sn > app
 fn check_warns_about_a_public_url_beyond_loopback_without_an_api_token() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("supervisor.toml");
+    let check = || {
+        Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
     std::fs::write(
         &path,
         "[http]\nlisten = \"127.0.0.1:9180\"\npublic_url = \"https://warden.example.com\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let expected = format!("{}:3: warning: http.public_url", path.display());
@@ -520,11 +523,7 @@ fn check_warns_about_a_public_url_beyond_loopback_without_an_api_token() {
         "[http]\nlisten = \"127.0.0.1:9180\"\npublic_url = \"https://warden.example.com\"\napi_token = \"t\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
 
