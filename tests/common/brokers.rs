@@ -148,16 +148,7 @@ pub fn run_sdk_script(py: &PathBuf, script: &str, args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python runs");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let output = match rx.recv_timeout(Duration::from_secs(90)) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("{script} did not finish in 90 s");
-        }
-    };
+    let output = output_within(child, Duration::from_secs(90), script);
     let out = String::from_utf8_lossy(&output.stdout).to_string();
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -166,6 +157,21 @@ pub fn run_sdk_script(py: &PathBuf, script: &str, args: &[&str]) -> String {
         output.status
     );
     out
+}
+
+/// The spawned `child`'s exit status and piped output; killed, and a panic naming `what`, if
+/// it has not finished within `timeout`.
+pub fn output_within(child: Child, timeout: Duration, what: &str) -> std::process::Output {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(timeout) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("{what} did not finish in {timeout:?}");
+        }
+    }
 }
 
 /// The claims of a JWT (its payload, not verified: the way warden reads `exp`).
