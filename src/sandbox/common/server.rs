@@ -126,6 +126,14 @@ pub async fn spawn<B: Broker>(
     broker: Arc<B>,
     routes: Router,
 ) -> Result<Running<B>, SandboxError> {
+    let (listener, addr) = bind(listen).await?;
+    let app = routes.merge(controls(broker.clone()));
+    let task = tokio::spawn(serve(listener, broker.clone(), app));
+    Ok(Running { addr, broker, task })
+}
+
+/// Bind `listen`; the listener and the address it got (the port, when `listen` asks for 0).
+pub async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), SandboxError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| SandboxError::Bind {
@@ -133,9 +141,7 @@ pub async fn spawn<B: Broker>(
             source,
         })?;
     let addr = listener.local_addr().map_err(SandboxError::Serve)?;
-    let app = routes.merge(controls(broker.clone()));
-    let task = tokio::spawn(serve(listener, broker.clone(), app));
-    Ok(Running { addr, broker, task })
+    Ok((listener, addr))
 }
 
 /// Print `lines` after `listening on …` and the note that ends the start-up block, then serve
