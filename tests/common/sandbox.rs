@@ -357,29 +357,37 @@ pub fn manual_login(warden: &str, totp: &str) -> Resp {
             continue;
         }
         assert_eq!(r.status, 200, "{path}: {}", r.body);
-        let form = format!(
-            "api_key={}&sess_id={}&user_id=AB1234&password={}&twofa_value={}",
-            enc(&form_value(&r.body, "api_key")),
-            enc(&form_value(&r.body, "sess_id")),
-            enc(DEFAULT_PASSWORD),
-            totp
-        );
-        let r = request(
-            &addr,
-            "POST",
-            "/connect/login",
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            &form,
-        );
-        assert_eq!(r.status, 303, "login form: {}", r.body);
-        cookie = r
-            .header("set-cookie")
-            .and_then(|c| c.split(';').next())
-            .unwrap()
-            .to_string();
+        let (r, session) = post_login_form(&addr, &r.body, totp);
+        cookie = session;
         url = absolute(&addr, r.header("location").unwrap());
     }
     panic!("the login did not come back to warden within 10 hops");
+}
+
+/// Fill in the sandbox's login form `html` (served by `addr`) as user AB1234 with the demo
+/// password and `totp`, and post it: the 303 answer and its session cookie (`name=value`).
+pub fn post_login_form(addr: &str, html: &str, totp: &str) -> (Resp, String) {
+    let form = format!(
+        "api_key={}&sess_id={}&user_id=AB1234&password={}&twofa_value={}",
+        enc(&form_value(html, "api_key")),
+        enc(&form_value(html, "sess_id")),
+        enc(DEFAULT_PASSWORD),
+        totp
+    );
+    let r = request(
+        addr,
+        "POST",
+        "/connect/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form,
+    );
+    assert_eq!(r.status, 303, "login form: {}", r.body);
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    (r, cookie)
 }
 
 /// The value of `name="…" value="…"` in the sandbox's login form.
