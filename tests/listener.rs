@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -57,17 +56,6 @@ fn config(api_token: Option<&str>) -> String {
         "[http]\nlisten = \"127.0.0.1:0\"\n{token}\n[supervisor]\nshutdown_timeout = \"10s\"\n\n\
          [programs.app]\ncommand = [\"sleep\", \"600\"]\n"
     )
-}
-
-fn cli(args: &[&str], config: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .env_remove("WARDEN_API_TOKEN")
-        .env_remove("WARDEN_CONFIG")
-        .output()
-        .unwrap()
 }
 
 fn port_of(addr: &str) -> &str {
@@ -152,10 +140,10 @@ fn cross_site_and_rebinding_requests_are_refused_and_change_nothing() {
     });
 
     // The CLI sends neither Origin nor Sec-Fetch-Site.
-    let out = cli(&["restart", "app"], &w.config);
+    let out = warden_cli(&["restart", "app"], &w.config);
     assert!(out.status.success(), "{out:?}");
     wait_until("the CLI restart", T, || w.program("app")["restarts"] == 2);
-    let out = cli(&["status"], &w.config);
+    let out = warden_cli(&["status"], &w.config);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("app"));
 }
