@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -16,17 +16,6 @@ use warden::sandbox::kite::DEFAULT_PASSWORD;
 use warden::token::login::{unix_now, Totp};
 
 const T: Duration = Duration::from_secs(30);
-
-fn cli(args: &[&str], config: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .env_remove("WARDEN_API_TOKEN")
-        .env_remove("WARDEN_CONFIG")
-        .output()
-        .unwrap()
-}
 
 fn stat(kite: &KiteSandbox, name: &str) -> u64 {
     kite.stats()[name]
@@ -104,7 +93,7 @@ fn refresh_requests_never_lift_a_credential_block_and_unblock_lifts_it_once() {
             }
             1 => w.signal(libc::SIGUSR1),
             _ => {
-                let o = cli(&["token", "refresh"], &w.config);
+                let o = warden_cli(&["token", "refresh"], &w.config);
                 assert_eq!(o.status.code(), Some(1), "{o:?}");
                 assert!(String::from_utf8_lossy(&o.stderr).contains("409"), "{o:?}");
             }
@@ -120,7 +109,7 @@ fn refresh_requests_never_lift_a_credential_block_and_unblock_lifts_it_once() {
     );
 
     // unblock: 202, exactly one more attempt, which is the second and last rejection.
-    let o = cli(&["token", "unblock"], &w.config);
+    let o = warden_cli(&["token", "unblock"], &w.config);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     wait_until("the one allowed attempt", T, || {
         stat(&kite, "password_fail") == 2

@@ -691,7 +691,7 @@ fn a_rejected_login_is_tried_once_for_the_fleet_and_every_page_offers_the_manual
 mod trust {
     use super::*;
     use warden::config::{Secret, StoreConfig, StoreKind};
-    use warden::sandbox::kite::{current_totp, DEFAULT_API_SECRET, DEFAULT_PASSWORD};
+    use warden::sandbox::kite::{current_totp, DEFAULT_API_SECRET};
     use warden::token::fleet::record::RecordKey;
     use warden::token::fleet::store::{RedisStore, SharedToken};
     use warden::token::kite::KiteClient;
@@ -805,31 +805,9 @@ mod trust {
                     continue;
                 }
                 assert_eq!(r.status, 200, "{path}: {}", r.body);
-                let value = |name: &str| {
-                    let needle = format!("name=\"{name}\" value=\"");
-                    let rest = &r.body[r.body.find(&needle).unwrap() + needle.len()..];
-                    rest[..rest.find('"').unwrap()].to_string()
-                };
-                let form = format!(
-                    "api_key={}&sess_id={}&user_id=AB1234&password={}&twofa_value={}",
-                    enc(&value("api_key")),
-                    enc(&value("sess_id")),
-                    enc(DEFAULT_PASSWORD),
-                    current_totp(SANDBOX_TOTP).unwrap()
-                );
-                let r = request(
-                    &addr,
-                    "POST",
-                    "/connect/login",
-                    &[("Content-Type", "application/x-www-form-urlencoded")],
-                    &form,
-                );
-                assert_eq!(r.status, 303, "login form: {}", r.body);
-                self.cookie = r
-                    .header("set-cookie")
-                    .and_then(|c| c.split(';').next())
-                    .unwrap()
-                    .to_string();
+                let totp = current_totp(SANDBOX_TOTP).unwrap();
+                let (r, cookie) = post_login_form(&addr, &r.body, &totp);
+                self.cookie = cookie;
                 path = r.header("location").unwrap().to_string();
             }
             panic!("no request token within 10 hops");

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -57,17 +56,6 @@ fn config(api_token: Option<&str>) -> String {
         "[http]\nlisten = \"127.0.0.1:0\"\n{token}\n[supervisor]\nshutdown_timeout = \"10s\"\n\n\
          [programs.app]\ncommand = [\"sleep\", \"600\"]\n"
     )
-}
-
-fn cli(args: &[&str], config: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .env_remove("WARDEN_API_TOKEN")
-        .env_remove("WARDEN_CONFIG")
-        .output()
-        .unwrap()
 }
 
 fn port_of(addr: &str) -> &str {
@@ -152,10 +140,10 @@ fn cross_site_and_rebinding_requests_are_refused_and_change_nothing() {
     });
 
     // The CLI sends neither Origin nor Sec-Fetch-Site.
-    let out = cli(&["restart", "app"], &w.config);
+    let out = warden_cli(&["restart", "app"], &w.config);
     assert!(out.status.success(), "{out:?}");
     wait_until("the CLI restart", T, || w.program("app")["restarts"] == 2);
-    let out = cli(&["status"], &w.config);
+    let out = warden_cli(&["status"], &w.config);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("app"));
 }
@@ -498,16 +486,19 @@ command = ["sh", "-c", "cat /proc/self/limits > app-limits.txt; ulimit -Sn > app
 fn check_warns_about_a_public_url_beyond_loopback_without_an_api_token() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("supervisor.toml");
+    let check = || {
+        Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
     std::fs::write(
         &path,
         "[http]\nlisten = \"127.0.0.1:9180\"\npublic_url = \"https://warden.example.com\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let expected = format!("{}:3: warning: http.public_url", path.display());
@@ -520,11 +511,7 @@ fn check_warns_about_a_public_url_beyond_loopback_without_an_api_token() {
         "[http]\nlisten = \"127.0.0.1:9180\"\npublic_url = \"https://warden.example.com\"\napi_token = \"t\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
 

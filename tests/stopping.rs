@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -13,13 +12,7 @@ const T: Duration = Duration::from_secs(15);
 
 /// `warden restart NAME`, as a person would type it.
 fn restart(w: &Warden, name: &str) {
-    let o = Command::new(BIN)
-        .args(["restart", name, "-c"])
-        .arg(&w.config)
-        .env_remove("WARDEN_API_TOKEN")
-        .env_remove("WARDEN_CONFIG")
-        .output()
-        .unwrap();
+    let o = warden_cli(&["restart", name], &w.config);
     assert!(
         o.status.success(),
         "warden restart {name}: {}",

@@ -46,16 +46,11 @@ fn run_scenario(sandbox: &KiteSandbox, scenario: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 runs");
-    let pid = nix::unistd::Pid::from_raw(script.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(script.wait_with_output()));
-    let output = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("ticker_conformance.py {scenario} did not finish in 120 s");
-        }
-    };
+    let output = output_within(
+        script,
+        Duration::from_secs(120),
+        &format!("ticker_conformance.py {scenario}"),
+    );
     let out = String::from_utf8_lossy(&output.stdout);
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -255,13 +255,7 @@ pub async fn spawn(mut opts: SandboxOptions) -> Result<SandboxHandle, SandboxErr
         .map_err(|e| SandboxError::Config(format!("--totp-secret: {e}")))?;
     url::Url::parse(&opts.redirect_url)
         .map_err(|e| SandboxError::Config(format!("--redirect-url: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| SandboxError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(SandboxError::Serve)?;
+    let (listener, addr) = crate::sandbox::common::server::bind(opts.listen).await?;
     let kite = Arc::new(state::Kite::new(opts, totp));
     let task = tokio::spawn(server::serve(listener, kite.clone()));
     Ok(SandboxHandle { addr, kite, task })

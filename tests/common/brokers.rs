@@ -4,13 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::sandbox::line_channel;
+use super::sandbox::{launch_sandbox, wait_child_exit};
 use super::web::{request, Resp};
-use super::BIN;
 
 /// `warden sandbox BROKER --listen 127.0.0.1:0 …` on a free port; killed on drop.
 pub struct BrokerSandbox {
@@ -25,28 +24,7 @@ impl BrokerSandbox {
     /// Start it and wait (at most 10 s) for the start-up block, which ends with a line in
     /// parentheses.
     pub fn start(broker: &str, extra: &[&str]) -> BrokerSandbox {
-        let mut child = Command::new(BIN)
-            .args(["sandbox", broker, "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the sandbox");
-        let lines = line_channel(child.stdout.take().unwrap());
-        let mut startup: Vec<String> = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !startup.last().is_some_and(|l| l.starts_with('(')) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => startup.push(line),
-                Err(e) => panic!("{broker} sandbox start-up lines ({e}); got: {startup:?}"),
-            }
-        }
-        let addr = startup[0]
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {:?}", startup[0]))
-            .to_string();
+        let (child, addr, startup) = launch_sandbox(broker, extra);
         BrokerSandbox {
             child,
             addr,
@@ -110,17 +88,8 @@ impl BrokerSandbox {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sandbox ignored SIGTERM for 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child_exit(&mut self.child, Duration::from_secs(10))
+            .expect("the sandbox ignored SIGTERM for 10 s")
     }
 }
 
@@ -179,16 +148,7 @@ pub fn run_sdk_script(py: &PathBuf, script: &str, args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python runs");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let output = match rx.recv_timeout(Duration::from_secs(90)) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("{script} did not finish in 90 s");
-        }
-    };
+    let output = output_within(child, Duration::from_secs(90), script);
     let out = String::from_utf8_lossy(&output.stdout).to_string();
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -197,6 +157,21 @@ pub fn run_sdk_script(py: &PathBuf, script: &str, args: &[&str]) -> String {
         output.status
     );
     out
+}
+
+/// The spawned `child`'s exit status and piped output; killed, and a panic naming `what`, if
+/// it has not finished within `timeout`.
+pub fn output_within(child: Child, timeout: Duration, what: &str) -> std::process::Output {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(timeout) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("{what} did not finish in {timeout:?}");
+        }
+    }
 }
 
 /// The claims of a JWT (its payload, not verified: the way warden reads `exp`).

@@ -58,6 +58,19 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// `warden ARGS… -c CONFIG` with WARDEN_API_TOKEN and WARDEN_CONFIG removed from its
+/// environment (the CLI reads them), run to completion.
+pub fn warden_cli(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env_remove("WARDEN_API_TOKEN")
+        .env_remove("WARDEN_CONFIG")
+        .output()
+        .unwrap()
+}
+
 /// A visible skip, or a failure under `WARDEN_TEST_REQUIRE_ALL=1` (CI installs everything).
 pub fn skip(test: &str, why: &str) {
     if std::env::var("WARDEN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {

@@ -45,38 +45,73 @@ impl SandboxFlags {
 
     /// Start it and wait (at most 10 s) for the lines it prints at start.
     pub fn start(self) -> KiteSandbox {
-        let mut child = Command::new(BIN)
-            .args(["sandbox", "kite", "--listen", "127.0.0.1:0"])
-            .args(&self.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the sandbox");
-        let lines = line_channel(child.stdout.take().unwrap());
-        let mut sandbox = KiteSandbox {
+        let (child, addr, startup) = launch_sandbox("kite", &self.0);
+        KiteSandbox {
             child,
-            addr: String::new(),
-            startup: Vec::new(),
-        };
-        // The start-up block ends with a note in parentheses; the process exiting first (a
-        // bad flag, a taken port) ends the channel.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sandbox.startup.last().is_some_and(|l| l.starts_with('(')) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => sandbox.startup.push(line),
-                Err(e) => panic!(
-                    "sandbox start-up lines ({e}); got so far: {:?}",
-                    sandbox.startup
-                ),
+            addr,
+            startup,
+        }
+    }
+}
+
+/// `warden sandbox BROKER --listen 127.0.0.1:0 EXTRA…`, once it has printed its start-up block
+/// (at most 10 s): the child, its `127.0.0.1:PORT` and the block's lines. The block ends with
+/// a note in parentheses; the process exiting first (a bad flag, a taken port) ends the
+/// channel. On a panic here the child is killed.
+pub fn launch_sandbox(
+    broker: &str,
+    extra: &[impl AsRef<std::ffi::OsStr>],
+) -> (Child, String, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .args(["sandbox", broker, "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the sandbox");
+    let lines = line_channel(child.stdout.take().unwrap());
+    let mut startup: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        if startup.last().is_some_and(|l| l.starts_with('(')) {
+            break None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => startup.push(line),
+            Err(e) => {
+                break Some(format!(
+                    "{broker} sandbox start-up lines ({e}); got: {startup:?}"
+                ))
             }
         }
-        sandbox.addr = sandbox.startup[0]
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {:?}", sandbox.startup[0]))
-            .to_string();
-        sandbox
+    };
+    let addr = match (failed, startup[0].strip_prefix("listening on http://")) {
+        (None, Some(addr)) => addr.to_string(),
+        (failed, _) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{}",
+                failed.unwrap_or_else(|| format!("unexpected first line {:?}", startup[0]))
+            );
+        }
+    };
+    (child, addr, startup)
+}
+
+/// Wait for `child` to exit: its status, or `None` once `timeout` has passed.
+pub fn wait_child_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -259,17 +294,8 @@ failure_threshold = 5
 
     /// Wait for it to exit; panics after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sandbox did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child_exit(&mut self.child, timeout)
+            .unwrap_or_else(|| panic!("the sandbox did not exit within {timeout:?}"))
     }
 }
 
@@ -331,29 +357,37 @@ pub fn manual_login(warden: &str, totp: &str) -> Resp {
             continue;
         }
         assert_eq!(r.status, 200, "{path}: {}", r.body);
-        let form = format!(
-            "api_key={}&sess_id={}&user_id=AB1234&password={}&twofa_value={}",
-            enc(&form_value(&r.body, "api_key")),
-            enc(&form_value(&r.body, "sess_id")),
-            enc(DEFAULT_PASSWORD),
-            totp
-        );
-        let r = request(
-            &addr,
-            "POST",
-            "/connect/login",
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            &form,
-        );
-        assert_eq!(r.status, 303, "login form: {}", r.body);
-        cookie = r
-            .header("set-cookie")
-            .and_then(|c| c.split(';').next())
-            .unwrap()
-            .to_string();
+        let (r, session) = post_login_form(&addr, &r.body, totp);
+        cookie = session;
         url = absolute(&addr, r.header("location").unwrap());
     }
     panic!("the login did not come back to warden within 10 hops");
+}
+
+/// Fill in the sandbox's login form `html` (served by `addr`) as user AB1234 with the demo
+/// password and `totp`, and post it: the 303 answer and its session cookie (`name=value`).
+pub fn post_login_form(addr: &str, html: &str, totp: &str) -> (Resp, String) {
+    let form = format!(
+        "api_key={}&sess_id={}&user_id=AB1234&password={}&twofa_value={}",
+        enc(&form_value(html, "api_key")),
+        enc(&form_value(html, "sess_id")),
+        enc(DEFAULT_PASSWORD),
+        totp
+    );
+    let r = request(
+        addr,
+        "POST",
+        "/connect/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form,
+    );
+    assert_eq!(r.status, 303, "login form: {}", r.body);
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    (r, cookie)
 }
 
 /// The value of `name="…" value="…"` in the sandbox's login form.

@@ -71,6 +71,9 @@ mod tests {
         assert_eq!(q.pending(), 1);
         assert!(q.take("/v2/profile").is_some());
         assert!(q.take("/v2/profile").is_none());
+        q.push(Fault::default());
+        assert!(q.take("/_sandbox/reset").is_none());
+        assert!(q.take("/api/login").is_some());
         let f: Fault = serde_json::from_str(r#"{"kind":"drop"}"#).unwrap();
         assert_eq!((f.kind, f.status, f.count), (FaultKind::Drop, 503, 1));
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"explode"}"#).is_err());

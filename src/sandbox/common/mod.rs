@@ -1,5 +1,7 @@
 //! The toolkit the broker sandboxes (Angel One, Dhan, Upstox, Fyers) are built on, so each
-//! broker module only says what differs: its paths, field names, envelopes and rules.
+//! broker module only says what differs: its paths, field names, envelopes and rules. The
+//! Kite sandbox keeps its own state and controls but uses the fault queue, the accept loop
+//! and the login form from here.
 //!
 //! - [`core`]: the user's PIN + TOTP checks with lockout, the token store, counters;
 //! - [`jwt`]: HS256 tokens with an `exp` claim;

@@ -12,6 +12,51 @@ fn esc(s: &str) -> std::borrow::Cow<'_, str> {
     crate::http::page::escape(s)
 }
 
+/// One visible field of a login form.
+pub struct Input<'a> {
+    pub label: &'a str,
+    pub name: &'a str,
+    /// Pre-filled value (escaped), if any.
+    pub value: Option<&'a str>,
+    /// Further attributes as written in the HTML (our own constants, not escaped).
+    pub attrs: &'a str,
+}
+
+/// Everything that differs between the brokers' login pages.
+pub struct LoginForm<'a> {
+    pub broker: &'a str,
+    pub action: &'a str,
+    pub hidden: &'a [(&'a str, &'a str)],
+    pub inputs: &'a [Input<'a>],
+    /// The paragraph under the heading (our own HTML, not escaped).
+    pub note_html: &'a str,
+    /// CSS rules after the common ones.
+    pub extra_style: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// User id, PIN and TOTP code: the fields of every sandbox's form but Kite's.
+const PIN_INPUTS: &[Input<'static>] = &[
+    Input {
+        label: "User ID",
+        name: "user_id",
+        value: None,
+        attrs: r#" autocomplete="username" required"#,
+    },
+    Input {
+        label: "PIN",
+        name: "pin",
+        value: None,
+        attrs: r#" type="password" autocomplete="current-password" required"#,
+    },
+    Input {
+        label: "TOTP code",
+        name: "totp",
+        value: None,
+        attrs: r#" inputmode="numeric" maxlength="6" autocomplete="one-time-code" required"#,
+    },
+];
+
 /// A login form posting to `action`, carrying `hidden` fields through.
 pub fn login_form(
     broker: &str,
@@ -19,16 +64,48 @@ pub fn login_form(
     hidden: &[(&str, &str)],
     error: Option<&str>,
 ) -> String {
-    let error = error
+    render_login_form(&LoginForm {
+        broker,
+        action,
+        hidden,
+        inputs: PIN_INPUTS,
+        note_html: "<p>A local simulator: use the credentials the sandbox printed at start.</p>",
+        extra_style: "",
+        error,
+    })
+}
+
+/// The page of `form`: one form, no JavaScript.
+pub fn render_login_form(form: &LoginForm<'_>) -> String {
+    let error = form
+        .error
         .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, esc(e)))
         .unwrap_or_default();
-    let hidden: String = hidden
+    let hidden: String = form
+        .hidden
         .iter()
         .map(|(k, v)| {
             format!(
                 r#"<input type="hidden" name="{}" value="{}">"#,
                 esc(k),
                 esc(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let inputs: String = form
+        .inputs
+        .iter()
+        .map(|i| {
+            let value = i
+                .value
+                .map(|v| format!(r#" value="{}""#, esc(v)))
+                .unwrap_or_default();
+            format!(
+                r#"<label>{} <input name="{}"{value}{}></label>"#,
+                esc(i.label),
+                esc(i.name),
+                i.attrs
             )
         })
         .collect::<Vec<_>>()
@@ -47,24 +124,24 @@ label {{ display: block; margin-top: 1rem; font-size: .9rem; }}
 input {{ width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }}
 button {{ margin-top: 1.5rem; width: 100%; padding: .6rem; font-size: 1rem; }}
 .error {{ color: #b00020; }}
-</style>
+{extra_style}</style>
 </head>
 <body>
 <form method="post" action="{action}">
 <h1>{broker} sandbox</h1>
-<p>A local simulator: use the credentials the sandbox printed at start.</p>
+{note}
 {error}
 {hidden}
-<label>User ID <input name="user_id" autocomplete="username" required></label>
-<label>PIN <input name="pin" type="password" autocomplete="current-password" required></label>
-<label>TOTP code <input name="totp" inputmode="numeric" maxlength="6" autocomplete="one-time-code" required></label>
+{inputs}
 <button type="submit">Login</button>
 </form>
 </body>
 </html>
 "#,
-        broker = esc(broker),
-        action = esc(action),
+        broker = esc(form.broker),
+        action = esc(form.action),
+        note = form.note_html,
+        extra_style = form.extra_style,
     )
 }
 

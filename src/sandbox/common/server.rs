@@ -3,6 +3,7 @@
 //! connection without an answer.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,10 +37,6 @@ pub trait Broker: Send + Sync + 'static {
 /// The body of a `garbage` fault: what a proxy in trouble sends.
 const GARBAGE: &str = "<html><body>upstream hiccup: this is not JSON</body></html>";
 
-#[derive(Debug, thiserror::Error)]
-#[error("connection dropped on purpose by a sandbox fault")]
-struct DroppedOnPurpose;
-
 /// `/_sandbox/expire|fault|stats|reset` for any broker, to merge into its router.
 pub fn controls<B: Broker>(broker: Arc<B>) -> Router {
     Router::new()
@@ -68,10 +65,16 @@ async fn ctl_expire<B: Broker>(
 }
 
 async fn ctl_fault<B: Broker>(State(b): State<Arc<B>>, body: Bytes) -> axum::response::Response {
+    queue_fault(&body, |f| b.core().add_fault(f))
+}
+
+/// The `/_sandbox/fault` answer: the posted rule (an empty body: the default one) handed to
+/// `add` and echoed back, or 400 naming what is wrong with it.
+pub fn queue_fault(body: &[u8], add: impl FnOnce(Fault)) -> axum::response::Response {
     let fault: Fault = if body.iter().all(u8::is_ascii_whitespace) {
         Fault::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match serde_json::from_slice(body) {
             Ok(f) => f,
             Err(e) => {
                 let msg = format!("bad fault: {e}");
@@ -79,7 +82,7 @@ async fn ctl_fault<B: Broker>(State(b): State<Arc<B>>, body: Bytes) -> axum::res
             }
         }
     };
-    b.core().add_fault(fault.clone());
+    add(fault.clone());
     Json(json!({"queued": fault})).into_response()
 }
 
@@ -123,6 +126,14 @@ pub async fn spawn<B: Broker>(
     broker: Arc<B>,
     routes: Router,
 ) -> Result<Running<B>, SandboxError> {
+    let (listener, addr) = bind(listen).await?;
+    let app = routes.merge(controls(broker.clone()));
+    let task = tokio::spawn(serve(listener, broker.clone(), app));
+    Ok(Running { addr, broker, task })
+}
+
+/// Bind `listen`; the listener and the address it got (the port, when `listen` asks for 0).
+pub async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), SandboxError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| SandboxError::Bind {
@@ -130,9 +141,7 @@ pub async fn spawn<B: Broker>(
             source,
         })?;
     let addr = listener.local_addr().map_err(SandboxError::Serve)?;
-    let app = routes.merge(controls(broker.clone()));
-    let task = tokio::spawn(serve(listener, broker.clone(), app));
-    Ok(Running { addr, broker, task })
+    Ok((listener, addr))
 }
 
 /// Print `lines` after `listening on …` and the note that ends the start-up block, then serve
@@ -155,34 +164,62 @@ pub async fn run_until_stopped<B: Broker>(
 }
 
 async fn serve<B: Broker>(listener: TcpListener, broker: Arc<B>, app: Router) {
+    accept_loop(listener, move |req| {
+        let (broker, app) = (broker.clone(), app.clone());
+        async move {
+            let fault = broker.core().take_fault(req.uri().path());
+            route_unless_faulted(fault, |f| broker.fault_response(f), app, req).await
+        }
+    })
+    .await
+}
+
+/// What a `drop` fault returns to hyper so that it hangs up.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose by a sandbox fault")]
+pub struct DroppedOnPurpose;
+
+/// Serve every connection on `listener` with `answer` until the task running this is aborted.
+/// The connections live in a `JoinSet` owned here, so aborting the loop also cuts every open
+/// (keep-alive) connection, like a broker that went away. Upgrades (the Kite ticker's
+/// WebSocket) are allowed on every connection.
+pub async fn accept_loop<A, F>(listener: TcpListener, answer: A)
+where
+    A: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, DroppedOnPurpose>> + Send + 'static,
+{
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
+            // Out of file descriptors and the like: back off instead of spinning.
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let (broker, app) = (broker.clone(), app.clone());
+        let answer = answer.clone();
         connections.spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req| answer(broker.clone(), app.clone(), req));
+            let svc = hyper::service::service_fn(answer);
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
                 .await;
         });
     }
 }
 
-async fn answer<B: Broker>(
-    broker: Arc<B>,
+/// Fail the request the way `fault` says (after its delay), or hand it to `app`. A `status`
+/// fault answers with `status_response`, the broker's own error envelope.
+pub async fn route_unless_faulted(
+    fault: Option<Fault>,
+    status_response: impl FnOnce(&Fault) -> axum::response::Response,
     app: Router,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DroppedOnPurpose> {
-    if let Some(fault) = broker.core().take_fault(req.uri().path()) {
+    if let Some(fault) = fault {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
         }
@@ -197,7 +234,7 @@ async fn answer<B: Broker>(
                 )
                     .into_response())
             }
-            FaultKind::Status => return Ok(broker.fault_response(&fault)),
+            FaultKind::Status => return Ok(status_response(&fault)),
         }
     }
     let resp: Result<Response<Body>, Infallible> = TowerToHyperService::new(app).call(req).await;

@@ -1,6 +1,6 @@
 //! Injected failures (`POST /_sandbox/fault`): the next N matching requests fail a chosen way.
-
-use std::collections::VecDeque;
+//! The rule format lives here (every sandbox accepts it); the queue is
+//! `sandbox::common::faults::FaultQueue`.
 
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -69,106 +69,35 @@ impl Default for Fault {
 }
 
 impl Fault {
-    fn matches(&self, path: &str) -> bool {
-        match &self.path {
-            Some(prefix) => path.starts_with(prefix.as_str()),
-            None => true,
-        }
-    }
-
-    /// The canned answer of a `status` or `garbage` fault.
+    /// Kite's error envelope for a `status` fault (the shared server answers `garbage`).
     pub(super) fn response(&self) -> Response {
-        match self.kind {
-            FaultKind::Garbage => (
-                axum::http::StatusCode::OK,
-                [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                "<html><body>upstream hiccup: this is not JSON</body></html>",
-            )
-                .into_response(),
-            _ => {
-                let status = axum::http::StatusCode::from_u16(self.status)
-                    .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
-                let (default_type, default_message) = match self.status {
-                    400 => ("InputException", "Invalid input (injected fault)."),
-                    403 => ("TokenException", "Incorrect `api_key` or `access_token`."),
-                    429 => ("NetworkException", "Too many requests."),
-                    500 => (
-                        "GeneralException",
-                        "Internal server error (injected fault).",
-                    ),
-                    502 => ("DataException", "Bad gateway (injected fault)."),
-                    503 | 504 => ("NetworkException", "Service unavailable (injected fault)."),
-                    _ => ("GeneralException", "Injected fault."),
-                };
-                let body = serde_json::json!({
-                    "status": "error",
-                    "message": self.message.as_deref().unwrap_or(default_message),
-                    "data": null,
-                    "error_type": self.error_type.as_deref().unwrap_or(default_type),
-                });
-                (status, axum::Json(body)).into_response()
-            }
-        }
-    }
-}
-
-/// Pending faults, first posted first used.
-#[derive(Debug, Default)]
-pub(super) struct FaultQueue {
-    rules: VecDeque<Fault>,
-}
-
-impl FaultQueue {
-    pub(super) fn push(&mut self, fault: Fault) {
-        if fault.count > 0 {
-            self.rules.push_back(fault);
-        }
-    }
-
-    /// The rule that applies to this request, spending one of its uses. Control paths are
-    /// never faulted, so a test can always reach them.
-    pub(super) fn take(&mut self, path: &str) -> Option<Fault> {
-        if path.starts_with("/_sandbox/") {
-            return None;
-        }
-        let i = self.rules.iter().position(|f| f.matches(path))?;
-        let rule = &mut self.rules[i];
-        rule.count -= 1;
-        let fired = rule.clone();
-        if rule.count == 0 {
-            self.rules.remove(i);
-        }
-        Some(fired)
-    }
-
-    /// Uses left over all rules.
-    pub(super) fn pending(&self) -> u32 {
-        self.rules.iter().map(|f| f.count).sum()
+        let status = axum::http::StatusCode::from_u16(self.status)
+            .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let (default_type, default_message) = match self.status {
+            400 => ("InputException", "Invalid input (injected fault)."),
+            403 => ("TokenException", "Incorrect `api_key` or `access_token`."),
+            429 => ("NetworkException", "Too many requests."),
+            500 => (
+                "GeneralException",
+                "Internal server error (injected fault).",
+            ),
+            502 => ("DataException", "Bad gateway (injected fault)."),
+            503 | 504 => ("NetworkException", "Service unavailable (injected fault)."),
+            _ => ("GeneralException", "Injected fault."),
+        };
+        let body = serde_json::json!({
+            "status": "error",
+            "message": self.message.as_deref().unwrap_or(default_message),
+            "data": null,
+            "error_type": self.error_type.as_deref().unwrap_or(default_type),
+        });
+        (status, axum::Json(body)).into_response()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queue_counts_down_and_matches_prefix() {
-        let mut q = FaultQueue::default();
-        q.push(Fault {
-            path: Some("/user/profile".into()),
-            count: 2,
-            ..Fault::default()
-        });
-        assert!(q.take("/session/token").is_none());
-        assert!(q.take("/_sandbox/stats").is_none());
-        assert!(q.take("/user/profile").is_some());
-        assert_eq!(q.pending(), 1);
-        assert!(q.take("/user/profile").is_some());
-        assert!(q.take("/user/profile").is_none());
-        q.push(Fault::default());
-        assert!(q.take("/_sandbox/reset").is_none());
-        assert!(q.take("/api/login").is_some());
-    }
 
     #[test]
     fn fault_json_defaults() {

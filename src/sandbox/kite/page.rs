@@ -1,10 +1,7 @@
 //! The login page a browser sees at `/connect/login` without a session: user id, password and
 //! TOTP code in one form that posts back to `/connect/login`. No JavaScript needed.
 
-/// HTML escaping for text and attribute values: the status page's.
-fn esc(s: &str) -> std::borrow::Cow<'_, str> {
-    crate::http::page::escape(s)
-}
+use crate::sandbox::common::page::{render_login_form, Input, LoginForm};
 
 pub(super) fn login_page(
     api_key: &str,
@@ -12,45 +9,34 @@ pub(super) fn login_page(
     user_id: &str,
     error: Option<&str>,
 ) -> String {
-    let error = error
-        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, esc(e)))
-        .unwrap_or_default();
-    format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Kite sandbox login</title>
-<style>
-body {{ font-family: system-ui, sans-serif; background: #f6f6f6; display: flex; justify-content: center; }}
-form {{ background: #fff; margin-top: 4rem; padding: 2rem; border-radius: 6px; width: 18rem; box-shadow: 0 1px 4px #0002; }}
-label {{ display: block; margin-top: 1rem; font-size: .9rem; }}
-input {{ width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }}
-button {{ margin-top: 1.5rem; width: 100%; padding: .6rem; font-size: 1rem; background: #ff5722; color: #fff; border: 0; border-radius: 4px; }}
-.error {{ color: #b00020; }}
-.note {{ color: #666; font-size: .8rem; }}
-</style>
-</head>
-<body>
-<form method="post" action="/connect/login">
-<h1>Kite sandbox</h1>
-<p class="note">A local simulator: use the credentials <code>warden sandbox kite</code> printed at start.</p>
-{error}
-<input type="hidden" name="api_key" value="{api_key}">
-<input type="hidden" name="sess_id" value="{sess_id}">
-<label>User ID <input name="user_id" value="{user_id}" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-<label>TOTP code <input name="twofa_value" inputmode="numeric" pattern="[0-9]{{6}}" maxlength="6" autocomplete="one-time-code" required></label>
-<button type="submit">Login</button>
-</form>
-</body>
-</html>
-"#,
-        api_key = esc(api_key),
-        sess_id = esc(sess_id),
-        user_id = esc(user_id),
-    )
+    render_login_form(&LoginForm {
+        broker: "Kite",
+        action: "/connect/login",
+        hidden: &[("api_key", api_key), ("sess_id", sess_id)],
+        inputs: &[
+            Input {
+                label: "User ID",
+                name: "user_id",
+                value: Some(user_id),
+                attrs: r#" autocomplete="username" required"#,
+            },
+            Input {
+                label: "Password",
+                name: "password",
+                value: None,
+                attrs: r#" type="password" autocomplete="current-password" required"#,
+            },
+            Input {
+                label: "TOTP code",
+                name: "twofa_value",
+                value: None,
+                attrs: r#" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" autocomplete="one-time-code" required"#,
+            },
+        ],
+        note_html: r#"<p class="note">A local simulator: use the credentials <code>warden sandbox kite</code> printed at start.</p>"#,
+        extra_style: "button { background: #ff5722; color: #fff; border: 0; border-radius: 4px; }\n.note { color: #666; font-size: .8rem; }\n",
+        error,
+    })
 }
 
 #[cfg(test)]
@@ -60,5 +46,9 @@ mod tests {
         let page = super::login_page("k", "s", "\"><script>", Some("<b>bad</b>"));
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;b&gt;bad&lt;/b&gt;"));
+        // Kite's own field names, through the shared form.
+        assert!(page.contains(r#"<input type="hidden" name="sess_id" value="s">"#));
+        assert!(page.contains(r#"name="password" type="password""#));
+        assert!(page.contains(r#"name="twofa_value" inputmode="numeric" pattern="[0-9]{6}""#));
     }
 }

@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::faults::Fault;
 use super::page::login_page;
 use super::state::{ApiError, Kite};
 use crate::token::kite::encode;
@@ -233,19 +232,7 @@ async fn ctl_expire(State(k): Shared) -> Response {
 }
 
 async fn ctl_fault(State(k): Shared, body: Bytes) -> Response {
-    let fault: Fault = if body.iter().all(u8::is_ascii_whitespace) {
-        Fault::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(f) => f,
-            Err(e) => {
-                let msg = format!("bad fault: {e}");
-                return (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response();
-            }
-        }
-    };
-    k.add_fault(fault.clone());
-    Json(json!({"queued": fault})).into_response()
+    crate::sandbox::common::server::queue_fault(&body, |f| k.add_fault(f))
 }
 
 async fn ctl_stats(State(k): Shared) -> Response {

@@ -1,54 +1,22 @@
-//! The accept loop. Our own rather than `axum::serve` for one reason: a `drop` fault must
-//! close the connection without an answer, which only the connection layer can do (a hyper
-//! service that fails makes hyper abort the connection).
+//! Kite's answers on the shared accept loop (`sandbox::common::server`), which is our own
+//! rather than `axum::serve` because a `drop` fault must close the connection without an
+//! answer. The loop allows upgrades, which the ticker's WebSocket needs.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::Service as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use super::faults::FaultKind;
 use super::routes::router;
 use super::state::Kite;
+use crate::sandbox::common::server::{accept_loop, route_unless_faulted, DroppedOnPurpose};
 
-/// What a `drop` fault returns to hyper so that it hangs up.
-#[derive(Debug, thiserror::Error)]
-#[error("connection dropped on purpose by a sandbox fault")]
-struct DroppedOnPurpose;
-
-/// Serve until the task running this is aborted; the connections live in a `JoinSet` owned
-/// here, so aborting the loop also cuts every open (keep-alive) connection, like a broker
-/// that went away.
+/// Serve until the task running this is aborted (which also cuts every open connection).
 pub(super) async fn serve(listener: TcpListener, kite: Arc<Kite>) {
     let app = router(kite.clone());
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            // Out of file descriptors and the like: back off instead of spinning.
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (kite, app) = (kite.clone(), app.clone());
-        connections.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| answer(kite.clone(), app.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await;
-        });
-    }
+    accept_loop(listener, move |req| answer(kite.clone(), app.clone(), req)).await
 }
 
 /// Every answer carries the sandbox's own clock in `Date` (skewed on request), as a broker's
@@ -59,7 +27,8 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DroppedOnPurpose> {
     let skew = kite.clock_skew();
-    let mut resp = route(kite, app, req).await?;
+    let fault = kite.take_fault(req.uri().path());
+    let mut resp = route_unless_faulted(fault, |f| f.response(), app, req).await?;
     let now = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(skew))
         .unwrap_or_else(|_| jiff::Timestamp::now());
@@ -67,26 +36,4 @@ async fn answer(
         resp.headers_mut().insert(axum::http::header::DATE, v);
     }
     Ok(resp)
-}
-
-async fn route(
-    kite: Arc<Kite>,
-    app: axum::Router,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, DroppedOnPurpose> {
-    if let Some(fault) = kite.take_fault(req.uri().path()) {
-        if fault.delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
-        }
-        match fault.kind {
-            FaultKind::Drop => return Err(DroppedOnPurpose),
-            FaultKind::Delay => {}
-            FaultKind::Status | FaultKind::Garbage => return Ok(fault.response()),
-        }
-    }
-    let resp: Result<Response<Body>, Infallible> = TowerToHyperService::new(app).call(req).await;
-    match resp {
-        Ok(r) => Ok(r),
-        Err(never) => match never {},
-    }
 }

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::faults::{Fault, FaultQueue};
+use super::faults::Fault;
 use super::ticker::market::Market;
 use super::SandboxOptions;
+use crate::sandbox::common::faults::FaultQueue;
 use crate::token::login::Totp;
 
 /// Failed passwords, or failed 2FA codes, that block an account (Zerodha's rule).
