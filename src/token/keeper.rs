@@ -22,6 +22,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::attempt_budget::AttemptBudget;
 use super::broker::Broker;
 use super::clock::Clock;
 use super::fleet::{Fleet, FleetEvent, FleetStatus, Rejection, Reply, Request, Role, SharedToken};
@@ -173,8 +174,8 @@ pub struct Keeper<B: Broker> {
     transient_failures: u32,
     /// `{state_dir}/login.json`: blocks, attempt history, submitted TOTP steps.
     memory: LoginMemory,
-    /// `warden token unblock` allows one automated attempt beyond the attempt caps.
-    unblock_grant: bool,
+    /// `max_attempts`, `attempt_window`, `min_interval` (history in `memory`).
+    budget: AttemptBudget,
     /// A token obtained but not yet written to the env file, and when to try again.
     pending: Option<TokenRecord>,
     write_retry_at: Option<Instant>,
@@ -230,6 +231,7 @@ impl<B: Broker> Keeper<B> {
         let fleet_status = fleet.as_ref().map(Fleet::status);
         let fleet_store = fleet.clone();
         let memory = LoginMemory::load(&setup.state_dir);
+        let budget = AttemptBudget::from_config(&setup.cfg);
         let keeper = Keeper {
             broker,
             clock: setup.clock,
@@ -249,7 +251,7 @@ impl<B: Broker> Keeper<B> {
             retry_at: None,
             transient_failures: 0,
             memory,
-            unblock_grant: false,
+            budget,
             pending: None,
             write_retry_at: None,
             write_failures: 0,
@@ -415,6 +417,7 @@ impl<B: Broker> Keeper<B> {
         }
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
         let was_blocked = self.block().is_some();
+        self.budget.reconfigure(&cfg);
         self.broker.reconfigure(cfg.kite.clone());
         self.cfg = cfg;
         // Changed credentials have another fingerprint, so their block (if any) is their own;

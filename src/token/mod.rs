@@ -1,5 +1,6 @@
 //! The broker access token: obtaining it, validating it, storing it, handing it to programs.
 
+pub mod attempt_budget;
 pub mod broker;
 pub mod clock;
 pub mod clock_guard;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::{Broker, Keeper, TokenState};
 use crate::config::TokenProviderKind;
 use crate::notify::NotifyEvent;
+use crate::token::attempt_budget::Verdict;
 use crate::token::clock_guard::{self, ClockError};
 use crate::token::kite::{BrokerError, ErrorClass, Session};
 use crate::token::login::Totp;
@@ -115,7 +116,7 @@ impl<B: Broker> Keeper<B> {
                 }
                 self.save_memory();
                 self.broker.rearm();
-                self.unblock_grant = true;
+                self.budget.grant_one();
                 self.publish_block();
                 tracing::info!("credential block lifted by request; one automated attempt allowed");
                 let _ = reply.send(Ok(()));
@@ -140,27 +141,25 @@ impl<B: Broker> Keeper<B> {
     /// `max_attempts` per `attempt_window` and `min_interval`, from the persisted history.
     pub(super) fn within_caps(&mut self) -> bool {
         let now = self.wall_secs();
-        let window = self.cfg.attempt_window.as_secs() as i64;
-        let recent = self.memory.recent_attempts(now, window);
-        if !self.unblock_grant && recent.len() as u32 >= self.cfg.max_attempts {
-            let wait = (recent[0] + window - now).max(1) as u64;
-            self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
-            self.needs_login(format!(
-                "{} automated login attempts within {:?}; waiting for a manual login or the window to pass",
-                recent.len(),
-                self.cfg.attempt_window
-            ));
-            return false;
-        }
-        let min = self.cfg.min_interval.as_secs() as i64;
-        if let Some(last) = self.memory.last_attempt() {
-            if now - last < min {
-                let wait = (last + min - now).max(1) as u64;
-                self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
-                return false;
+        match self.budget.check(now, self.memory.attempts(), None) {
+            Verdict::Allowed => true,
+            Verdict::Capped { attempts, retry_in } => {
+                self.retry_at = Some(Instant::now() + retry_in);
+                self.needs_login(format!(
+                    "{attempts} automated login attempts within {:?}; waiting for a manual login or the window to pass",
+                    self.budget.window()
+                ));
+                false
+            }
+            Verdict::TooSoon { retry_in } => {
+                self.retry_at = Some(Instant::now() + retry_in);
+                false
+            }
+            Verdict::Blocked { reason } => {
+                self.needs_login(blocked_message(&reason));
+                false
             }
         }
-        true
     }
 
     /// The TOTP step whose code may be submitted now, waiting out the last seconds of a step;
@@ -188,7 +187,7 @@ impl<B: Broker> Keeper<B> {
     pub(super) fn record_attempt(&mut self) -> bool {
         let now = self.wall_secs();
         self.memory.record_attempt(now);
-        self.unblock_grant = false;
+        self.budget.spend();
         if self.save_memory() {
             return true;
         }
