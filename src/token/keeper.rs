@@ -26,11 +26,12 @@ use super::attempt_budget::AttemptBudget;
 use super::broker::Broker;
 use super::clock::Clock;
 use super::fleet::{Fleet, FleetEvent, FleetStatus, Rejection, Reply, Request, Role, SharedToken};
-use super::kite::{BrokerError, ErrorClass};
 use super::login_memory::LoginMemory;
+use super::provider::configured::Configured;
+use super::provider::{Failure, Grant, Identity, LoginKind, Provider, ProviderError};
 use super::schedule::{last_before, next_after, parse_hhmm};
 use super::{store, TokenRecord, TokenSource};
-use crate::config::{KiteConfig, LoginMode, Secret, TokenConfig, TokenProviderKind};
+use crate::config::{Secret, TokenConfig, TokenProviderKind};
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyEvent};
 use crate::reaper::Reaper;
@@ -109,7 +110,7 @@ pub enum CallbackError {
     )]
     WrongUser,
     #[error("token exchange failed: {0}")]
-    Broker(#[from] BrokerError),
+    Broker(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot store the token: {0}")]
     Store(#[from] CommitError),
     #[error("this warden has no [token.kite] configured")]
@@ -117,6 +118,59 @@ pub enum CallbackError {
     /// Fleet mode: the login could not reach the leader, or the leader failed it.
     #[error("{0}")]
     Fleet(String),
+}
+
+/// Why the keeper is about to log in (log lines; a person's request may reach a fleet leader
+/// sooner than a reminder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshReason {
+    Startup,
+    Validation,
+    Requested,
+    Schedule,
+    Retry,
+    Unblock,
+}
+
+impl RefreshReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefreshReason::Startup => "startup",
+            RefreshReason::Validation => "validation",
+            RefreshReason::Requested => "requested",
+            RefreshReason::Schedule => "schedule",
+            RefreshReason::Retry => "retry",
+            RefreshReason::Unblock => "unblock",
+        }
+    }
+}
+
+/// Why a login or a validation produced no usable token.
+#[derive(Debug, thiserror::Error)]
+enum LoginError<E: ProviderError> {
+    #[error(transparent)]
+    Provider(E),
+    #[error("the token belongs to user {got}, not the configured user_id {expected}")]
+    WrongUser { got: String, expected: String },
+    #[error("the login request waits for a person to approve it")]
+    AwaitingApproval,
+}
+
+impl<E: ProviderError> LoginError<E> {
+    fn failure(&self) -> Failure {
+        match self {
+            LoginError::Provider(e) => e.failure(),
+            // Another user's token is a changed login, never retried by itself.
+            LoginError::WrongUser { .. } => Failure::Credential,
+            LoginError::AwaitingApproval => Failure::Transient,
+        }
+    }
+}
+
+/// Failures that stop automated login for these credentials (SPEC §4.1): a configuration
+/// that cannot work is treated like a rejection (nothing is retried until it changes).
+fn is_rejection(f: Failure) -> bool {
+    matches!(f, Failure::Credential | Failure::Config)
 }
 
 /// Why a new token was not put in place.
@@ -154,12 +208,11 @@ pub struct KeeperHandle {
     pub fleet_store: Option<Fleet>,
 }
 
-pub struct Keeper<B: Broker> {
-    broker: B,
+pub struct Keeper<P: Provider> {
+    provider: P,
     clock: Clock,
     cfg: TokenConfig,
     state_dir: PathBuf,
-    config_dir: PathBuf,
     login_url: String,
     tz: TimeZone,
     current: Option<TokenRecord>,
@@ -167,7 +220,6 @@ pub struct Keeper<B: Broker> {
     generation: Arc<AtomicU64>,
     events: UnboundedSender<KeeperEvent>,
     rx: UnboundedReceiver<KeeperMsg>,
-    reaper: Reaper,
     metrics: Arc<Metrics>,
     notifier: Notifier,
     retry_at: Option<Instant>,
@@ -214,10 +266,28 @@ fn rfc3339(t: i64) -> Option<String> {
     Timestamp::from_second(t).ok().map(|t| t.to_string())
 }
 
-impl<B: Broker> Keeper<B> {
+impl<B: Broker> Keeper<Configured<B>> {
+    /// The keeper of `[token] provider` (Kite or a command), talking to Kite through `broker`.
     pub fn spawn(
         setup: KeeperSetup,
         broker: B,
+        events: UnboundedSender<KeeperEvent>,
+    ) -> KeeperHandle {
+        let provider = Configured::new(
+            &setup.cfg,
+            broker,
+            setup.reaper.clone(),
+            setup.config_dir.clone(),
+        );
+        Keeper::start(setup, provider, events)
+    }
+}
+
+impl<P: Provider> Keeper<P> {
+    /// Start the keeper task with any provider.
+    pub fn start(
+        setup: KeeperSetup,
+        provider: P,
         events: UnboundedSender<KeeperEvent>,
     ) -> KeeperHandle {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -233,11 +303,10 @@ impl<B: Broker> Keeper<B> {
         let memory = LoginMemory::load(&setup.state_dir);
         let budget = AttemptBudget::from_config(&setup.cfg);
         let keeper = Keeper {
-            broker,
+            provider,
             clock: setup.clock,
             cfg: setup.cfg,
             state_dir: setup.state_dir,
-            config_dir: setup.config_dir,
             login_url: setup.login_url,
             tz,
             current: None,
@@ -245,7 +314,6 @@ impl<B: Broker> Keeper<B> {
             generation: generation.clone(),
             events,
             rx,
-            reaper: setup.reaper,
             metrics: setup.metrics,
             notifier: setup.notifier,
             retry_at: None,
@@ -273,21 +341,12 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
-    fn kite(&self) -> Option<&KiteConfig> {
-        self.cfg.kite.as_ref()
-    }
-
     fn manual(&self) -> bool {
-        self.cfg.provider == TokenProviderKind::Kite
-            && self.kite().is_some_and(|k| k.login == LoginMode::Manual)
+        self.login_kind() == LoginKind::Manual
     }
 
-    fn login_kind(&self) -> &'static str {
-        match self.cfg.provider {
-            TokenProviderKind::Command => "command",
-            _ if self.manual() => "manual",
-            _ => "totp",
-        }
+    fn login_kind(&self) -> LoginKind {
+        self.provider.login_kind()
     }
 
     /// Fleet mode, and another warden does the logging in.
@@ -322,7 +381,7 @@ impl<B: Broker> Keeper<B> {
 
     async fn run(mut self, watch_env_file: bool) {
         self.status
-            .send_modify(|s| s.login = Some(self.login_kind()));
+            .send_modify(|s| s.login = Some(self.login_kind().as_str()));
         self.publish_block();
         let watcher = if watch_env_file {
             store::EnvFileWatcher::start(&self.cfg.env_file, &self.cfg.env_key).map(Some)
@@ -386,7 +445,7 @@ impl<B: Broker> Keeper<B> {
                     self.retry_at = None;
                     // A follower's retry is a reminder to the leader, moot once a token came.
                     if self.following().is_none() || self.status.borrow().state != TokenState::Valid {
-                        self.refresh("retry").await;
+                        self.refresh(RefreshReason::Retry).await;
                     }
                 }
             }
@@ -418,7 +477,7 @@ impl<B: Broker> Keeper<B> {
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
         let was_blocked = self.block().is_some();
         self.budget.reconfigure(&cfg);
-        self.broker.reconfigure(cfg.kite.clone());
+        self.provider.reconfigure(&cfg);
         self.cfg = cfg;
         // Changed credentials have another fingerprint, so their block (if any) is their own;
         // fixed ones get their chance at once.
@@ -429,7 +488,7 @@ impl<B: Broker> Keeper<B> {
             self.retry_at = Some(Instant::now());
         }
         self.status
-            .send_modify(|s| s.login = Some(self.login_kind()));
+            .send_modify(|s| s.login = Some(self.login_kind().as_str()));
         tracing::info!("token settings reloaded");
     }
 
@@ -497,10 +556,13 @@ impl<B: Broker> Keeper<B> {
             }
             seen.push(rec.access_token.clone());
             match self.check(&rec.access_token).await {
-                Ok(user_id) => {
+                Ok(identity) => {
                     let mut rec = rec;
-                    if let Some(u) = user_id {
-                        rec.user_id = u;
+                    if let Some(id) = identity {
+                        rec.user_id = id.user_id;
+                        if let Some(exp) = id.expires_at {
+                            rec.expires_at = exp;
+                        }
                     }
                     tracing::info!(
                         source = rec.source.as_str(),
@@ -513,7 +575,7 @@ impl<B: Broker> Keeper<B> {
                     self.current_fence = fence;
                     return;
                 }
-                Err(e) if e.class() == ErrorClass::Transient => {
+                Err(e) if e.failure() == Failure::Transient => {
                     // Broker unreachable: keep the token we have, validation will tell later.
                     tracing::warn!("cannot validate the stored token now ({e}); using it until the broker answers");
                     let _ = self.install(rec, false);
@@ -525,34 +587,36 @@ impl<B: Broker> Keeper<B> {
             }
         }
         self.set_state(TokenState::Expired, None);
-        self.refresh("startup").await;
+        self.refresh(RefreshReason::Startup).await;
     }
 
-    /// Validate a token: `Ok(Some(user_id))` when the broker accepted it (`Ok(None)` when there
-    /// is no broker to ask, e.g. a command provider without `[token.kite]`).
-    async fn check(&mut self, token: &Secret) -> Result<Option<String>, BrokerError> {
-        let expected = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
-        if !self.broker.configured() {
+    /// Validate a token: `Ok(Some(identity))` when the broker accepted it for the configured
+    /// user (`Ok(None)` when there is no broker to ask, e.g. a command provider without
+    /// `[token.kite]`).
+    async fn check(&mut self, token: &Secret) -> Result<Option<Identity>, LoginError<P::Error>> {
+        if !self.provider.can_validate() {
             return Ok(None);
         }
-        let profile = self.broker.profile(token).await?;
-        if !expected.is_empty() && profile.user_id != expected {
-            return Err(BrokerError::UnexpectedFlow {
-                step: super::kite::Step::Profile,
-                detail: format!(
-                    "the token belongs to user {}, not the configured user_id {expected}",
-                    profile.user_id
-                ),
+        let identity = self
+            .provider
+            .validate(token)
+            .await
+            .map_err(LoginError::Provider)?;
+        let expected = self.provider.expected_user();
+        if !expected.is_empty() && identity.user_id != expected {
+            return Err(LoginError::WrongUser {
+                got: identity.user_id,
+                expected: expected.to_string(),
             });
         }
-        Ok(Some(profile.user_id))
+        Ok(Some(identity))
     }
 
     async fn validate_current(&mut self) {
         self.check_env_file_mode();
         let Some(tok) = self.current.as_ref().map(|c| c.access_token.clone()) else {
             if self.status.borrow().state != TokenState::NeedsLogin {
-                self.refresh("validation").await;
+                self.refresh(RefreshReason::Validation).await;
             }
             return;
         };
@@ -562,10 +626,10 @@ impl<B: Broker> Keeper<B> {
                     self.set_state(TokenState::Valid, None);
                 }
             }
-            Err(e) if e.class() == ErrorClass::TokenBad => {
+            Err(e) if e.failure() == Failure::TokenBad => {
                 tracing::warn!("the broker rejected the current token ({e})");
                 self.set_state(TokenState::Expired, Some(e.to_string()));
-                self.refresh("validation").await;
+                self.refresh(RefreshReason::Validation).await;
             }
             Err(e) => tracing::warn!("token validation inconclusive: {e}"),
         }
@@ -592,7 +656,7 @@ impl<B: Broker> Keeper<B> {
                     return;
                 }
                 tracing::info!("token refresh requested");
-                self.refresh("requested").await;
+                self.refresh(RefreshReason::Requested).await;
             }
         }
     }
@@ -611,7 +675,7 @@ impl<B: Broker> Keeper<B> {
         // (Kite's real flush time varies): there, only a rejected token asks for a login.
         if stale && !self.manual() && self.following().is_none() {
             tracing::info!("daily refresh: the token predates today's expiry");
-            self.refresh("schedule").await;
+            self.refresh(RefreshReason::Schedule).await;
         } else {
             self.validate_current().await;
         }
@@ -626,15 +690,8 @@ impl<B: Broker> Keeper<B> {
             self.cfg.env_file.display()
         );
         match self.check(&tok).await {
-            Ok(user_id) => {
-                let now = self.clock.now();
-                let rec = TokenRecord {
-                    access_token: tok,
-                    user_id: user_id.unwrap_or_default(),
-                    obtained_at: now.as_second(),
-                    expires_at: self.expiry_after(now).as_second(),
-                    source: TokenSource::EnvFile,
-                };
+            Ok(identity) => {
+                let rec = self.record_of(tok, identity, TokenSource::EnvFile);
                 if let Some(f) = self.following() {
                     // Adopt it here now; the leader validates it again and shares it.
                     let req = Request::Adopt {
@@ -682,7 +739,7 @@ impl<B: Broker> Keeper<B> {
 
     /// One automated attempt, within every cap. Single-flight by construction: this runs
     /// inside the keeper task, and triggers wait in the queue.
-    async fn refresh(&mut self, why: &str) {
+    async fn refresh(&mut self, why: RefreshReason) {
         if self.cfg.provider == TokenProviderKind::None {
             return;
         }
@@ -691,7 +748,7 @@ impl<B: Broker> Keeper<B> {
             return;
         }
         if let Some(f) = self.following() {
-            self.ask_leader(&f, why == "requested").await;
+            self.ask_leader(&f, why == RefreshReason::Requested).await;
             return;
         }
         if self.pending.is_some() {
@@ -708,7 +765,7 @@ impl<B: Broker> Keeper<B> {
         }
         // The kept web session first: no credentials, not an attempt (SPEC §4.1). It creates
         // a session all the same, so in a fleet only a confirmed leader may use it.
-        if self.login_kind() == "totp" {
+        if self.login_kind() == LoginKind::Totp {
             if let Some(f) = &self.fleet {
                 if f.confirm_leader().await.is_none() {
                     tracing::warn!("no longer leading the fleet; leaving the login to the leader");
@@ -723,12 +780,12 @@ impl<B: Broker> Keeper<B> {
             return;
         }
         let now = Instant::now();
-        if let Some(wait) = self.broker.fresh_code_in() {
+        if let Some(wait) = self.provider.fresh_code_in() {
             self.retry_at = Some(now + wait);
             return;
         }
         let step = match self.login_kind() {
-            "totp" => match self.totp_step().await {
+            LoginKind::Totp => match self.totp_step().await {
                 Some(step) => Some(step),
                 None => return,
             },
@@ -741,8 +798,8 @@ impl<B: Broker> Keeper<B> {
                 tracing::warn!("no longer leading the fleet; leaving the login to the leader");
                 return;
             }
-            if self.login_kind() == "totp" {
-                let unix = super::login::unix_now();
+            if self.login_kind() == LoginKind::Totp {
+                let unix = self.clock.now().as_second().max(0) as u64;
                 let step = unix / super::login::Totp::STEP_SECS;
                 match f.claim_totp_steps(step).await {
                     Ok(true) => {}
@@ -767,10 +824,10 @@ impl<B: Broker> Keeper<B> {
             return;
         }
         self.retry_at = None;
-        let kind = self.login_kind();
+        let kind = self.login_kind().as_str();
         self.metrics.inc_login_attempt(kind);
         self.set_state(TokenState::Refreshing, None);
-        tracing::info!(kind, why, "refreshing the token");
+        tracing::info!(kind, why = why.as_str(), "refreshing the token");
         let started = Instant::now();
         let result = self.obtain(step).await;
         self.metrics
@@ -779,7 +836,11 @@ impl<B: Broker> Keeper<B> {
     }
 
     /// The outcome of one login (automated or through the web session).
-    async fn conclude(&mut self, kind: &'static str, result: Result<TokenRecord, BrokerError>) {
+    async fn conclude(
+        &mut self,
+        kind: &'static str,
+        result: Result<TokenRecord, LoginError<P::Error>>,
+    ) {
         match result {
             Ok(rec) => match self.commit(rec).await {
                 Ok(()) => {
@@ -791,11 +852,15 @@ impl<B: Broker> Keeper<B> {
                     self.fail_transient(format!("cannot store the new token: {e}"));
                 }
             },
+            Err(LoginError::AwaitingApproval) => {
+                self.needs_login(LoginError::<P::Error>::AwaitingApproval.to_string());
+            }
             Err(e) => {
                 self.metrics.inc_refresh("failure", kind);
-                match e.class() {
-                    ErrorClass::Credential => self.on_rejection(&e),
-                    _ => self.fail_transient(e.to_string()),
+                if is_rejection(e.failure()) {
+                    self.on_rejection(&e);
+                } else {
+                    self.fail_transient(e.to_string());
                 }
             }
         }
@@ -831,91 +896,111 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
-    async fn obtain(&mut self, step: Option<u64>) -> Result<TokenRecord, BrokerError> {
-        let token = match self.cfg.provider {
-            TokenProviderKind::Command => self.run_command().await?,
-            _ => {
-                let step = step.unwrap_or_default();
-                let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
-                let memory = &mut self.memory;
-                let mut record = || {
-                    memory.record_totp_step(&user, step);
-                    match memory.save() {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!("not submitting a TOTP code: {e}");
-                            false
-                        }
-                    }
-                };
-                let request_token = self.broker.login(step, &mut record).await?;
-                return self.redeem(&request_token, TokenSource::Totp).await;
+    /// One automated login with the provider, then the exchange and validation it needs.
+    async fn obtain(&mut self, step: Option<u64>) -> Result<TokenRecord, LoginError<P::Error>> {
+        let source = match self.login_kind() {
+            LoginKind::Command => TokenSource::Command,
+            LoginKind::Approve => TokenSource::Approve,
+            LoginKind::Manual => TokenSource::Manual,
+            LoginKind::Totp | LoginKind::None => TokenSource::Totp,
+        };
+        let user = self.provider.expected_user().to_string();
+        let memory = &mut self.memory;
+        let mut record = || {
+            let Some(step) = step else { return true };
+            memory.record_totp_step(&user, step);
+            match memory.save() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!("not submitting a TOTP code: {e}");
+                    false
+                }
             }
         };
-        self.record(token, TokenSource::Command).await
+        let grant = self
+            .provider
+            .login(step, &mut record)
+            .await
+            .map_err(LoginError::Provider)?;
+        match grant {
+            Grant::Code(code) => self.redeem(&code, source).await,
+            Grant::Token(obtained) => self.record(obtained.access_token, source).await,
+            Grant::Pending => Err(LoginError::AwaitingApproval),
+        }
     }
 
-    /// Exchange a request token (retrying transient failures with the same token) and
-    /// validate the session.
+    /// Exchange a one-time code (retrying transient failures with the same code) and
+    /// validate the token.
     async fn redeem(
         &mut self,
-        request_token: &Secret,
+        code: &Secret,
         source: TokenSource,
-    ) -> Result<TokenRecord, BrokerError> {
-        let session = self.exchange_with_retry(request_token.expose()).await?;
-        self.record(session.access_token, source).await
+    ) -> Result<TokenRecord, LoginError<P::Error>> {
+        let obtained = self
+            .exchange_with_retry(code.expose())
+            .await
+            .map_err(LoginError::Provider)?;
+        self.record(obtained.access_token, source).await
     }
 
     async fn record(
         &mut self,
         token: Secret,
         source: TokenSource,
-    ) -> Result<TokenRecord, BrokerError> {
-        let user_id = self.check(&token).await?.unwrap_or_default();
-        let now = self.clock.now();
-        Ok(TokenRecord {
-            access_token: token,
-            user_id,
-            obtained_at: now.as_second(),
-            expires_at: self.expiry_after(now).as_second(),
-            source,
-        })
+    ) -> Result<TokenRecord, LoginError<P::Error>> {
+        let identity = self.check(&token).await?;
+        Ok(self.record_of(token, identity, source))
     }
 
-    async fn run_command(&mut self) -> Result<Secret, BrokerError> {
-        let cfg = self
-            .cfg
-            .command
-            .clone()
-            .ok_or_else(|| BrokerError::Config("[token.command] is missing".into()))?;
-        // A script failure is retried within the attempt caps (the script owns its own
-        // credential handling); only a broker rejection stops automated attempts.
-        let out = super::command_run::run(&self.reaper, &cfg, &self.config_dir)
-            .await
-            .map_err(|e| BrokerError::Network {
-                step: super::kite::Step::Login,
-                url: "token.command".into(),
-                detail: e.to_string(),
-            })?;
-        Ok(out)
+    /// A token the broker accepted (or that nobody can check), dated now.
+    fn record_of(
+        &self,
+        token: Secret,
+        identity: Option<Identity>,
+        source: TokenSource,
+    ) -> TokenRecord {
+        let now = self.clock.now();
+        let identity = identity.unwrap_or_default();
+        TokenRecord {
+            access_token: token,
+            user_id: identity.user_id,
+            obtained_at: now.as_second(),
+            expires_at: identity
+                .expires_at
+                .unwrap_or_else(|| self.expiry_after(now).as_second()),
+            source,
+        }
     }
 
     async fn on_callback(&mut self, request_token: &str) -> Result<(), CallbackError> {
-        let kite = self.kite().cloned().ok_or(CallbackError::NotKite)?;
+        if self.provider.login_url(None).is_none() {
+            return Err(CallbackError::NotKite);
+        }
         self.metrics.inc_login_attempt("manual");
-        let session = self.exchange_with_retry(request_token).await?;
-        if !kite.user_id.is_empty() && session.user_id != kite.user_id {
-            tracing::warn!(got = %session.user_id, "manual login by another Kite user refused; logging that session out");
-            let _ = self.broker.logout(&session.access_token).await;
+        let provider_error = |e: P::Error| CallbackError::Broker(Box::new(e));
+        let obtained = self
+            .exchange_with_retry(request_token)
+            .await
+            .map_err(provider_error)?;
+        let expected = self.provider.expected_user().to_string();
+        if !expected.is_empty() && obtained.user_id != expected {
+            tracing::warn!(got = %obtained.user_id, "manual login by another broker user refused; logging that session out");
+            let _ = self.provider.logout(&obtained.access_token).await;
             return Err(CallbackError::WrongUser);
         }
-        self.broker.profile(&session.access_token).await?;
+        let identity = self
+            .provider
+            .validate(&obtained.access_token)
+            .await
+            .map_err(provider_error)?;
         let now = self.clock.now();
         let rec = TokenRecord {
-            access_token: session.access_token,
-            user_id: session.user_id,
+            access_token: obtained.access_token,
+            user_id: obtained.user_id,
             obtained_at: now.as_second(),
-            expires_at: self.expiry_after(now).as_second(),
+            expires_at: identity
+                .expires_at
+                .unwrap_or_else(|| self.expiry_after(now).as_second()),
             source: TokenSource::Manual,
         };
         self.commit(rec).await?;
@@ -1051,12 +1136,12 @@ impl<B: Broker> Keeper<B> {
     /// for the configured user (and the user the record names). A token of another user is a
     /// bad token, reported; a broker that cannot answer now means "look again shortly".
     async fn vet_shared(&mut self, f: &Fleet, shared: &SharedToken) -> bool {
-        if !self.broker.configured() {
+        if !self.provider.can_validate() {
             tracing::warn!("ignoring the fleet's token: no [token.kite] to validate it with");
             return false;
         }
-        let expected = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
-        match self.broker.profile(&shared.rec.access_token).await {
+        let expected = self.provider.expected_user().to_string();
+        match self.provider.validate(&shared.rec.access_token).await {
             Ok(p) => {
                 let wrong = (!expected.is_empty() && p.user_id != expected)
                     || (!shared.rec.user_id.is_empty() && p.user_id != shared.rec.user_id);
@@ -1064,7 +1149,8 @@ impl<B: Broker> Keeper<B> {
                     f.reject(
                         Rejection::User,
                         &format!(
-                            "the broker says its token belongs to Kite user {}, not {}",
+                            "the broker says its token belongs to {} user {}, not {}",
+                            self.provider.name(),
                             p.user_id,
                             if expected.is_empty() {
                                 &shared.rec.user_id
@@ -1077,7 +1163,7 @@ impl<B: Broker> Keeper<B> {
                 }
                 true
             }
-            Err(e) if e.class() == ErrorClass::Transient => {
+            Err(e) if e.failure() == Failure::Transient => {
                 tracing::warn!(
                     "cannot validate the fleet's new token now ({e}); looking again in {}s",
                     SHARED_RECHECK.as_secs()
@@ -1149,7 +1235,7 @@ impl<B: Broker> Keeper<B> {
                 from,
                 deadline,
             } => {
-                if jiff::Timestamp::now().as_second() > deadline {
+                if self.clock.now().as_second() > deadline {
                     tracing::info!(from = %from, "dropping a forwarded login nobody waits for");
                     return;
                 }

@@ -7,14 +7,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Broker, Keeper, TokenState};
-use crate::config::TokenProviderKind;
+use super::{is_rejection, Keeper, RefreshReason, TokenState};
 use crate::notify::NotifyEvent;
 use crate::token::attempt_budget::Verdict;
 use crate::token::clock_guard::{self, ClockError};
-use crate::token::kite::{BrokerError, ErrorClass, Session};
 use crate::token::login::Totp;
 use crate::token::login_memory::Block;
+use crate::token::provider::{Failure, LoginKind, Obtained, Provider, ProviderError};
 use crate::token::TokenSource;
 
 /// How often a refused clock is checked again.
@@ -34,31 +33,15 @@ pub(super) fn blocked_message(reason: &str) -> String {
     )
 }
 
-impl<B: Broker> Keeper<B> {
+impl<P: Provider> Keeper<P> {
     /// The token's name in metrics (one token per warden: its provider).
     fn token_name(&self) -> &'static str {
-        match self.cfg.provider {
-            TokenProviderKind::Command => "command",
-            _ => "kite",
-        }
+        self.provider.name()
     }
 
     /// The keyed fingerprint of the credentials automation would submit.
     fn fingerprint(&self) -> String {
-        match (&self.cfg.provider, &self.cfg.command, self.kite()) {
-            (TokenProviderKind::Command, Some(c), _) => {
-                let mut parts = vec!["command"];
-                parts.extend(c.command.0.iter().map(String::as_str));
-                self.memory.fingerprint(&parts)
-            }
-            (_, _, Some(k)) => self.memory.fingerprint(&[
-                "kite",
-                &k.user_id,
-                k.password.expose(),
-                k.totp_secret.expose(),
-            ]),
-            _ => self.memory.fingerprint(&["none"]),
-        }
+        self.memory.fingerprint(&self.provider.credentials())
     }
 
     /// Why automated login may not run for the configured credentials, if it may not.
@@ -87,7 +70,7 @@ impl<B: Broker> Keeper<B> {
     }
 
     /// A credential rejection: never retried, counted against these credentials for good.
-    pub(super) fn on_rejection(&mut self, e: &BrokerError) {
+    pub(super) fn on_rejection(&mut self, e: &dyn std::fmt::Display) {
         let msg = format!("login rejected: {e}");
         let fp = self.fingerprint();
         let now = self.wall_secs();
@@ -107,20 +90,22 @@ impl<B: Broker> Keeper<B> {
     pub(super) async fn on_unblock(&mut self, reply: oneshot::Sender<Result<(), String>>) {
         let fp = self.fingerprint();
         let step = (self.wall_secs().max(0) as u64) / Totp::STEP_SECS;
-        let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+        let user = self.provider.expected_user().to_string();
         match self.memory.unblock(&fp) {
             Ok(()) => {
                 // After a lost memory, the current step may have been used: skip it.
-                if self.memory.last_totp_step(&user).is_none() && self.login_kind() == "totp" {
+                if self.memory.last_totp_step(&user).is_none()
+                    && self.login_kind() == LoginKind::Totp
+                {
                     self.memory.record_totp_step(&user, step);
                 }
                 self.save_memory();
-                self.broker.rearm();
+                self.provider.rearm();
                 self.budget.grant_one();
                 self.publish_block();
                 tracing::info!("credential block lifted by request; one automated attempt allowed");
                 let _ = reply.send(Ok(()));
-                self.refresh("unblock").await;
+                self.refresh(RefreshReason::Unblock).await;
             }
             Err(e) => {
                 let _ = reply.send(Err(e.to_string()));
@@ -132,7 +117,7 @@ impl<B: Broker> Keeper<B> {
         let fp = self.fingerprint();
         if self.memory.lift_after_manual_login(&fp) {
             self.save_memory();
-            self.broker.rearm();
+            self.provider.rearm();
             tracing::info!("a manual login succeeded: the credential block is lifted");
         }
         self.publish_block();
@@ -173,7 +158,7 @@ impl<B: Broker> Keeper<B> {
             unix = (self.wall_secs().max(0) as u64).max(unix + left);
         }
         let step = unix / Totp::STEP_SECS;
-        let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+        let user = self.provider.expected_user().to_string();
         if self.memory.last_totp_step(&user).is_some_and(|s| s >= step) {
             let wait = Totp::STEP_SECS - unix % Totp::STEP_SECS;
             self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
@@ -202,9 +187,9 @@ impl<B: Broker> Keeper<B> {
     /// login with credentials (the clock is fine); `false`: done here (a token was obtained,
     /// or something was reported and a retry scheduled).
     pub(super) async fn try_session(&mut self) -> bool {
-        let probe = match self.broker.resume_session().await {
+        let probe = match self.provider.resume_session().await {
             Ok(p) => p,
-            Err(e) if e.class() == ErrorClass::Credential => {
+            Err(e) if is_rejection(e.failure()) => {
                 self.on_rejection(&e);
                 return false;
             }
@@ -231,7 +216,7 @@ impl<B: Broker> Keeper<B> {
                 .observe_refresh_duration(started.elapsed().as_secs_f64());
             match result {
                 // A stale request token says nothing about the credentials: log in instead.
-                Err(e) if e.class() == ErrorClass::TokenBad => {
+                Err(e) if e.failure() == Failure::TokenBad => {
                     tracing::info!("the web session's request token was refused ({e})");
                 }
                 r => {
@@ -255,13 +240,13 @@ impl<B: Broker> Keeper<B> {
     pub(super) async fn exchange_with_retry(
         &mut self,
         request_token: &str,
-    ) -> Result<Session, BrokerError> {
+    ) -> Result<Obtained, P::Error> {
         let started = Instant::now();
         let mut wait = EXCHANGE_RETRY_FIRST;
         loop {
-            match self.broker.exchange(request_token).await {
+            match self.provider.exchange(request_token).await {
                 Err(e)
-                    if e.class() == ErrorClass::Transient
+                    if e.failure() == Failure::Transient
                         && started.elapsed() + wait < EXCHANGE_BUDGET =>
                 {
                     tracing::warn!(
