@@ -113,3 +113,17 @@ impl Provider for CommandProvider {
         self.cfg = cfg.command.clone();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_script_is_transient_and_says_so() {
+        let e = CommandProviderError::from(RunError::Timeout(std::time::Duration::from_secs(5)));
+        assert_eq!(e.failure(), Failure::Transient);
+        assert!(e.to_string().contains("token command"), "{e}");
+        assert!(!e.to_string().contains("network"), "{e}");
+        assert_eq!(CommandProviderError::Missing.failure(), Failure::Config);
+    }
+}

@@ -122,3 +122,79 @@ impl<B: Broker> Provider for KiteProvider<B> {
         self.cfg = cfg.kite.clone();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::kite::Step;
+
+    fn kite(login: LoginMode) -> KiteProvider {
+        KiteProvider::new(
+            KiteBroker::new(None),
+            Some(KiteConfig {
+                api_key: "kitefront".into(),
+                user_id: "AB1234".into(),
+                login,
+                ..Default::default()
+            }),
+        )
+    }
+
+    #[test]
+    fn login_kind_user_and_credentials_come_from_the_kite_table() {
+        assert_eq!(kite(LoginMode::Manual).login_kind(), LoginKind::Manual);
+        assert_eq!(kite(LoginMode::Totp).login_kind(), LoginKind::Totp);
+        let p = kite(LoginMode::Totp);
+        assert_eq!(p.name(), "kite");
+        assert_eq!(p.expected_user(), "AB1234");
+        assert_eq!(p.credentials()[..2], ["kite", "AB1234"]);
+        let none = KiteProvider::new(KiteBroker::new(None), None);
+        assert_eq!(none.credentials(), ["none"]);
+        assert_eq!(none.login_url(None), None);
+    }
+
+    #[test]
+    fn the_manual_login_url_carries_the_state_back() {
+        let url = kite(LoginMode::Manual).login_url(Some("abc")).unwrap();
+        assert!(
+            url.contains("/connect/login?v=3&api_key=kitefront"),
+            "{url}"
+        );
+        assert!(url.contains("redirect_params=state%3Dabc"), "{url}");
+    }
+
+    #[test]
+    fn kite_errors_map_to_one_failure_each() {
+        let rejected = |step, status, error_type: &str| BrokerError::Rejected {
+            step,
+            status,
+            error_type: error_type.into(),
+            message: String::new(),
+        };
+        let cases = [
+            (
+                rejected(Step::Profile, 403, "TokenException"),
+                Failure::TokenBad,
+            ),
+            (
+                rejected(Step::Twofa, 403, "TokenException"),
+                Failure::Credential,
+            ),
+            (
+                rejected(Step::Login, 400, "InputException"),
+                Failure::Credential,
+            ),
+            (
+                rejected(Step::Exchange, 503, "NetworkException"),
+                Failure::Transient,
+            ),
+            (
+                BrokerError::Config("bad TOTP secret".into()),
+                Failure::Config,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.failure(), want, "{e}");
+        }
+    }
+}
