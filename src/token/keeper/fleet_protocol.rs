@@ -91,8 +91,12 @@ impl<P: Provider> Keeper<P> {
         let Some(f) = self.coordination.fleet().cloned() else {
             return;
         };
+        // Strictly older: obtained_at has whole seconds, and a leader may log in again within
+        // the second of its last login (a token killed right after it was shared); that new
+        // token must not be taken for a replay. A record put back from the same second is
+        // still stopped by the broker, which no longer accepts the older token.
         let replay = self.current.as_ref().is_some_and(|c| {
-            shared.fence <= self.current_fence && shared.rec.obtained_at <= c.obtained_at
+            shared.fence <= self.current_fence && shared.rec.obtained_at < c.obtained_at
         });
         if replay {
             f.reject(
