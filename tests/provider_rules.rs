@@ -5,7 +5,8 @@
 //! Checked: a JWT's `exp` (from validation) becomes `expires_at`; a credential rejection is
 //! never retried, whatever asks (requests, the schedule, an hour of validations), until
 //! `unblock` grants one attempt; a transient exchange failure is retried with the same code,
-//! not with a new login; every TOTP step is submitted at most once.
+//! not with a new login; every TOTP step is submitted at most once; a refresh token is tried
+//! before any login, and a lapsed one means "log in instead".
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,9 @@ struct Broker {
     issued: u32,
     /// Unix seconds of the JWT `exp` of the tokens issued.
     exp: i64,
+    /// A refresh token: `Some(true)` works, `Some(false)` has lapsed.
+    refresh_token: Option<bool>,
+    refreshes: u32,
 }
 
 #[derive(Clone)]
@@ -126,6 +130,24 @@ impl Provider for JwtBroker {
             access_token: Secret::new(format!("jwt{}", w.issued)),
             user_id: "C0DE1".into(),
         })
+    }
+
+    fn can_refresh(&self) -> bool {
+        self.world.lock().unwrap().refresh_token.is_some()
+    }
+
+    async fn refresh(&mut self) -> Option<Result<Obtained, FakeError>> {
+        let mut w = self.world.lock().unwrap();
+        let works = w.refresh_token?;
+        w.refreshes += 1;
+        if !works {
+            return Some(Err(FakeError::Expired));
+        }
+        w.issued += 1;
+        Some(Ok(Obtained {
+            access_token: Secret::new(format!("jwt{}", w.issued)),
+            user_id: "C0DE1".into(),
+        }))
     }
 
     async fn logout(&mut self, _token: &Secret) -> Result<(), FakeError> {
@@ -256,5 +278,37 @@ fn a_transient_exchange_failure_retries_the_same_code() {
         let w = world.lock().unwrap();
         assert_eq!(w.logins, 1, "a failed exchange cost a new login");
         assert_eq!(w.exchanged_codes, ["code1", "code1", "code1"]);
+    });
+}
+
+#[test]
+fn a_working_refresh_token_is_used_before_any_login() {
+    let broker = Broker {
+        refresh_token: Some(true),
+        ..Default::default()
+    };
+    with_keeper(broker, |k, world, _| async move {
+        state_becomes(&k, TokenState::Valid, Duration::from_secs(120)).await;
+        assert_eq!(k.status.borrow().source, Some("refresh_token"));
+        let w = world.lock().unwrap();
+        assert_eq!(
+            (w.refreshes, w.logins),
+            (1, 0),
+            "no credentials were needed"
+        );
+    });
+}
+
+#[test]
+fn a_lapsed_refresh_token_means_log_in_instead() {
+    let broker = Broker {
+        refresh_token: Some(false),
+        ..Default::default()
+    };
+    with_keeper(broker, |k, world, _| async move {
+        state_becomes(&k, TokenState::Valid, Duration::from_secs(120)).await;
+        assert_eq!(k.status.borrow().source, Some("totp"));
+        let w = world.lock().unwrap();
+        assert_eq!((w.refreshes, w.logins), (1, 1));
     });
 }

@@ -595,6 +595,9 @@ impl<P: Provider> Keeper<P> {
             self.needs_login(login_steps::blocked_message(&b.reason));
             return;
         }
+        if !self.try_refresh_token().await {
+            return;
+        }
         // The kept web session first: no credentials, not an attempt (SPEC §4.1). It creates
         // a session all the same, so in a fleet only a confirmed leader may use it.
         if self.login_kind() == LoginKind::Totp {

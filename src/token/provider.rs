@@ -159,8 +159,15 @@ pub trait Provider: Send + 'static {
         code: &str,
     ) -> impl Future<Output = Result<Obtained, Self::Error>> + Send;
 
+    /// Whether [`Provider::refresh`] may have a refresh token to try.
+    fn can_refresh(&self) -> bool {
+        false
+    }
+
     /// A longer-lived refresh token, where the broker has one (Fyers, Angel One's
     /// `generateTokens`): `None` when there is none to try, so the keeper logs in instead.
+    /// Like a kept web session it submits no credentials and is not a login attempt; a
+    /// `TokenBad` answer (the refresh token lapsed or was disabled) means "log in instead".
     fn refresh(&mut self) -> impl Future<Output = Option<Result<Obtained, Self::Error>>> + Send {
         async { None }
     }

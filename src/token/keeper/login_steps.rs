@@ -183,6 +183,53 @@ impl<P: Provider> Keeper<P> {
         false
     }
 
+    /// A provider's refresh token, before any login: no credentials, not an attempt. `true`:
+    /// go on to log in (no refresh token, or it lapsed); `false`: done here (a token was
+    /// obtained, or something was reported and a retry scheduled).
+    pub(super) async fn try_refresh_token(&mut self) -> bool {
+        if !self.provider.can_refresh() {
+            return true;
+        }
+        // It creates a session all the same: in a fleet only a confirmed leader may use it.
+        if !self.coordination.may_log_in().await {
+            return false;
+        }
+        let Some(result) = self.provider.refresh().await else {
+            return true;
+        };
+        let obtained = match result {
+            Ok(o) => o,
+            Err(e) if e.failure() == Failure::TokenBad => {
+                tracing::info!("the refresh token no longer works ({e}); logging in instead");
+                return true;
+            }
+            Err(e) if is_rejection(e.failure()) => {
+                self.on_rejection(&e);
+                return false;
+            }
+            Err(e) => {
+                self.fail_transient(e.to_string());
+                return false;
+            }
+        };
+        self.retry_at = None;
+        self.metrics.inc_login_attempt("refresh_token");
+        self.set_state(TokenState::Refreshing, None);
+        match self
+            .record(obtained.access_token, TokenSource::RefreshToken)
+            .await
+        {
+            Err(e) if e.failure() == Failure::TokenBad => {
+                tracing::info!("the refreshed token was refused ({e}); logging in instead");
+                true
+            }
+            r => {
+                self.conclude("refresh_token", r).await;
+                false
+            }
+        }
+    }
+
     /// Ask with the kept web session (SPEC §4.1) and check the clock. `true`: go on to a
     /// login with credentials (the clock is fine); `false`: done here (a token was obtained,
     /// or something was reported and a retry scheduled).
