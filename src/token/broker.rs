@@ -52,7 +52,7 @@ pub struct KiteBroker {
     totp: Option<TotpLogin>,
     /// After the login settings change, a fresh `TotpLogin` does not know which codes the old
     /// one submitted: it waits one TOTP step before its first attempt.
-    not_before: Option<std::time::Instant>,
+    not_before: Option<tokio::time::Instant>,
 }
 
 impl KiteBroker {
@@ -105,7 +105,7 @@ impl Broker for KiteBroker {
     fn fresh_code_in(&self) -> Option<Duration> {
         let pending = self
             .not_before
-            .and_then(|t| t.checked_duration_since(std::time::Instant::now()));
+            .and_then(|t| t.checked_duration_since(tokio::time::Instant::now()));
         pending.or_else(|| self.totp.as_ref().and_then(TotpLogin::fresh_code_in))
     }
 
@@ -136,7 +136,7 @@ impl Broker for KiteBroker {
         if cfg != self.cfg {
             self.client = None;
             if self.totp.take().is_some() {
-                self.not_before = Some(std::time::Instant::now() + Duration::from_secs(31));
+                self.not_before = Some(tokio::time::Instant::now() + Duration::from_secs(31));
             }
             self.cfg = cfg;
         }

@@ -7,11 +7,21 @@
 //! A token is written only after `/user/profile` accepted it, and announced to the supervisor
 //! only after it is in the env file, so programs started later never need a signal.
 
+mod coordination;
+mod external_token;
+mod fleet_protocol;
+mod install;
 mod login_steps;
+mod notifications;
+mod obtain;
 mod pending_write;
+mod startup;
+
+use coordination::Coordination;
+use fleet_protocol::forward_callback;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,16 +31,18 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::attempt_budget::AttemptBudget;
 use super::broker::Broker;
 use super::clock::Clock;
-use super::fleet::{Fleet, FleetEvent, FleetStatus, Rejection, Reply, Request, Role, SharedToken};
-use super::kite::{BrokerError, ErrorClass};
+use super::fleet::{Fleet, FleetEvent, FleetStatus};
 use super::login_memory::LoginMemory;
+use super::provider::configured::Configured;
+use super::provider::{Failure, Identity, LoginKind, Provider, ProviderError};
 use super::schedule::{last_before, next_after, parse_hhmm};
-use super::{store, TokenRecord, TokenSource};
-use crate::config::{KiteConfig, LoginMode, Secret, TokenConfig, TokenProviderKind};
+use super::{store, TokenRecord};
+use crate::config::{Secret, TokenConfig, TokenProviderKind};
 use crate::metrics::Metrics;
-use crate::notify::{Notifier, NotifyEvent};
+use crate::notify::Notifier;
 use crate::reaper::Reaper;
 
 /// The token's status types live in the model (kept importable from here).
@@ -79,7 +91,7 @@ pub enum CallbackError {
     )]
     WrongUser,
     #[error("token exchange failed: {0}")]
-    Broker(#[from] BrokerError),
+    Broker(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot store the token: {0}")]
     Store(#[from] CommitError),
     #[error("this warden has no [token.kite] configured")]
@@ -87,6 +99,59 @@ pub enum CallbackError {
     /// Fleet mode: the login could not reach the leader, or the leader failed it.
     #[error("{0}")]
     Fleet(String),
+}
+
+/// Why the keeper is about to log in (log lines; a person's request may reach a fleet leader
+/// sooner than a reminder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshReason {
+    Startup,
+    Validation,
+    Requested,
+    Schedule,
+    Retry,
+    Unblock,
+}
+
+impl RefreshReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefreshReason::Startup => "startup",
+            RefreshReason::Validation => "validation",
+            RefreshReason::Requested => "requested",
+            RefreshReason::Schedule => "schedule",
+            RefreshReason::Retry => "retry",
+            RefreshReason::Unblock => "unblock",
+        }
+    }
+}
+
+/// Why a login or a validation produced no usable token.
+#[derive(Debug, thiserror::Error)]
+enum LoginError<E: ProviderError> {
+    #[error(transparent)]
+    Provider(E),
+    #[error("the token belongs to user {got}, not the configured user_id {expected}")]
+    WrongUser { got: String, expected: String },
+    #[error("the login request waits for a person to approve it")]
+    AwaitingApproval,
+}
+
+impl<E: ProviderError> LoginError<E> {
+    fn failure(&self) -> Failure {
+        match self {
+            LoginError::Provider(e) => e.failure(),
+            // Another user's token is a changed login, never retried by itself.
+            LoginError::WrongUser { .. } => Failure::Credential,
+            LoginError::AwaitingApproval => Failure::Transient,
+        }
+    }
+}
+
+/// Failures that stop automated login for these credentials (SPEC §4.1): a configuration
+/// that cannot work is treated like a rejection (nothing is retried until it changes).
+fn is_rejection(f: Failure) -> bool {
+    matches!(f, Failure::Credential | Failure::Config)
 }
 
 /// Why a new token was not put in place.
@@ -102,14 +167,6 @@ pub enum CommitError {
 /// `min_interval`).
 const TRANSIENT_FIRST: Duration = Duration::from_secs(1);
 const TRANSIENT_MAX: Duration = Duration::from_secs(300);
-/// Fleet mode: how often a follower with a rejected token asks the leader again.
-const ASK_INTERVAL: Duration = Duration::from_secs(10);
-/// Fleet mode: how long a manual login that landed on a follower waits for the leader.
-const FORWARD_WAIT: Duration = Duration::from_secs(30);
-/// Fleet mode: how long start-up waits for the first election before deciding anything.
-const FLEET_SETTLE: Duration = Duration::from_secs(3);
-/// Fleet mode: when the broker could not say whether a shared token is good, read it again.
-const SHARED_RECHECK: Duration = Duration::from_secs(5);
 
 /// Shared, cheap view of the keeper for HTTP and the supervisor.
 #[derive(Clone)]
@@ -124,12 +181,11 @@ pub struct KeeperHandle {
     pub fleet_store: Option<Fleet>,
 }
 
-pub struct Keeper<B: Broker> {
-    broker: B,
+pub struct Keeper<P: Provider> {
+    provider: P,
     clock: Clock,
     cfg: TokenConfig,
     state_dir: PathBuf,
-    config_dir: PathBuf,
     login_url: String,
     tz: TimeZone,
     current: Option<TokenRecord>,
@@ -137,23 +193,22 @@ pub struct Keeper<B: Broker> {
     generation: Arc<AtomicU64>,
     events: UnboundedSender<KeeperEvent>,
     rx: UnboundedReceiver<KeeperMsg>,
-    reaper: Reaper,
     metrics: Arc<Metrics>,
     notifier: Notifier,
     retry_at: Option<Instant>,
     transient_failures: u32,
     /// `{state_dir}/login.json`: blocks, attempt history, submitted TOTP steps.
     memory: LoginMemory,
-    /// `warden token unblock` allows one automated attempt beyond the attempt caps.
-    unblock_grant: bool,
+    /// `max_attempts`, `attempt_window`, `min_interval` (history in `memory`).
+    budget: AttemptBudget,
     /// A token obtained but not yet written to the env file, and when to try again.
     pending: Option<TokenRecord>,
     write_retry_at: Option<Instant>,
     write_failures: u32,
     env_watch: Option<store::EnvFileWatcher>,
     env_rx: Option<tokio::sync::mpsc::Receiver<Secret>>,
-    fleet: Option<Fleet>,
-    fleet_rx: Option<UnboundedReceiver<FleetEvent>>,
+    /// Alone, or one of a fleet sharing the token.
+    coordination: Coordination,
     /// The fence of the shared token `current` came from (0: found or obtained locally).
     current_fence: u64,
     /// Fleet mode: when this follower last asked the leader for a token.
@@ -184,10 +239,28 @@ fn rfc3339(t: i64) -> Option<Timestamp> {
     Timestamp::from_second(t).ok()
 }
 
-impl<B: Broker> Keeper<B> {
+impl<B: Broker> Keeper<Configured<B>> {
+    /// The keeper of `[token] provider` (Kite or a command), talking to Kite through `broker`.
     pub fn spawn(
         setup: KeeperSetup,
         broker: B,
+        events: UnboundedSender<KeeperEvent>,
+    ) -> KeeperHandle {
+        let provider = Configured::new(
+            &setup.cfg,
+            broker,
+            setup.reaper.clone(),
+            setup.config_dir.clone(),
+        );
+        Keeper::start(setup, provider, events)
+    }
+}
+
+impl<P: Provider> Keeper<P> {
+    /// Start the keeper task with any provider.
+    pub fn start(
+        setup: KeeperSetup,
+        provider: P,
         events: UnboundedSender<KeeperEvent>,
     ) -> KeeperHandle {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -195,18 +268,16 @@ impl<B: Broker> Keeper<B> {
         let generation = setup.generation.clone();
         let tz = TimeZone::get(&setup.cfg.timezone).unwrap_or(TimeZone::UTC);
         let watch_env_file = setup.watch_env_file;
-        let (fleet, fleet_rx) = setup
-            .fleet
-            .map_or((None, None), |(f, rx)| (Some(f), Some(rx)));
-        let fleet_status = fleet.as_ref().map(Fleet::status);
-        let fleet_store = fleet.clone();
+        let coordination = Coordination::new(setup.fleet);
+        let fleet_status = coordination.fleet().map(Fleet::status);
+        let fleet_store = coordination.fleet().cloned();
         let memory = LoginMemory::load(&setup.state_dir);
+        let budget = AttemptBudget::from_config(&setup.cfg);
         let keeper = Keeper {
-            broker,
+            provider,
             clock: setup.clock,
             cfg: setup.cfg,
             state_dir: setup.state_dir,
-            config_dir: setup.config_dir,
             login_url: setup.login_url,
             tz,
             current: None,
@@ -214,20 +285,18 @@ impl<B: Broker> Keeper<B> {
             generation: generation.clone(),
             events,
             rx,
-            reaper: setup.reaper,
             metrics: setup.metrics,
             notifier: setup.notifier,
             retry_at: None,
             transient_failures: 0,
             memory,
-            unblock_grant: false,
+            budget,
             pending: None,
             write_retry_at: None,
             write_failures: 0,
             env_watch: None,
             env_rx: None,
-            fleet,
-            fleet_rx,
+            coordination,
             current_fence: 0,
             last_ask: None,
             unshared: false,
@@ -242,38 +311,17 @@ impl<B: Broker> Keeper<B> {
         }
     }
 
-    fn kite(&self) -> Option<&KiteConfig> {
-        self.cfg.kite.as_ref()
-    }
-
     fn manual(&self) -> bool {
-        self.cfg.provider == TokenProviderKind::Kite
-            && self.kite().is_some_and(|k| k.login == LoginMode::Manual)
+        self.login_kind() == LoginKind::Manual
     }
 
-    fn login_kind(&self) -> &'static str {
-        match self.cfg.provider {
-            TokenProviderKind::Command => "command",
-            _ if self.manual() => "manual",
-            _ => "totp",
-        }
+    fn login_kind(&self) -> LoginKind {
+        self.provider.login_kind()
     }
 
     /// Fleet mode, and another warden does the logging in.
     fn following(&self) -> Option<Fleet> {
-        self.fleet.clone().filter(|f| f.role() != Role::Leader)
-    }
-
-    fn set_state(&self, state: TokenState, last_error: Option<String>) {
-        let next = self.next_refresh_at();
-        self.status.send_modify(|s| {
-            s.state = state;
-            if last_error.is_some() || state == TokenState::Valid {
-                s.last_error = last_error;
-            }
-            s.next_refresh_at = rfc3339(next.as_second());
-        });
-        self.metrics.set_token_valid(state == TokenState::Valid);
+        self.coordination.following()
     }
 
     fn next_refresh_at(&self) -> Timestamp {
@@ -291,7 +339,7 @@ impl<B: Broker> Keeper<B> {
 
     async fn run(mut self, watch_env_file: bool) {
         self.status
-            .send_modify(|s| s.login = Some(self.login_kind()));
+            .send_modify(|s| s.login = Some(self.login_kind().as_str()));
         self.publish_block();
         let watcher = if watch_env_file {
             store::EnvFileWatcher::start(&self.cfg.env_file, &self.cfg.env_key).map(Some)
@@ -323,8 +371,9 @@ impl<B: Broker> Keeper<B> {
                     Some(KeeperMsg::Callback { request_token, reply }) => {
                         if let Some(f) = self.following() {
                             // The leader logs in; waiting for it must not stall this loop.
+                            let now = self.clock.now().as_second();
                             tokio::spawn(async move {
-                                let _ = reply.send(forward_callback(&f, &request_token).await);
+                                let _ = reply.send(forward_callback(&f, &request_token, now).await);
                             });
                         } else {
                             let r = self.on_callback(&request_token).await;
@@ -334,14 +383,12 @@ impl<B: Broker> Keeper<B> {
                     Some(KeeperMsg::Reconfigure(cfg)) => self.reconfigure(*cfg),
                     Some(KeeperMsg::Unblock(reply)) => self.on_unblock(reply).await,
                     Some(KeeperMsg::Shutdown(done)) => {
-                        if let Some(f) = &self.fleet {
-                            f.release().await;
-                        }
+                        self.coordination.release().await;
                         let _ = done.send(());
                     }
                 },
                 Some(tok) = recv_opt(&mut self.env_rx) => self.on_env_change(tok).await,
-                Some(ev) = recv_fleet(&mut self.fleet_rx) => self.on_fleet(ev).await,
+                Some(ev) = self.coordination.next_event() => self.on_fleet(ev).await,
                 _ = tokio::time::sleep_until(next_check) => {
                     next_check = Instant::now() + self.cfg.check_interval;
                     self.validate_current().await;
@@ -355,7 +402,7 @@ impl<B: Broker> Keeper<B> {
                     self.retry_at = None;
                     // A follower's retry is a reminder to the leader, moot once a token came.
                     if self.following().is_none() || self.status.borrow().state != TokenState::Valid {
-                        self.refresh("retry").await;
+                        self.refresh(RefreshReason::Retry).await;
                     }
                 }
             }
@@ -380,7 +427,8 @@ impl<B: Broker> Keeper<B> {
         }
         self.tz = TimeZone::get(&cfg.timezone).unwrap_or(TimeZone::UTC);
         let was_blocked = self.block().is_some();
-        self.broker.reconfigure(cfg.kite.clone());
+        self.budget.reconfigure(&cfg);
+        self.provider.reconfigure(&cfg);
         self.cfg = cfg;
         // Changed credentials have another fingerprint, so their block (if any) is their own;
         // fixed ones get their chance at once.
@@ -391,130 +439,37 @@ impl<B: Broker> Keeper<B> {
             self.retry_at = Some(Instant::now());
         }
         self.status
-            .send_modify(|s| s.login = Some(self.login_kind()));
+            .send_modify(|s| s.login = Some(self.login_kind().as_str()));
         tracing::info!("token settings reloaded");
     }
 
-    /// Reuse a still-valid token (token.json, then the env file) rather than logging in again:
-    /// a new login would kill the token other copies of the stack may be using.
-    async fn startup(&mut self) {
-        match &self.cfg.env_file_link {
-            Some(link) => tracing::info!(
-                "token env file: {} (the symlink {} points at it; warden writes and watches this file)",
-                self.cfg.env_file.display(),
-                link.display()
-            ),
-            None => tracing::info!("token env file: {}", self.cfg.env_file.display()),
-        }
-        self.check_env_file_mode();
-        store::remove_stale_temp_files(&self.cfg.env_file);
-        store::remove_stale_temp_files(&store::token_json_path(&self.state_dir));
-        store::remove_stale_temp_files(self.memory.path());
-        let stored = match store::read_token_json(&self.state_dir) {
-            Ok(rec) => rec,
-            Err(e) => {
-                tracing::warn!(
-                    "ignoring {}: {e}",
-                    store::token_json_path(&self.state_dir).display()
-                );
-                None
-            }
-        };
-        // Fleet mode: the shared token is the fleet's truth; try it before anything local.
-        let mut candidates = Vec::new();
-        if let Some(f) = self.fleet.clone() {
-            f.settled(FLEET_SETTLE).await;
-            match f.read_token().await {
-                Ok(Some(shared)) => candidates.push((shared.rec, shared.fence)),
-                Ok(None) => {}
-                Err(e) => tracing::warn!("cannot read the shared token: {e}"),
-            }
-        }
-        // The env file is written before token.json, so when they differ the env file is the
-        // newer one (or someone else's): try it first, token.json only as a fallback.
-        if let Ok(Some(v)) = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key) {
-            match &stored {
-                Some(rec) if rec.access_token.expose() == v => {}
-                _ if v.is_empty() => {}
-                _ => {
-                    let now = self.clock.now();
-                    candidates.push((
-                        TokenRecord {
-                            access_token: Secret::new(v),
-                            user_id: String::new(),
-                            obtained_at: now.as_second(),
-                            expires_at: self.expiry_after(now).as_second(),
-                            source: TokenSource::EnvFile,
-                        },
-                        0,
-                    ));
-                }
-            }
-        }
-        candidates.extend(stored.map(|rec| (rec, 0)));
-        let mut seen: Vec<Secret> = Vec::new();
-        for (rec, fence) in candidates {
-            if seen.contains(&rec.access_token) {
-                continue;
-            }
-            seen.push(rec.access_token.clone());
-            match self.check(&rec.access_token).await {
-                Ok(user_id) => {
-                    let mut rec = rec;
-                    if let Some(u) = user_id {
-                        rec.user_id = u;
-                    }
-                    tracing::info!(
-                        source = rec.source.as_str(),
-                        "reusing the stored token: the broker accepts it"
-                    );
-                    if let Err(e) = self.install(rec, false) {
-                        tracing::error!("cannot store the token: {e}");
-                        continue;
-                    }
-                    self.current_fence = fence;
-                    return;
-                }
-                Err(e) if e.class() == ErrorClass::Transient => {
-                    // Broker unreachable: keep the token we have, validation will tell later.
-                    tracing::warn!("cannot validate the stored token now ({e}); using it until the broker answers");
-                    let _ = self.install(rec, false);
-                    self.current_fence = fence;
-                    self.set_state(TokenState::Unknown, Some(e.to_string()));
-                    return;
-                }
-                Err(e) => tracing::info!("stored token is no longer valid ({e})"),
-            }
-        }
-        self.set_state(TokenState::Expired, None);
-        self.refresh("startup").await;
-    }
-
-    /// Validate a token: `Ok(Some(user_id))` when the broker accepted it (`Ok(None)` when there
-    /// is no broker to ask, e.g. a command provider without `[token.kite]`).
-    async fn check(&mut self, token: &Secret) -> Result<Option<String>, BrokerError> {
-        let expected = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
-        if !self.broker.configured() {
+    /// Validate a token: `Ok(Some(identity))` when the broker accepted it for the configured
+    /// user (`Ok(None)` when there is no broker to ask, e.g. a command provider without
+    /// `[token.kite]`).
+    async fn check(&mut self, token: &Secret) -> Result<Option<Identity>, LoginError<P::Error>> {
+        if !self.provider.can_validate() {
             return Ok(None);
         }
-        let profile = self.broker.profile(token).await?;
-        if !expected.is_empty() && profile.user_id != expected {
-            return Err(BrokerError::UnexpectedFlow {
-                step: super::kite::Step::Profile,
-                detail: format!(
-                    "the token belongs to user {}, not the configured user_id {expected}",
-                    profile.user_id
-                ),
+        let identity = self
+            .provider
+            .validate(token)
+            .await
+            .map_err(LoginError::Provider)?;
+        let expected = self.provider.expected_user();
+        if !expected.is_empty() && identity.user_id != expected {
+            return Err(LoginError::WrongUser {
+                got: identity.user_id,
+                expected: expected.to_string(),
             });
         }
-        Ok(Some(profile.user_id))
+        Ok(Some(identity))
     }
 
     async fn validate_current(&mut self) {
         self.check_env_file_mode();
         let Some(tok) = self.current.as_ref().map(|c| c.access_token.clone()) else {
             if self.status.borrow().state != TokenState::NeedsLogin {
-                self.refresh("validation").await;
+                self.refresh(RefreshReason::Validation).await;
             }
             return;
         };
@@ -524,10 +479,10 @@ impl<B: Broker> Keeper<B> {
                     self.set_state(TokenState::Valid, None);
                 }
             }
-            Err(e) if e.class() == ErrorClass::TokenBad => {
+            Err(e) if e.failure() == Failure::TokenBad => {
                 tracing::warn!("the broker rejected the current token ({e})");
                 self.set_state(TokenState::Expired, Some(e.to_string()));
-                self.refresh("validation").await;
+                self.refresh(RefreshReason::Validation).await;
             }
             Err(e) => tracing::warn!("token validation inconclusive: {e}"),
         }
@@ -554,7 +509,7 @@ impl<B: Broker> Keeper<B> {
                     return;
                 }
                 tracing::info!("token refresh requested");
-                self.refresh("requested").await;
+                self.refresh(RefreshReason::Requested).await;
             }
         }
     }
@@ -573,78 +528,15 @@ impl<B: Broker> Keeper<B> {
         // (Kite's real flush time varies): there, only a rejected token asks for a login.
         if stale && !self.manual() && self.following().is_none() {
             tracing::info!("daily refresh: the token predates today's expiry");
-            self.refresh("schedule").await;
+            self.refresh(RefreshReason::Schedule).await;
         } else {
             self.validate_current().await;
         }
     }
 
-    async fn on_env_change(&mut self, tok: Secret) {
-        if self.current.as_ref().is_some_and(|c| c.access_token == tok) {
-            return;
-        }
-        tracing::info!(
-            "{} changed by someone else; validating the new token",
-            self.cfg.env_file.display()
-        );
-        match self.check(&tok).await {
-            Ok(user_id) => {
-                let now = self.clock.now();
-                let rec = TokenRecord {
-                    access_token: tok,
-                    user_id: user_id.unwrap_or_default(),
-                    obtained_at: now.as_second(),
-                    expires_at: self.expiry_after(now).as_second(),
-                    source: TokenSource::EnvFile,
-                };
-                if let Some(f) = self.following() {
-                    // Adopt it here now; the leader validates it again and shares it.
-                    let req = Request::Adopt {
-                        access_token: rec.access_token.expose().to_string(),
-                        from: f.id().to_string(),
-                    };
-                    if let Err(e) = f.request(&req).await {
-                        tracing::warn!("cannot hand the external token to the fleet leader: {e}");
-                    }
-                    if let Err(e) = self.install(rec, true) {
-                        tracing::error!("cannot adopt the external token: {e}");
-                    }
-                } else if let Err(e) = self.commit(rec).await {
-                    tracing::error!("cannot adopt the external token: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("ignoring the external token: {e}"),
-        }
-    }
-
-    /// Someone else (a refresh script) may have just written a new token into the env file,
-    /// and the watcher's event may still be on its way: a login now would kill that token.
-    /// Adopt it instead when the broker accepts it.
-    async fn adopt_external_token(&mut self) -> bool {
-        let Ok(Some(v)) = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key) else {
-            return false;
-        };
-        let known = self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.access_token.expose() == v);
-        if v.is_empty() || known {
-            return false;
-        }
-        let tok = Secret::new(v);
-        if self.check(&tok).await.is_err() {
-            return false;
-        }
-        self.on_env_change(tok).await;
-        self.current
-            .as_ref()
-            .is_some_and(|c| c.source == TokenSource::EnvFile)
-            && self.status.borrow().state == TokenState::Valid
-    }
-
     /// One automated attempt, within every cap. Single-flight by construction: this runs
     /// inside the keeper task, and triggers wait in the queue.
-    async fn refresh(&mut self, why: &str) {
+    async fn refresh(&mut self, why: RefreshReason) {
         if self.cfg.provider == TokenProviderKind::None {
             return;
         }
@@ -653,7 +545,7 @@ impl<B: Broker> Keeper<B> {
             return;
         }
         if let Some(f) = self.following() {
-            self.ask_leader(&f, why == "requested").await;
+            self.ask_leader(&f, why == RefreshReason::Requested).await;
             return;
         }
         if self.pending.is_some() {
@@ -668,14 +560,14 @@ impl<B: Broker> Keeper<B> {
             self.needs_login(login_steps::blocked_message(&b.reason));
             return;
         }
+        if !self.try_refresh_token().await {
+            return;
+        }
         // The kept web session first: no credentials, not an attempt (SPEC §4.1). It creates
         // a session all the same, so in a fleet only a confirmed leader may use it.
-        if self.login_kind() == "totp" {
-            if let Some(f) = &self.fleet {
-                if f.confirm_leader().await.is_none() {
-                    tracing::warn!("no longer leading the fleet; leaving the login to the leader");
-                    return;
-                }
+        if self.login_kind() == LoginKind::Totp {
+            if !self.coordination.may_log_in().await {
+                return;
             }
             if !self.try_session().await {
                 return;
@@ -685,54 +577,31 @@ impl<B: Broker> Keeper<B> {
             return;
         }
         let now = Instant::now();
-        if let Some(wait) = self.broker.fresh_code_in() {
+        if let Some(wait) = self.provider.fresh_code_in() {
             self.retry_at = Some(now + wait);
             return;
         }
         let step = match self.login_kind() {
-            "totp" => match self.totp_step().await {
+            LoginKind::Totp => match self.totp_step().await {
                 Some(step) => Some(step),
                 None => return,
             },
             _ => None,
         };
-        if let Some(f) = &self.fleet {
-            // The lock may have lapsed while this leader was busy or paused: a login by a
-            // former leader would kill its successor's token.
-            if f.confirm_leader().await.is_none() {
-                tracing::warn!("no longer leading the fleet; leaving the login to the leader");
-                return;
-            }
-            if self.login_kind() == "totp" {
-                let unix = super::login::unix_now();
-                let step = unix / super::login::Totp::STEP_SECS;
-                match f.claim_totp_steps(step).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // A leader may have used this step's code: wait for the next step.
-                        let wait =
-                            super::login::Totp::STEP_SECS - unix % super::login::Totp::STEP_SECS;
-                        self.retry_at = Some(now + Duration::from_secs(wait));
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "cannot reserve a TOTP code in the fleet ({e}); not logging in"
-                        );
-                        self.retry_at = Some(now + ASK_INTERVAL);
-                        return;
-                    }
-                }
-            }
+        if !self.coordination.may_log_in().await {
+            return;
+        }
+        if self.login_kind() == LoginKind::Totp && !self.claim_fleet_totp_step(now).await {
+            return;
         }
         if !self.record_attempt() {
             return;
         }
         self.retry_at = None;
-        let kind = self.login_kind();
+        let kind = self.login_kind().as_str();
         self.metrics.inc_login_attempt(kind);
         self.set_state(TokenState::Refreshing, None);
-        tracing::info!(kind, why, "refreshing the token");
+        tracing::info!(kind, why = why.as_str(), "refreshing the token");
         let started = Instant::now();
         let result = self.obtain(step).await;
         self.metrics
@@ -741,7 +610,11 @@ impl<B: Broker> Keeper<B> {
     }
 
     /// The outcome of one login (automated or through the web session).
-    async fn conclude(&mut self, kind: &'static str, result: Result<TokenRecord, BrokerError>) {
+    async fn conclude(
+        &mut self,
+        kind: &'static str,
+        result: Result<TokenRecord, LoginError<P::Error>>,
+    ) {
         match result {
             Ok(rec) => match self.commit(rec).await {
                 Ok(()) => {
@@ -753,144 +626,24 @@ impl<B: Broker> Keeper<B> {
                     self.fail_transient(format!("cannot store the new token: {e}"));
                 }
             },
+            Err(LoginError::AwaitingApproval) => {
+                self.needs_login(LoginError::<P::Error>::AwaitingApproval.to_string());
+            }
             Err(e) => {
                 self.metrics.inc_refresh("failure", kind);
-                match e.class() {
-                    ErrorClass::Credential => self.on_rejection(&e),
-                    _ => self.fail_transient(e.to_string()),
+                if is_rejection(e.failure()) {
+                    self.on_rejection(&e);
+                } else {
+                    self.fail_transient(e.to_string());
                 }
             }
         }
     }
 
-    fn fail_transient(&mut self, msg: String) {
-        self.transient_failures += 1;
-        let wait = TRANSIENT_FIRST
-            .saturating_mul(1 << self.transient_failures.min(8).saturating_sub(1))
-            .min(TRANSIENT_MAX)
-            .max(self.cfg.min_interval);
-        tracing::warn!("token refresh failed ({msg}); retrying in {wait:?}");
-        self.retry_at = Some(Instant::now() + wait);
-        self.notifier.notify(NotifyEvent::TokenRefreshFailed {
-            reason: msg.clone(),
-        });
-        self.set_state(TokenState::Expired, Some(msg));
-    }
-
-    fn needs_login(&mut self, reason: String) {
-        if self.status.borrow().state != TokenState::NeedsLogin {
-            tracing::warn!("a person must log in: {reason}; open {}", self.login_url);
-        }
-        if let Some(f) = &self.fleet {
-            f.share_needs_login(reason.clone());
-        }
-        self.set_state(TokenState::NeedsLogin, Some(reason));
-        // One message per fleet, not one per warden.
-        if self.following().is_none() {
-            self.notifier.notify(NotifyEvent::TokenNeedsLogin {
-                login_url: self.login_url.clone(),
-            });
-        }
-    }
-
-    async fn obtain(&mut self, step: Option<u64>) -> Result<TokenRecord, BrokerError> {
-        let token = match self.cfg.provider {
-            TokenProviderKind::Command => self.run_command().await?,
-            _ => {
-                let step = step.unwrap_or_default();
-                let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
-                let memory = &mut self.memory;
-                let mut record = || {
-                    memory.record_totp_step(&user, step);
-                    match memory.save() {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!("not submitting a TOTP code: {e}");
-                            false
-                        }
-                    }
-                };
-                let request_token = self.broker.login(step, &mut record).await?;
-                return self.redeem(&request_token, TokenSource::Totp).await;
-            }
-        };
-        self.record(token, TokenSource::Command).await
-    }
-
-    /// Exchange a request token (retrying transient failures with the same token) and
-    /// validate the session.
-    async fn redeem(
-        &mut self,
-        request_token: &Secret,
-        source: TokenSource,
-    ) -> Result<TokenRecord, BrokerError> {
-        let session = self.exchange_with_retry(request_token.expose()).await?;
-        self.record(session.access_token, source).await
-    }
-
-    async fn record(
-        &mut self,
-        token: Secret,
-        source: TokenSource,
-    ) -> Result<TokenRecord, BrokerError> {
-        let user_id = self.check(&token).await?.unwrap_or_default();
-        let now = self.clock.now();
-        Ok(TokenRecord {
-            access_token: token,
-            user_id,
-            obtained_at: now.as_second(),
-            expires_at: self.expiry_after(now).as_second(),
-            source,
-        })
-    }
-
-    async fn run_command(&mut self) -> Result<Secret, BrokerError> {
-        let cfg = self
-            .cfg
-            .command
-            .clone()
-            .ok_or_else(|| BrokerError::Config("[token.command] is missing".into()))?;
-        // A script failure is retried within the attempt caps (the script owns its own
-        // credential handling); only a broker rejection stops automated attempts.
-        let out = super::command_run::run(&self.reaper, &cfg, &self.config_dir)
-            .await
-            .map_err(|e| BrokerError::Network {
-                step: super::kite::Step::Login,
-                url: "token.command".into(),
-                detail: e.to_string(),
-            })?;
-        Ok(out)
-    }
-
-    async fn on_callback(&mut self, request_token: &str) -> Result<(), CallbackError> {
-        let kite = self.kite().cloned().ok_or(CallbackError::NotKite)?;
-        self.metrics.inc_login_attempt("manual");
-        let session = self.exchange_with_retry(request_token).await?;
-        if !kite.user_id.is_empty() && session.user_id != kite.user_id {
-            tracing::warn!(got = %session.user_id, "manual login by another Kite user refused; logging that session out");
-            let _ = self.broker.logout(&session.access_token).await;
-            return Err(CallbackError::WrongUser);
-        }
-        self.broker.profile(&session.access_token).await?;
-        let now = self.clock.now();
-        let rec = TokenRecord {
-            access_token: session.access_token,
-            user_id: session.user_id,
-            obtained_at: now.as_second(),
-            expires_at: self.expiry_after(now).as_second(),
-            source: TokenSource::Manual,
-        };
-        self.commit(rec).await?;
-        self.lift_after_manual_login();
-        self.retry_at = None;
-        self.metrics.inc_refresh("success", "manual");
-        Ok(())
-    }
-
     /// Put a token this warden obtained (or adopted) in place. In fleet mode the leader shares
     /// it first, under its fence: refused means a newer leader exists, and the token is dropped.
     async fn commit(&mut self, rec: TokenRecord) -> Result<(), CommitError> {
-        if let Some(f) = self.fleet.clone() {
+        if let Some(f) = self.coordination.fleet().cloned() {
             match f.publish(&rec).await {
                 Ok(true) => {
                     self.unshared = false;
@@ -914,324 +667,12 @@ impl<B: Broker> Keeper<B> {
         }
         Ok(())
     }
-
-    /// A follower whose token is rejected asks the leader (at most every ASK_INTERVAL, unless
-    /// a person asked), and reminds it until a token arrives.
-    async fn ask_leader(&mut self, f: &Fleet, force: bool) {
-        let now = Instant::now();
-        // The leader already waits for a person; asking again changes nothing.
-        if !force && self.status.borrow().state == TokenState::NeedsLogin {
-            return;
-        }
-        if !force
-            && self
-                .last_ask
-                .is_some_and(|t| now.duration_since(t) < ASK_INTERVAL)
-        {
-            return;
-        }
-        self.last_ask = Some(now);
-        let req = Request::Refresh {
-            force,
-            from: f.id().to_string(),
-        };
-        let msg = match f.request(&req).await {
-            Ok(()) => {
-                tracing::info!("asked the fleet leader for a new token");
-                "waiting for the fleet leader to refresh the token".to_string()
-            }
-            Err(e) => format!("{e}; in fleet mode this warden does not log in by itself"),
-        };
-        let state = self.status.borrow().state;
-        if state != TokenState::Valid {
-            self.set_state(state, Some(msg));
-            self.retry_at = Some(now + ASK_INTERVAL);
-        }
-    }
-
-    async fn on_fleet(&mut self, ev: FleetEvent) {
-        match ev {
-            FleetEvent::Token(shared) => self.on_shared(shared).await,
-            FleetEvent::Leading(true) => self.lead().await,
-            FleetEvent::Leading(false) => {}
-            FleetEvent::LeaderNeedsLogin(reason) => {
-                // Every warden's page then offers the login, not only the leader's.
-                if self.following().is_some() && self.status.borrow().state != TokenState::Valid {
-                    self.set_state(
-                        TokenState::NeedsLogin,
-                        Some(format!(
-                            "the fleet leader needs a person to log in: {reason}"
-                        )),
-                    );
-                }
-            }
-            FleetEvent::Requests(reqs) => {
-                for r in reqs {
-                    self.on_request(r).await;
-                }
-            }
-        }
-    }
-
-    /// A token from the shared store (its signature already verified by the fleet). It must be
-    /// newer than ours (an old genuine record put back is a replay) and the broker must accept
-    /// it for the configured user before anything is written (README "Trusting Redis").
-    async fn on_shared(&mut self, shared: SharedToken) {
-        if let Some(c) = &self.current {
-            if c.access_token == shared.rec.access_token {
-                self.current_fence = self.current_fence.max(shared.fence);
-                return;
-            }
-        }
-        let Some(f) = self.fleet.clone() else { return };
-        // Strictly older only: two logins of one leader inside one second share fence and
-        // obtained_at (seconds), and the newer one must not be taken for a replay. An equal
-        // record with another token is settled by the broker below (an old token is dead).
-        let replay = self.current.as_ref().is_some_and(|c| {
-            shared.fence < self.current_fence
-                || (shared.fence == self.current_fence && shared.rec.obtained_at < c.obtained_at)
-        });
-        if replay {
-            f.reject(
-                Rejection::Replay,
-                &format!(
-                    "its fence {} and obtained_at are older than those of the token in use \
-                     (fence {}): an old record put back",
-                    shared.fence, self.current_fence
-                ),
-            );
-            return;
-        }
-        if !self.vet_shared(&f, &shared).await {
-            return;
-        }
-        tracing::info!(fence = shared.fence, writer = %shared.writer, "new token from the fleet");
-        self.current_fence = shared.fence;
-        self.retry_at = None;
-        if let Err(e) = self.install(shared.rec, true) {
-            tracing::error!("cannot store the fleet's token: {e}");
-        }
-    }
-
-    /// Ask the broker about a shared token before it is installed: `true` when it accepts it
-    /// for the configured user (and the user the record names). A token of another user is a
-    /// bad token, reported; a broker that cannot answer now means "look again shortly".
-    async fn vet_shared(&mut self, f: &Fleet, shared: &SharedToken) -> bool {
-        if !self.broker.configured() {
-            tracing::warn!("ignoring the fleet's token: no [token.kite] to validate it with");
-            return false;
-        }
-        let expected = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
-        match self.broker.profile(&shared.rec.access_token).await {
-            Ok(p) => {
-                let wrong = (!expected.is_empty() && p.user_id != expected)
-                    || (!shared.rec.user_id.is_empty() && p.user_id != shared.rec.user_id);
-                if wrong {
-                    f.reject(
-                        Rejection::User,
-                        &format!(
-                            "the broker says its token belongs to Kite user {}, not {}",
-                            p.user_id,
-                            if expected.is_empty() {
-                                &shared.rec.user_id
-                            } else {
-                                &expected
-                            }
-                        ),
-                    );
-                    return false;
-                }
-                true
-            }
-            Err(e) if e.class() == ErrorClass::Transient => {
-                tracing::warn!(
-                    "cannot validate the fleet's new token now ({e}); looking again in {}s",
-                    SHARED_RECHECK.as_secs()
-                );
-                f.resync_later(SHARED_RECHECK);
-                false
-            }
-            Err(e) => {
-                tracing::info!("ignoring the fleet's token: the broker does not accept it ({e})");
-                false
-            }
-        }
-    }
-
-    /// This warden just became the leader: make sure the fleet has a good token.
-    async fn lead(&mut self) {
-        let Some(f) = self.fleet.clone() else { return };
-        let shared = f.read_token().await.ok().flatten();
-        let in_store = match (&shared, &self.current) {
-            (Some(s), Some(c)) => s.rec.access_token == c.access_token,
-            _ => false,
-        };
-        if let (Some(s), false) = (shared, in_store) {
-            // The store may hold a newer token than this warden saw.
-            self.on_shared(s).await;
-        }
-        self.validate_current().await;
-        let in_store = match (f.read_token().await.ok().flatten(), &self.current) {
-            (Some(s), Some(c)) => s.rec.access_token == c.access_token,
-            (_, None) => true,
-            (None, Some(_)) => false,
-        };
-        if (self.unshared || !in_store) && self.status.borrow().state == TokenState::Valid {
-            if let Some(rec) = self.current.clone() {
-                tracing::info!("sharing this warden's valid token with the fleet");
-                if let Err(e) = f.publish(&rec).await {
-                    tracing::warn!("cannot share the token: {e}");
-                } else {
-                    self.unshared = false;
-                }
-            }
-        }
-    }
-
-    async fn on_request(&mut self, req: Request) {
-        let Some(f) = self.fleet.clone() else { return };
-        match req {
-            Request::Refresh { force, from } => {
-                tracing::info!(from = %from, force, "a follower asks for a token");
-                let fresh = self.current.as_ref().is_some_and(|c| {
-                    self.clock.now().as_second() - c.obtained_at
-                        < self.cfg.min_interval.as_secs() as i64
-                });
-                if force && !fresh {
-                    self.on_trigger(Trigger::Api).await;
-                } else {
-                    // The broker is the truth: a follower's 403 may be about an old token.
-                    self.validate_current().await;
-                    if self.status.borrow().state == TokenState::Valid {
-                        if let Some(rec) = self.current.clone() {
-                            let _ = f.publish(&rec).await;
-                        }
-                    }
-                }
-            }
-            Request::Callback {
-                request_token,
-                reply,
-                from,
-                deadline,
-            } => {
-                if jiff::Timestamp::now().as_second() > deadline {
-                    tracing::info!(from = %from, "dropping a forwarded login nobody waits for");
-                    return;
-                }
-                tracing::info!(from = %from, "completing a manual login forwarded by a follower");
-                let r = self.on_callback(&request_token).await;
-                let answer = Reply {
-                    ok: r.is_ok(),
-                    wrong_user: matches!(r, Err(CallbackError::WrongUser)),
-                    error: r.err().map(|e| e.to_string()).unwrap_or_default(),
-                };
-                f.answer(&reply, &answer).await;
-            }
-            Request::Adopt { access_token, from } => {
-                tracing::info!(from = %from, "a follower found a new token in its env file");
-                self.on_env_change(Secret::new(access_token)).await;
-            }
-        }
-    }
-
-    /// Keep the status page's warning about a group- or world-readable env file current (the
-    /// config check and the start-up log say it too; the file's mode can change any time).
-    fn check_env_file_mode(&self) {
-        let warning = crate::config::env_file::readable_by_others(&self.cfg.env_file);
-        self.status.send_if_modified(|s| {
-            let changed = s.env_file_warning != warning;
-            s.env_file_warning = warning;
-            changed
-        });
-    }
-
-    /// Write the token (env file, then token.json), publish it, and (when `announce`) tell
-    /// the supervisor so programs get it.
-    fn install(&mut self, rec: TokenRecord, announce: bool) -> Result<(), store::StoreError> {
-        if let Some(w) = &self.env_watch {
-            w.set_known(&rec.access_token);
-        }
-        let on_disk = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key)
-            .ok()
-            .flatten();
-        if on_disk.as_deref() != Some(rec.access_token.expose()) {
-            store::rewrite_env_file(
-                &self.cfg.env_file,
-                &self.cfg.env_key,
-                rec.access_token.expose(),
-            )?;
-        }
-        self.check_env_file_mode();
-        if let Err(e) = store::write_token_json(&self.state_dir, &rec) {
-            // The env file has it, which is what programs need; token.json only saves a
-            // validation at the next start.
-            tracing::warn!("the new token is in place, but {e}");
-        }
-        self.pending = None;
-        self.write_retry_at = None;
-        self.write_failures = 0;
-        let changed = self
-            .current
-            .as_ref()
-            .is_none_or(|c| c.access_token != rec.access_token);
-        self.status.send_modify(|s| {
-            s.user_id = Some(rec.user_id.clone()).filter(|u| !u.is_empty());
-            s.obtained_at = rfc3339(rec.obtained_at);
-            s.expires_at = rfc3339(rec.expires_at);
-            s.source = Some(rec.source.as_str());
-        });
-        self.metrics.set_token_expiry(Some(rec.expires_at));
-        let source = rec.source;
-        let refreshed = NotifyEvent::TokenRefreshed {
-            user_id: Some(rec.user_id.clone()).filter(|u| !u.is_empty()),
-            expires_at: Some(rec.expires_at),
-        };
-        self.current = Some(rec);
-        self.set_state(TokenState::Valid, None);
-        if changed {
-            let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-            if announce {
-                tracing::info!(source = source.as_str(), generation, "new token in place");
-                self.notifier.notify(refreshed);
-                let _ = self.events.send(KeeperEvent::TokenChanged { generation });
-            }
-        }
-        Ok(())
-    }
 }
 
 async fn recv_opt(rx: &mut Option<tokio::sync::mpsc::Receiver<Secret>>) -> Option<Secret> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-async fn recv_fleet(rx: &mut Option<UnboundedReceiver<FleetEvent>>) -> Option<FleetEvent> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A manual login that landed on a follower: the leader exchanges the request token (only
-/// the leader talks to the login endpoints) and answers through Redis.
-async fn forward_callback(f: &Fleet, request_token: &str) -> Result<(), CallbackError> {
-    match f.forward_callback(request_token, FORWARD_WAIT).await {
-        Ok(Some(r)) if r.ok => Ok(()),
-        Ok(Some(r)) if r.wrong_user => Err(CallbackError::WrongUser),
-        Ok(Some(r)) => Err(CallbackError::Fleet(format!(
-            "the fleet leader could not complete the login: {}",
-            r.error
-        ))),
-        Ok(None) => Err(CallbackError::Fleet(format!(
-            "no fleet leader answered within {}s; try again from /login",
-            FORWARD_WAIT.as_secs()
-        ))),
-        Err(e) => Err(CallbackError::Fleet(format!(
-            "{e}: in fleet mode only the leader may log in; try again when the store is back"
-        ))),
     }
 }
 

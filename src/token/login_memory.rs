@@ -266,6 +266,11 @@ impl LoginMemory {
             .collect()
     }
 
+    /// Every remembered automated attempt (unix seconds), for [`super::attempt_budget`].
+    pub fn attempts(&self) -> &[i64] {
+        &self.doc.attempts
+    }
+
     pub fn last_attempt(&self) -> Option<i64> {
         self.doc.attempts.iter().copied().max()
     }

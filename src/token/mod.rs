@@ -1,5 +1,6 @@
 //! The broker access token: obtaining it, validating it, storing it, handing it to programs.
 
+pub mod attempt_budget;
 pub mod broker;
 pub mod clock;
 pub mod clock_guard;
@@ -13,6 +14,7 @@ pub mod kite;
 pub mod login;
 pub mod login_memory;
 pub mod login_state;
+pub mod provider;
 pub mod schedule;
 pub mod store;
 pub mod writable;
@@ -29,6 +31,10 @@ pub enum TokenSource {
     /// The broker web session of the last automated login, reused (no credentials sent).
     Session,
     Manual,
+    /// A person approved the broker's login request on their phone (Upstox).
+    Approve,
+    /// The broker's longer-lived refresh token (Fyers, Angel One).
+    RefreshToken,
     Command,
     EnvFile,
 }
@@ -39,6 +45,8 @@ impl TokenSource {
             TokenSource::Totp => "totp",
             TokenSource::Session => "session",
             TokenSource::Manual => "manual",
+            TokenSource::Approve => "approve",
+            TokenSource::RefreshToken => "refresh_token",
             TokenSource::Command => "command",
             TokenSource::EnvFile => "env_file",
         }

@@ -305,14 +305,16 @@ impl Fleet {
         self.inner.store.push_request(req).await
     }
 
-    /// Hand a manual login's request token to the leader and wait for its answer.
+    /// Hand a manual login's request token to the leader and wait for its answer. `now`:
+    /// the caller's wall clock (unix seconds); the leader drops the request after `wait`.
     pub async fn forward_callback(
         &self,
         request_token: &str,
         wait: Duration,
+        now: i64,
     ) -> Result<Option<Reply>, FleetError> {
         let reply = self.inner.store.keys().reply(&random_id());
-        let deadline = jiff::Timestamp::now().as_second() + wait.as_secs() as i64;
+        let deadline = now + wait.as_secs() as i64;
         self.request(&Request::Callback {
             request_token: request_token.to_string(),
             reply: reply.clone(),

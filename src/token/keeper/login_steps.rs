@@ -7,13 +7,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Broker, Keeper, TokenState};
-use crate::config::TokenProviderKind;
+use super::{is_rejection, Keeper, RefreshReason, TokenState};
 use crate::notify::NotifyEvent;
+use crate::token::attempt_budget::Verdict;
 use crate::token::clock_guard::{self, ClockError};
-use crate::token::kite::{BrokerError, ErrorClass, Session};
 use crate::token::login::Totp;
 use crate::token::login_memory::Block;
+use crate::token::provider::{Failure, LoginKind, Obtained, Provider, ProviderError};
 use crate::token::TokenSource;
 
 /// How often a refused clock is checked again.
@@ -33,31 +33,15 @@ pub(super) fn blocked_message(reason: &str) -> String {
     )
 }
 
-impl<B: Broker> Keeper<B> {
+impl<P: Provider> Keeper<P> {
     /// The token's name in metrics (one token per warden: its provider).
     fn token_name(&self) -> &'static str {
-        match self.cfg.provider {
-            TokenProviderKind::Command => "command",
-            _ => "kite",
-        }
+        self.provider.name()
     }
 
     /// The keyed fingerprint of the credentials automation would submit.
     fn fingerprint(&self) -> String {
-        match (&self.cfg.provider, &self.cfg.command, self.kite()) {
-            (TokenProviderKind::Command, Some(c), _) => {
-                let mut parts = vec!["command"];
-                parts.extend(c.command.0.iter().map(String::as_str));
-                self.memory.fingerprint(&parts)
-            }
-            (_, _, Some(k)) => self.memory.fingerprint(&[
-                "kite",
-                &k.user_id,
-                k.password.expose(),
-                k.totp_secret.expose(),
-            ]),
-            _ => self.memory.fingerprint(&["none"]),
-        }
+        self.memory.fingerprint(&self.provider.credentials())
     }
 
     /// Why automated login may not run for the configured credentials, if it may not.
@@ -86,7 +70,7 @@ impl<B: Broker> Keeper<B> {
     }
 
     /// A credential rejection: never retried, counted against these credentials for good.
-    pub(super) fn on_rejection(&mut self, e: &BrokerError) {
+    pub(super) fn on_rejection(&mut self, e: &dyn std::fmt::Display) {
         let msg = format!("login rejected: {e}");
         let fp = self.fingerprint();
         let now = self.wall_secs();
@@ -106,20 +90,22 @@ impl<B: Broker> Keeper<B> {
     pub(super) async fn on_unblock(&mut self, reply: oneshot::Sender<Result<(), String>>) {
         let fp = self.fingerprint();
         let step = (self.wall_secs().max(0) as u64) / Totp::STEP_SECS;
-        let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+        let user = self.provider.expected_user().to_string();
         match self.memory.unblock(&fp) {
             Ok(()) => {
                 // After a lost memory, the current step may have been used: skip it.
-                if self.memory.last_totp_step(&user).is_none() && self.login_kind() == "totp" {
+                if self.memory.last_totp_step(&user).is_none()
+                    && self.login_kind() == LoginKind::Totp
+                {
                     self.memory.record_totp_step(&user, step);
                 }
                 self.save_memory();
-                self.broker.rearm();
-                self.unblock_grant = true;
+                self.provider.rearm();
+                self.budget.grant_one();
                 self.publish_block();
                 tracing::info!("credential block lifted by request; one automated attempt allowed");
                 let _ = reply.send(Ok(()));
-                self.refresh("unblock").await;
+                self.refresh(RefreshReason::Unblock).await;
             }
             Err(e) => {
                 let _ = reply.send(Err(e.to_string()));
@@ -131,7 +117,7 @@ impl<B: Broker> Keeper<B> {
         let fp = self.fingerprint();
         if self.memory.lift_after_manual_login(&fp) {
             self.save_memory();
-            self.broker.rearm();
+            self.provider.rearm();
             tracing::info!("a manual login succeeded: the credential block is lifted");
         }
         self.publish_block();
@@ -140,27 +126,25 @@ impl<B: Broker> Keeper<B> {
     /// `max_attempts` per `attempt_window` and `min_interval`, from the persisted history.
     pub(super) fn within_caps(&mut self) -> bool {
         let now = self.wall_secs();
-        let window = self.cfg.attempt_window.as_secs() as i64;
-        let recent = self.memory.recent_attempts(now, window);
-        if !self.unblock_grant && recent.len() as u32 >= self.cfg.max_attempts {
-            let wait = (recent[0] + window - now).max(1) as u64;
-            self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
-            self.needs_login(format!(
-                "{} automated login attempts within {:?}; waiting for a manual login or the window to pass",
-                recent.len(),
-                self.cfg.attempt_window
-            ));
-            return false;
-        }
-        let min = self.cfg.min_interval.as_secs() as i64;
-        if let Some(last) = self.memory.last_attempt() {
-            if now - last < min {
-                let wait = (last + min - now).max(1) as u64;
-                self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
-                return false;
+        match self.budget.check(now, self.memory.attempts(), None) {
+            Verdict::Allowed => true,
+            Verdict::Capped { attempts, retry_in } => {
+                self.retry_at = Some(Instant::now() + retry_in);
+                self.needs_login(format!(
+                    "{attempts} automated login attempts within {:?}; waiting for a manual login or the window to pass",
+                    self.budget.window()
+                ));
+                false
+            }
+            Verdict::TooSoon { retry_in } => {
+                self.retry_at = Some(Instant::now() + retry_in);
+                false
+            }
+            Verdict::Blocked { reason } => {
+                self.needs_login(blocked_message(&reason));
+                false
             }
         }
-        true
     }
 
     /// The TOTP step whose code may be submitted now, waiting out the last seconds of a step;
@@ -174,7 +158,7 @@ impl<B: Broker> Keeper<B> {
             unix = (self.wall_secs().max(0) as u64).max(unix + left);
         }
         let step = unix / Totp::STEP_SECS;
-        let user = self.kite().map(|k| k.user_id.clone()).unwrap_or_default();
+        let user = self.provider.expected_user().to_string();
         if self.memory.last_totp_step(&user).is_some_and(|s| s >= step) {
             let wait = Totp::STEP_SECS - unix % Totp::STEP_SECS;
             self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
@@ -188,7 +172,7 @@ impl<B: Broker> Keeper<B> {
     pub(super) fn record_attempt(&mut self) -> bool {
         let now = self.wall_secs();
         self.memory.record_attempt(now);
-        self.unblock_grant = false;
+        self.budget.spend();
         if self.save_memory() {
             return true;
         }
@@ -199,13 +183,60 @@ impl<B: Broker> Keeper<B> {
         false
     }
 
+    /// A provider's refresh token, before any login: no credentials, not an attempt. `true`:
+    /// go on to log in (no refresh token, or it lapsed); `false`: done here (a token was
+    /// obtained, or something was reported and a retry scheduled).
+    pub(super) async fn try_refresh_token(&mut self) -> bool {
+        if !self.provider.can_refresh() {
+            return true;
+        }
+        // It creates a session all the same: in a fleet only a confirmed leader may use it.
+        if !self.coordination.may_log_in().await {
+            return false;
+        }
+        let Some(result) = self.provider.refresh().await else {
+            return true;
+        };
+        let obtained = match result {
+            Ok(o) => o,
+            Err(e) if e.failure() == Failure::TokenBad => {
+                tracing::info!("the refresh token no longer works ({e}); logging in instead");
+                return true;
+            }
+            Err(e) if is_rejection(e.failure()) => {
+                self.on_rejection(&e);
+                return false;
+            }
+            Err(e) => {
+                self.fail_transient(e.to_string());
+                return false;
+            }
+        };
+        self.retry_at = None;
+        self.metrics.inc_login_attempt("refresh_token");
+        self.set_state(TokenState::Refreshing, None);
+        match self
+            .record(obtained.access_token, TokenSource::RefreshToken)
+            .await
+        {
+            Err(e) if e.failure() == Failure::TokenBad => {
+                tracing::info!("the refreshed token was refused ({e}); logging in instead");
+                true
+            }
+            r => {
+                self.conclude("refresh_token", r).await;
+                false
+            }
+        }
+    }
+
     /// Ask with the kept web session (SPEC §4.1) and check the clock. `true`: go on to a
     /// login with credentials (the clock is fine); `false`: done here (a token was obtained,
     /// or something was reported and a retry scheduled).
     pub(super) async fn try_session(&mut self) -> bool {
-        let probe = match self.broker.resume_session().await {
+        let probe = match self.provider.resume_session().await {
             Ok(p) => p,
-            Err(e) if e.class() == ErrorClass::Credential => {
+            Err(e) if is_rejection(e.failure()) => {
                 self.on_rejection(&e);
                 return false;
             }
@@ -232,7 +263,7 @@ impl<B: Broker> Keeper<B> {
                 .observe_refresh_duration(started.elapsed().as_secs_f64());
             match result {
                 // A stale request token says nothing about the credentials: log in instead.
-                Err(e) if e.class() == ErrorClass::TokenBad => {
+                Err(e) if e.failure() == Failure::TokenBad => {
                     tracing::info!("the web session's request token was refused ({e})");
                 }
                 r => {
@@ -256,13 +287,13 @@ impl<B: Broker> Keeper<B> {
     pub(super) async fn exchange_with_retry(
         &mut self,
         request_token: &str,
-    ) -> Result<Session, BrokerError> {
+    ) -> Result<Obtained, P::Error> {
         let started = Instant::now();
         let mut wait = EXCHANGE_RETRY_FIRST;
         loop {
-            match self.broker.exchange(request_token).await {
+            match self.provider.exchange(request_token).await {
                 Err(e)
-                    if e.class() == ErrorClass::Transient
+                    if e.failure() == Failure::Transient
                         && started.elapsed() + wait < EXCHANGE_BUDGET =>
                 {
                     tracing::warn!(

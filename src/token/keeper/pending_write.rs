@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Broker, Keeper, TokenState};
+use super::{Keeper, TokenState};
+use crate::token::provider::Provider;
 use crate::token::store::StoreError;
 use crate::token::TokenRecord;
 
 const WRITE_RETRY_FIRST: Duration = Duration::from_millis(500);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(30);
 
-impl<B: Broker> Keeper<B> {
+impl<P: Provider> Keeper<P> {
     /// The env file could not be written: keep `rec` and try again with backoff.
     pub(super) fn keep_unwritten(&mut self, rec: TokenRecord, e: StoreError) {
         self.write_failures += 1;

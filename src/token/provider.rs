@@ -1,0 +1,194 @@
+//! What the token keeper needs from a broker (or a script) to obtain and validate a token.
+//!
+//! A provider knows its broker: its endpoints, its login steps, how to read its errors. It
+//! knows nothing about programs, env files or HTTP routes. The keeper applies the account
+//! safety rules of SPEC §4.1 the same way to every provider: the attempt budget, the
+//! credential block and its memory, the TOTP step recorded before a code is sent, the clock
+//! guard, the exchange retried with the same code, a token in hand never thrown away.
+//!
+//! A login ends in one of three ways ([`Grant`]): a one-time code the keeper exchanges (Kite's
+//! request token, an OAuth authorization code), the token itself (a script, a broker whose
+//! login answers with the token), or nothing yet (a broker that asks the person to approve on
+//! their phone and later posts the token to warden). The manual login is the same exchange,
+//! started by a person through [`Provider::login_url`] and completed by the callback.
+//!
+//! Adding a broker: one module in `provider/` implementing this trait, with its own error type
+//! mapped to a [`Failure`]; see README "How to add a broker".
+
+pub mod command;
+pub mod configured;
+pub mod kite;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::config::{Secret, TokenConfig};
+pub use crate::token::login::SessionProbe;
+
+/// What the keeper does about a failed provider call. Every provider error maps to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The token (or the one-time code) is expired or invalidated: obtain a new one.
+    TokenBad,
+    /// The broker refused who we are (password, PIN, TOTP, blocked account) or the login flow
+    /// changed: never retried; blocks automated login for these credentials (SPEC §4.1).
+    Credential,
+    /// Outage, rate limit, timeout, a script that failed: retried later within the budget.
+    Transient,
+    /// The configuration cannot work (a missing table, a secret that cannot be used). Nothing
+    /// is retried until the config changes; treated like a credential rejection.
+    Config,
+}
+
+/// A provider's error: readable (and free of secrets) through `Display`, classified by
+/// [`ProviderError::failure`].
+pub trait ProviderError: std::error::Error + Send + Sync + 'static {
+    fn failure(&self) -> Failure;
+}
+
+/// How this token is obtained (`login` in `/api/v1/status`; the `kind` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginKind {
+    /// Automated: password/PIN plus a TOTP code (Kite, Angel One, Dhan).
+    Totp,
+    /// A person logs in through the broker's page; the callback completes it.
+    Manual,
+    /// A person approves a request on their phone; the broker posts the token (Upstox).
+    Approve,
+    /// The operator's script (`provider = "command"`).
+    Command,
+    /// No provider: the keeper only watches the env file.
+    None,
+}
+
+impl LoginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginKind::Totp => "totp",
+            LoginKind::Manual => "manual",
+            LoginKind::Approve => "approve",
+            LoginKind::Command => "command",
+            LoginKind::None => "none",
+        }
+    }
+
+    /// Whether the keeper may log in by itself (within the budget).
+    pub fn automated(self) -> bool {
+        matches!(self, LoginKind::Totp | LoginKind::Command)
+    }
+}
+
+/// What the broker says about a token it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// The user the token belongs to (empty when the provider cannot tell).
+    pub user_id: String,
+    /// Unix seconds, when the token says when it dies (a JWT's `exp`); `None` for opaque
+    /// tokens, whose expiry is the configured daily hint.
+    pub expires_at: Option<i64>,
+}
+
+/// A token a provider obtained. `Debug` redacts the secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obtained {
+    pub access_token: Secret,
+    /// Who the broker issued it to (empty when unknown; validation tells).
+    pub user_id: String,
+}
+
+/// How a login ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// A one-time code to redeem with [`Provider::exchange`] (Kite's request token).
+    Code(Secret),
+    /// The token itself.
+    Token(Obtained),
+    /// The broker will deliver the token later (an approve-style login): the keeper waits for
+    /// it to arrive through the provider's callback.
+    Pending,
+}
+
+/// A broker, or the operator's script, as the keeper sees it.
+///
+/// Every call that talks to the broker is async and `Send` (the keeper runs on a tokio task).
+/// None of them retries by itself: the keeper decides what is retried and when.
+pub trait Provider: Send + 'static {
+    type Error: ProviderError;
+
+    /// The provider's name: `kite`, `command`, … (metric labels, log lines).
+    fn name(&self) -> &'static str;
+
+    fn login_kind(&self) -> LoginKind;
+
+    /// The configured broker user (empty: any). A token of another user is refused.
+    fn expected_user(&self) -> &str;
+
+    /// What identifies the credentials automation submits (user, password/PIN, TOTP secret,
+    /// the script's argv): the keyed fingerprint of the login memory is made from these, so a
+    /// credential block follows the credentials, never the secrets' text.
+    fn credentials(&self) -> Vec<&str>;
+
+    /// Whether [`Provider::validate`] can ask anyone (a script without a broker table
+    /// cannot: its tokens are taken as they come).
+    fn can_validate(&self) -> bool;
+
+    /// Ask the broker whether it accepts `token` (its profile endpoint).
+    fn validate(
+        &mut self,
+        token: &Secret,
+    ) -> impl Future<Output = Result<Identity, Self::Error>> + Send;
+
+    /// Reuse what the last automated login left (Kite's web session) to get a code without
+    /// submitting credentials, and read the broker's clock. Default: nothing to reuse.
+    fn resume_session(&mut self) -> impl Future<Output = Result<SessionProbe, Self::Error>> + Send {
+        async { Ok(SessionProbe::default()) }
+    }
+
+    /// One automated login. For a TOTP login, `step` is the TOTP step whose code may be
+    /// sent and `record` must run right before the code goes out (it persists the step;
+    /// `false`: send nothing).
+    fn login(
+        &mut self,
+        step: Option<u64>,
+        record: &mut (dyn FnMut() -> bool + Send),
+    ) -> impl Future<Output = Result<Grant, Self::Error>> + Send;
+
+    /// Redeem a one-time code (from [`Grant::Code`] or a manual login's callback).
+    fn exchange(
+        &mut self,
+        code: &str,
+    ) -> impl Future<Output = Result<Obtained, Self::Error>> + Send;
+
+    /// Whether [`Provider::refresh`] may have a refresh token to try.
+    fn can_refresh(&self) -> bool {
+        false
+    }
+
+    /// A longer-lived refresh token, where the broker has one (Fyers, Angel One's
+    /// `generateTokens`): `None` when there is none to try, so the keeper logs in instead.
+    /// Like a kept web session it submits no credentials and is not a login attempt; a
+    /// `TokenBad` answer (the refresh token lapsed or was disabled) means "log in instead".
+    fn refresh(&mut self) -> impl Future<Output = Option<Result<Obtained, Self::Error>>> + Send {
+        async { None }
+    }
+
+    /// The broker's login page for a manual login, carrying `state` back to the callback
+    /// where the broker allows it. `None`: this provider has no manual login.
+    fn login_url(&self, _state: Option<&str>) -> Option<String> {
+        None
+    }
+
+    /// End a session (a manual login by the wrong user is logged out again).
+    fn logout(&mut self, token: &Secret) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// `Some(wait)` while the current TOTP code was already submitted.
+    fn fresh_code_in(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A person lifted a credential block: the provider may log in again.
+    fn rearm(&mut self) {}
+
+    /// New `[token]` settings after a config reload.
+    fn reconfigure(&mut self, cfg: &TokenConfig);
+}
