@@ -371,8 +371,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[test]
 fn out_of_descriptors_the_accept_loop_backs_off_instead_of_spinning() {
-    // 32 descriptors: warden's own ~17 plus its 16 client slots are more than that, so accept
-    // runs into EMFILE while clients keep connecting.
+    // Started with 32 descriptors, warden takes 16 client slots. Once it runs, its soft limit
+    // is lowered to a few above what it holds, so accept runs into EMFILE long before the 16
+    // slots are taken, however many descriptors this machine's warden happens to open itself.
     let prefix = vec![
         "sh".to_string(),
         "-c".to_string(),
@@ -381,6 +382,23 @@ fn out_of_descriptors_the_accept_loop_backs_off_instead_of_spinning() {
     let w = Warden::start_with(&config(None), |_| {}, prefix);
     let addr = w.addr.clone();
     w.wait_state("app", "running", T);
+    let open = std::fs::read_dir(format!("/proc/{}/fd", w.child.id()))
+        .unwrap()
+        .count() as u64;
+    let limit = libc::rlimit {
+        rlim_cur: open + 4,
+        rlim_max: 32,
+    };
+    // SAFETY: a valid rlimit for a process of ours; the old value is not asked for.
+    let rc = unsafe {
+        libc::prlimit(
+            w.child.id() as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     let held: Vec<TcpStream> = (0..100)
         .map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
         .collect();
