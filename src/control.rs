@@ -90,15 +90,30 @@ impl Control {
         Ok(rx)
     }
 
-    /// Hand a manual login's request token to the keeper and wait for its verdict.
-    pub async fn complete_login(&self, request_token: String) -> Result<(), ControlError> {
+    /// The broker page a manual login starts at (`Ok(None)`: this token has no manual login;
+    /// `Err` with the broker's refusal when it had to be asked first).
+    pub async fn login_url(
+        &self,
+        state: String,
+    ) -> Result<Result<Option<String>, String>, ControlError> {
         let keeper = self.keeper.as_ref().ok_or(ControlError::NoToken)?;
         let (reply, rx) = oneshot::channel();
         keeper
-            .send(KeeperMsg::Callback {
-                request_token,
-                reply,
-            })
+            .send(KeeperMsg::LoginUrl { state, reply })
+            .map_err(|_| ControlError::ShuttingDown)?;
+        rx.await.map_err(|_| ControlError::ShuttingDown)
+    }
+
+    /// Hand a manual login's callback (its query parameters) to the keeper and wait for its
+    /// verdict.
+    pub async fn complete_login(
+        &self,
+        query: std::collections::HashMap<String, String>,
+    ) -> Result<(), ControlError> {
+        let keeper = self.keeper.as_ref().ok_or(ControlError::NoToken)?;
+        let (reply, rx) = oneshot::channel();
+        keeper
+            .send(KeeperMsg::Callback { query, reply })
             .map_err(|_| ControlError::ShuttingDown)?;
         rx.await.map_err(|_| ControlError::ShuttingDown)??;
         Ok(())

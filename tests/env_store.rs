@@ -420,6 +420,7 @@ fn record() -> TokenRecord {
         obtained_at: 1_700_000_000,
         expires_at: 1_700_030_400,
         source: TokenSource::Manual,
+        companions: Default::default(),
     }
 }
 
@@ -455,6 +456,7 @@ fn token_json_roundtrip_modes_and_format() {
     fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
     let rec = TokenRecord {
         source: TokenSource::EnvFile,
+        companions: Default::default(),
         ..record()
     };
     write_token_json(&state, &rec).unwrap();

@@ -129,6 +129,7 @@ impl Provider for JwtBroker {
         Ok(Obtained {
             access_token: Secret::new(format!("jwt{}", w.issued)),
             user_id: "C0DE1".into(),
+            companions: Default::default(),
         })
     }
 
@@ -147,6 +148,7 @@ impl Provider for JwtBroker {
         Some(Ok(Obtained {
             access_token: Secret::new(format!("jwt{}", w.issued)),
             user_id: "C0DE1".into(),
+            companions: Default::default(),
         }))
     }
 

@@ -399,8 +399,9 @@ fn simulate(login: LoginMode, seed: u64) -> Report {
                             tokio::time::sleep(delay).await;
                             let request_token = w.lock().unwrap().new_request_token();
                             let (reply, rx) = tokio::sync::oneshot::channel();
+                            let query = [("request_token".to_string(), request_token)];
                             let _ = tx.send(KeeperMsg::Callback {
-                                request_token,
+                                query: query.into_iter().collect(),
                                 reply,
                             });
                             let _ = rx.await;

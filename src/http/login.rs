@@ -1,5 +1,6 @@
-//! Manual login (SPEC §5): `/login` sends the browser to Kite with a one-time `state`;
-//! `/kite/callback` spends it and hands the request token to the keeper. Issuing, checking and
+//! Manual login (SPEC §5, §9.2): `/login` sends the browser to the broker's login page with a
+//! one-time `state`; `/{provider}/callback` spends it and hands the callback's parameters to
+//! the keeper, whose provider picks out its code. Issuing, checking and
 //! spending states (single-use in every mode, fleet-wide in fleet mode) is
 //! `crate::token::login_state`; `/login` is rate-limited per client (`super::rate_limit`).
 
@@ -8,44 +9,35 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
+use std::collections::HashMap;
 
 use super::AppState;
-use crate::config::KiteConfig;
 use crate::control::ControlError;
 use crate::token::keeper::CallbackError;
 use crate::token::login_state::StateError;
 
-/// What `/login` needs of `[token.kite]`: where Kite's login page is and the app's public
-/// key (never the api_secret).
+/// Every broker's callback route (SPEC §9.2). Only the configured token's provider answers;
+/// Dhan's consent may come back with or without a slash before the query.
+pub const CALLBACK_PROVIDERS: [&str; 5] = ["kite", "angelone", "dhan", "upstox", "fyers"];
+
+/// Which broker's callback completes this token's manual login, and whether that broker carries
+/// the `state` back.
 #[derive(Debug, Clone)]
-pub struct LoginLink {
-    login_base: String,
-    api_key: String,
-}
-
-impl LoginLink {
-    pub fn from_kite(kite: &KiteConfig) -> LoginLink {
-        LoginLink {
-            login_base: kite.login_base.clone(),
-            api_key: kite.api_key.clone(),
-        }
-    }
-
-    /// Kite's login page, coming back to `/kite/callback` with `state`.
-    fn url(&self, state: &str) -> String {
-        format!(
-            "{}/connect/login?v=3&api_key={}&redirect_params=state%3D{state}",
-            self.login_base.trim_end_matches('/'),
-            url::form_urlencoded::byte_serialize(self.api_key.as_bytes()).collect::<String>()
-        )
-    }
+pub struct LoginRoute {
+    pub provider: &'static str,
+    pub carries_state: bool,
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/login", get(login))
-        .route("/kite/callback", get(callback))
+    let mut router = Router::new().route("/login", get(login));
+    for provider in CALLBACK_PROVIDERS {
+        let handler =
+            move |st: State<AppState>, q: Query<HashMap<String, String>>| callback(provider, st, q);
+        router = router
+            .route(&format!("/{provider}/callback"), get(handler))
+            .route(&format!("/{provider}/callback/"), get(handler));
+    }
+    router
 }
 
 fn text(code: StatusCode, msg: &str) -> Response {
@@ -58,12 +50,12 @@ fn text(code: StatusCode, msg: &str) -> Response {
 }
 
 async fn login(State(st): State<AppState>) -> Response {
-    let Some(link) = &st.login else {
+    if st.login.is_none() {
         return text(
             StatusCode::NOT_FOUND,
-            "no [token.kite] configured: manual Kite login is not available",
+            "the token has no broker table (such as [token.kite]): manual login is not available",
         );
-    };
+    }
     let state = match st.login_states.issue() {
         Ok(s) => s,
         Err(e @ StateError::Full { retry_after }) => {
@@ -74,20 +66,34 @@ async fn login(State(st): State<AppState>) -> Response {
         }
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    (StatusCode::FOUND, [(header::LOCATION, link.url(&state))]).into_response()
+    match st.control.login_url(state).await {
+        Ok(Ok(Some(url))) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),
+        Ok(Ok(None)) => text(StatusCode::NOT_FOUND, "this token has no manual login"),
+        Ok(Err(e)) => text(
+            StatusCode::BAD_GATEWAY,
+            &format!("the broker did not start the login: {e}"),
+        ),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "warden is shutting down"),
+    }
 }
 
-#[derive(Deserialize)]
-struct CallbackQuery {
-    request_token: Option<String>,
-    state: Option<String>,
-    status: Option<String>,
-}
-
-async fn callback(State(st): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+async fn callback(
+    provider: &'static str,
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(route) = st.login.as_ref().filter(|r| r.provider == provider) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!("no token here logs in through {provider}"),
+        );
+    };
     // Spent before anything else: a state is good for one callback, even one that fails.
-    let spent = match q.state.as_deref().filter(|s| !s.is_empty()) {
+    let state = q.get("state").map(String::as_str).filter(|s| !s.is_empty());
+    let spent = match state {
         Some(s) => st.login_states.spend(s).await,
+        // A broker that cannot carry it back: its provider correlates the callback itself.
+        None if !route.carries_state => Ok(()),
         None => Err(StateError::Unknown),
     };
     match spent {
@@ -97,24 +103,18 @@ async fn callback(State(st): State<AppState>, Query(q): Query<CallbackQuery>) ->
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string()),
     }
-    if q.status.as_deref().is_some_and(|s| s != "success") {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "Kite reports the login did not succeed; try again from /login",
-        );
-    }
-    let Some(request_token) = q.request_token.filter(|t| !t.is_empty()) else {
-        return text(StatusCode::BAD_REQUEST, "missing request_token");
-    };
-    match st.control.complete_login(request_token).await {
+    match st.control.complete_login(q).await {
         Ok(()) => (StatusCode::FOUND, [(header::LOCATION, "/")]).into_response(),
         Err(ControlError::NoToken) => {
             text(StatusCode::NOT_FOUND, "no token provider configured")
         }
         Err(ControlError::Login(CallbackError::WrongUser)) => text(
             StatusCode::FORBIDDEN,
-            "that Kite session belongs to another user than token.kite.user_id; it was logged out and the current token is unchanged",
+            &format!("that {provider} session belongs to another user than the configured user_id; it was logged out and the current token is unchanged"),
         ),
+        Err(ControlError::Login(CallbackError::BadCallback(why))) => {
+            text(StatusCode::BAD_REQUEST, why)
+        }
         Err(ControlError::Login(e @ CallbackError::Fleet(_))) => {
             text(StatusCode::SERVICE_UNAVAILABLE, &format!("login failed: {e}"))
         }

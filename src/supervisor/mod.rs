@@ -479,7 +479,6 @@ impl Supervisor {
         };
         self.start_keeper();
         let (req_tx, mut requests) = unbounded_channel();
-        let kite = self.cfg.token.as_ref().and_then(|t| t.kite.as_ref());
         let app = crate::http::AppState {
             views: crate::control::Views {
                 programs: self.view(),
@@ -493,7 +492,13 @@ impl Supervisor {
             ),
             api_token: self.cfg.http.api_token().cloned(),
             metrics: self.metrics.clone(),
-            login: kite.map(crate::http::login::LoginLink::from_kite),
+            login: self.cfg.token.as_ref().and_then(|t| {
+                let provider = crate::token::provider::configured::manual_login_provider(t)?;
+                Some(crate::http::login::LoginRoute {
+                    provider,
+                    carries_state: provider != "dhan",
+                })
+            }),
             login_states: std::sync::Arc::new(crate::token::login_state::LoginStates::new(
                 self.cfg.token.as_ref().and_then(|t| t.kite.as_ref()),
                 self.keeper.as_ref().and_then(|k| k.fleet_store.clone()),

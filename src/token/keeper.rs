@@ -62,10 +62,15 @@ pub enum Trigger {
 #[derive(Debug)]
 pub enum KeeperMsg {
     Trigger(Trigger),
-    /// `/kite/callback` with a request token from a manual login.
+    /// `/{provider}/callback` from a manual login: its query parameters.
     Callback {
-        request_token: String,
+        query: std::collections::HashMap<String, String>,
         reply: oneshot::Sender<Result<(), CallbackError>>,
+    },
+    /// `/login`: the broker page a manual login starts at, carrying `state` back.
+    LoginUrl {
+        state: String,
+        reply: oneshot::Sender<Result<Option<String>, String>>,
     },
     /// The config was reloaded with different `[token]` settings.
     Reconfigure(Box<TokenConfig>),
@@ -96,6 +101,9 @@ pub enum CallbackError {
     Store(#[from] CommitError),
     #[error("this warden has no [token.kite] configured")]
     NotKite,
+    /// The callback lacks what the broker should have sent (or reports a failed login).
+    #[error("{0}")]
+    BadCallback(&'static str),
     /// Fleet mode: the login could not reach the leader, or the leader failed it.
     #[error("{0}")]
     Fleet(String),
@@ -368,7 +376,14 @@ impl<P: Provider> Keeper<P> {
                 msg = self.rx.recv() => match msg {
                     None => return,
                     Some(KeeperMsg::Trigger(t)) => self.on_trigger(t).await,
-                    Some(KeeperMsg::Callback { request_token, reply }) => {
+                    Some(KeeperMsg::Callback { query, reply }) => {
+                        let request_token = match self.provider.callback_code(&query) {
+                            Ok(code) => code,
+                            Err(why) => {
+                                let _ = reply.send(Err(CallbackError::BadCallback(why)));
+                                continue;
+                            }
+                        };
                         if let Some(f) = self.following() {
                             // The leader logs in; waiting for it must not stall this loop.
                             let now = self.clock.now().as_second();
@@ -379,6 +394,10 @@ impl<P: Provider> Keeper<P> {
                             let r = self.on_callback(&request_token).await;
                             let _ = reply.send(r);
                         }
+                    }
+                    Some(KeeperMsg::LoginUrl { state, reply }) => {
+                        let url = self.provider.start_manual_login(&state).await;
+                        let _ = reply.send(url.map_err(|e| e.to_string()));
                     }
                     Some(KeeperMsg::Reconfigure(cfg)) => self.reconfigure(*cfg),
                     Some(KeeperMsg::Unblock(reply)) => self.on_unblock(reply).await,

@@ -53,6 +53,17 @@ impl TokenSource {
     }
 }
 
+/// What a login can yield beside the access token. `Debug` redacts every value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Companions {
+    /// Values written into the env file beside the token, each under its own key (Angel One's
+    /// feed token): programs need them with the token they belong to.
+    pub env: Vec<(String, Secret)>,
+    /// A longer-lived refresh token (Fyers, Angel One): kept in the state file only (0600),
+    /// never in the env file, handed back to the provider after a restart.
+    pub refresh_token: Option<Secret>,
+}
+
 /// A token plus what warden knows about it. `Debug` redacts the token itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
@@ -63,4 +74,5 @@ pub struct TokenRecord {
     /// Unix seconds: the next daily expiry after `obtained_at` (a hint).
     pub expires_at: i64,
     pub source: TokenSource,
+    pub companions: Companions,
 }

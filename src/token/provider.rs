@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use crate::config::{Secret, TokenConfig};
 pub use crate::token::login::SessionProbe;
+pub use crate::token::Companions;
 
 /// What the keeper does about a failed provider call. Every provider error maps to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub struct Obtained {
     pub access_token: Secret,
     /// Who the broker issued it to (empty when unknown; validation tells).
     pub user_id: String,
+    /// What came with it: env values beside the token, a refresh token.
+    pub companions: Companions,
 }
 
 /// How a login ended.
@@ -178,12 +181,47 @@ pub trait Provider: Send + 'static {
         None
     }
 
+    /// Start a manual login: the page `/login` sends the browser to. Default: the sync
+    /// [`Provider::login_url`]; a broker that must be asked first (Dhan's consent) overrides.
+    fn start_manual_login(
+        &mut self,
+        state: &str,
+    ) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send {
+        let url = self.login_url(Some(state));
+        async move { Ok(url) }
+    }
+
     /// End a session (a manual login by the wrong user is logged out again).
     fn logout(&mut self, token: &Secret) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// `Some(wait)` while the current TOTP code was already submitted.
     fn fresh_code_in(&self) -> Option<Duration> {
         None
+    }
+
+    /// What the token in use came with (after a login, a refresh, or read back from the state
+    /// file at start): a provider with a refresh token keeps it for [`Provider::refresh`].
+    fn remember(&mut self, _companions: &Companions) {}
+
+    /// The one-time code a manual login's callback carries, taken from its query parameters
+    /// (Kite: `request_token`); `Err` names what is missing. The code then goes to
+    /// [`Provider::exchange`], the same way in fleet mode when the callback lands on a follower.
+    fn callback_code(
+        &self,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<String, &'static str> {
+        query
+            .get("request_token")
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .ok_or("missing request_token")
+    }
+
+    /// Whether the broker carries the one-time `state` from [`Provider::login_url`] back to
+    /// the callback (when not, the provider correlates the callback itself, as Dhan's consent
+    /// flow does).
+    fn callback_carries_state(&self) -> bool {
+        true
     }
 
     /// A person lifted a credential block: the provider may log in again.

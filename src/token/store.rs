@@ -466,13 +466,25 @@ pub fn write_token_json(state_dir: &Path, rec: &TokenRecord) -> Result<(), Store
         .mode(0o700)
         .create(state_dir)
         .map_err(io_err(state_dir, "create the state directory"))?;
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "access_token": rec.access_token.expose(),
         "user_id": rec.user_id,
         "obtained_at": time_json(rec.obtained_at),
         "expires_at": time_json(rec.expires_at),
         "source": rec.source.as_str(),
     });
+    if !rec.companions.env.is_empty() {
+        let env: serde_json::Map<String, serde_json::Value> = rec
+            .companions
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().into()))
+            .collect();
+        doc["env"] = env.into();
+    }
+    if let Some(r) = &rec.companions.refresh_token {
+        doc["refresh_token"] = r.expose().into();
+    }
     let mut bytes = serde_json::to_vec_pretty(&doc).expect("a JSON value always serializes");
     bytes.push(b'\n');
     atomic_write(
@@ -545,20 +557,45 @@ pub fn read_token_json(state_dir: &Path) -> Result<Option<TokenRecord>, StoreErr
         "totp" => TokenSource::Totp,
         "session" => TokenSource::Session,
         "manual" => TokenSource::Manual,
+        "approve" => TokenSource::Approve,
+        "refresh_token" => TokenSource::RefreshToken,
         "command" => TokenSource::Command,
         "env_file" => TokenSource::EnvFile,
         _ => {
             return Err(corrupt(
-                "field `source` must be one of totp, manual, command, env_file".into(),
+                "field `source` must be one of totp, session, manual, approve, refresh_token, \
+                 command, env_file"
+                    .into(),
             ))
         }
     };
+    let mut companions = crate::token::Companions::default();
+    match obj.get("env") {
+        None => {}
+        Some(serde_json::Value::Object(env)) => {
+            for (k, v) in env {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| corrupt(format!("field `env.{k}` is not a string")))?;
+                companions.env.push((k.clone(), Secret::new(v)));
+            }
+        }
+        Some(_) => return Err(corrupt("field `env` is not an object".into())),
+    }
+    match obj.get("refresh_token") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(r)) => {
+            companions.refresh_token = Some(Secret::new(r.as_str()))
+        }
+        Some(_) => return Err(corrupt("field `refresh_token` is not a string".into())),
+    }
     Ok(Some(TokenRecord {
         access_token: Secret::new(access_token),
         user_id: string("user_id")?,
         obtained_at: time("obtained_at")?,
         expires_at: time("expires_at")?,
         source,
+        companions,
     }))
 }
 

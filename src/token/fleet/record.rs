@@ -113,6 +113,7 @@ mod tests {
                 obtained_at: 100,
                 expires_at: 200,
                 source: TokenSource::Totp,
+                companions: Default::default(),
             },
             fence: 7,
             writer: "host/1/abcd".into(),

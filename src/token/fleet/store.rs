@@ -417,6 +417,8 @@ impl RedisStore {
                 obtained_at: wire.obtained_at,
                 expires_at: wire.expires_at,
                 source: wire.source,
+                // Not shared through Redis yet: see docs/fleet.md "Limits".
+                companions: Default::default(),
             },
             fence: wire.fence,
             writer: wire.writer,

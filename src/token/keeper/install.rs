@@ -42,6 +42,11 @@ impl<P: Provider> Keeper<P> {
         if let Some(w) = &self.env_watch {
             w.set_known(&rec.access_token);
         }
+        // Companion values first: a program that reloads when the token changes must find the
+        // ones that belong to it already there.
+        for (key, value) in &rec.companions.env {
+            store::rewrite_env_file(&self.cfg.env_file, key, value.expose())?;
+        }
         let on_disk = store::read_env_value(&self.cfg.env_file, &self.cfg.env_key)
             .ok()
             .flatten();
@@ -58,6 +63,7 @@ impl<P: Provider> Keeper<P> {
             // validation at the next start.
             tracing::warn!("the new token is in place, but {e}");
         }
+        self.provider.remember(&rec.companions);
         self.pending = None;
         self.write_retry_at = None;
         self.write_failures = 0;

@@ -215,10 +215,7 @@ impl<P: Provider> Keeper<P> {
         self.retry_at = None;
         self.metrics.inc_login_attempt("refresh_token");
         self.set_state(TokenState::Refreshing, None);
-        match self
-            .record(obtained.access_token, TokenSource::RefreshToken)
-            .await
-        {
+        match self.record(obtained, TokenSource::RefreshToken).await {
             Err(e) if e.failure() == Failure::TokenBad => {
                 tracing::info!("the refreshed token was refused ({e}); logging in instead");
                 true

@@ -3,7 +3,7 @@
 
 use super::{CallbackError, Keeper, LoginError};
 use crate::config::Secret;
-use crate::token::provider::{Grant, Identity, LoginKind, Provider};
+use crate::token::provider::{Grant, Identity, LoginKind, Obtained, Provider};
 use crate::token::{TokenRecord, TokenSource};
 
 impl<P: Provider> Keeper<P> {
@@ -38,7 +38,7 @@ impl<P: Provider> Keeper<P> {
             .map_err(LoginError::Provider)?;
         match grant {
             Grant::Code(code) => self.redeem(&code, source).await,
-            Grant::Token(obtained) => self.record(obtained.access_token, source).await,
+            Grant::Token(obtained) => self.record(obtained, source).await,
             Grant::Pending => Err(LoginError::AwaitingApproval),
         }
     }
@@ -54,16 +54,19 @@ impl<P: Provider> Keeper<P> {
             .exchange_with_retry(code.expose())
             .await
             .map_err(LoginError::Provider)?;
-        self.record(obtained.access_token, source).await
+        self.record(obtained, source).await
     }
 
+    /// Validate what a login or a refresh obtained and date it.
     pub(super) async fn record(
         &mut self,
-        token: Secret,
+        obtained: Obtained,
         source: TokenSource,
     ) -> Result<TokenRecord, LoginError<P::Error>> {
-        let identity = self.check(&token).await?;
-        Ok(self.record_of(token, identity, source))
+        let identity = self.check(&obtained.access_token).await?;
+        let mut rec = self.record_of(obtained.access_token, identity, source);
+        rec.companions = obtained.companions;
+        Ok(rec)
     }
 
     /// A token the broker accepted (or that nobody can check), dated now.
@@ -83,6 +86,7 @@ impl<P: Provider> Keeper<P> {
                 .expires_at
                 .unwrap_or_else(|| self.expiry_after(now).as_second()),
             source,
+            companions: Default::default(),
         }
     }
 
@@ -116,6 +120,7 @@ impl<P: Provider> Keeper<P> {
                 .expires_at
                 .unwrap_or_else(|| self.expiry_after(now).as_second()),
             source: TokenSource::Manual,
+            companions: obtained.companions,
         };
         self.commit(rec).await?;
         self.lift_after_manual_login();

@@ -63,6 +63,7 @@ impl<P: Provider> Keeper<P> {
                             obtained_at: now.as_second(),
                             expires_at: self.expiry_after(now).as_second(),
                             source: TokenSource::EnvFile,
+                            companions: Default::default(),
                         },
                         0,
                     ));

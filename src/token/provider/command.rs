@@ -98,6 +98,7 @@ impl Provider for CommandProvider {
         Ok(Grant::Token(Obtained {
             access_token: token,
             user_id: String::new(),
+            companions: Default::default(),
         }))
     }
 

@@ -30,6 +30,15 @@ impl ProviderError for ConfiguredError {
     }
 }
 
+/// The broker whose callback route (`/{name}/callback`) completes a manual login for this
+/// token, when it has one.
+pub fn manual_login_provider(cfg: &TokenConfig) -> Option<&'static str> {
+    match cfg.provider {
+        TokenProviderKind::Kite | TokenProviderKind::Command => cfg.kite.as_ref().map(|_| "kite"),
+        TokenProviderKind::None => None,
+    }
+}
+
 /// The configured provider. Both are kept so a reload can switch between them; Kite also
 /// validates the command's tokens.
 pub struct Configured<B: Broker = KiteBroker> {
@@ -117,6 +126,17 @@ impl<B: Broker> Provider for Configured<B> {
 
     fn login_url(&self, state: Option<&str>) -> Option<String> {
         self.kite.login_url(state)
+    }
+
+    fn callback_code(
+        &self,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<String, &'static str> {
+        self.kite.callback_code(query)
+    }
+
+    fn remember(&mut self, companions: &super::Companions) {
+        self.kite.remember(companions);
     }
 
     async fn logout(&mut self, token: &Secret) -> Result<(), ConfiguredError> {

@@ -96,6 +96,7 @@ impl<B: Broker> Provider for KiteProvider<B> {
         Ok(Obtained {
             access_token: session.access_token,
             user_id: session.user_id,
+            companions: Default::default(),
         })
     }
 
@@ -103,6 +104,20 @@ impl<B: Broker> Provider for KiteProvider<B> {
         let cfg = self.cfg.as_ref()?;
         let redirect = state.map(|s| format!("state={s}"));
         Some(KiteClient::new(cfg).login_url(redirect.as_deref()))
+    }
+
+    fn callback_code(
+        &self,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<String, &'static str> {
+        if query.get("status").is_some_and(|s| s != "success") {
+            return Err("Kite reports the login did not succeed; try again from /login");
+        }
+        query
+            .get("request_token")
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .ok_or("missing request_token")
     }
 
     async fn logout(&mut self, token: &Secret) -> Result<(), BrokerError> {
