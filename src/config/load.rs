@@ -49,6 +49,7 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
     secrets::normalize_totp_secret(&mut root);
     let (mut cfg, type_errors, unknown_keys) = typed::deserialize(root);
     resolve_paths(&mut cfg, &base);
+    default_env_keys(&mut cfg);
     let env_file = resolve_env_file(&mut cfg);
     withhold_secret_vars(&mut cfg, secret_vars);
     cfg.source = abs;
@@ -97,6 +98,13 @@ fn syntax_message(raw: &str) -> String {
         ""
     };
     format!("TOML syntax error: {one_line}{hint}")
+}
+
+/// A token without `env_key` gets its provider's (SPEC §9.2).
+fn default_env_keys(cfg: &mut Config) {
+    if let Some(t) = cfg.token.as_mut().filter(|t| t.env_key.is_empty()) {
+        t.env_key = t.provider.default_env_key().to_string();
+    }
 }
 
 /// The token's env file is resolved here, once (see [`env_file`]): a symlink is replaced by

@@ -173,12 +173,25 @@ pub enum TokenProviderKind {
     None,
 }
 
+impl TokenProviderKind {
+    /// The env key a token of this provider is written under unless `env_key` says otherwise.
+    pub fn default_env_key(self) -> &'static str {
+        match self {
+            TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => {
+                "KITE_ACCESS_TOKEN"
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct TokenConfig {
     pub provider: TokenProviderKind,
     /// Resolved against the config file's directory by the loader.
     pub env_file: PathBuf,
+    /// Empty in the file means "the provider's default" (filled in by the loader).
+    #[serde(default)]
     pub env_key: String,
     pub timezone: String,
     /// "HH:MM" in `timezone`.
