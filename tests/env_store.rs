@@ -466,6 +466,32 @@ fn token_json_roundtrip_modes_and_format() {
 }
 
 #[test]
+fn token_json_keeps_companions_and_every_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let rec = TokenRecord {
+        source: TokenSource::RefreshToken,
+        companions: warden::token::Companions {
+            env: vec![("ANGELONE_FEED_TOKEN".into(), Secret::new("feed-1"))],
+            refresh_token: Some(Secret::new("refresh-1")),
+        },
+        ..record()
+    };
+    write_token_json(&state, &rec).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&fs::read(token_json_path(&state)).unwrap()).unwrap();
+    assert_eq!(doc["env"]["ANGELONE_FEED_TOKEN"], "feed-1");
+    assert_eq!(doc["refresh_token"], "refresh-1");
+    assert_eq!(doc["source"], "refresh_token");
+    assert_eq!(read_token_json(&state).unwrap(), Some(rec));
+    for source in [TokenSource::Approve, TokenSource::Session] {
+        let rec = TokenRecord { source, ..record() };
+        write_token_json(&state, &rec).unwrap();
+        assert_eq!(read_token_json(&state).unwrap(), Some(rec));
+    }
+}
+
+#[test]
 fn token_json_accepts_unix_seconds_and_offsets() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(

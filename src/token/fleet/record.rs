@@ -64,7 +64,21 @@ impl RecordKey {
             &fence,
             &t.writer,
         ];
-        self.mac_of(&fields)
+        let mut mac = self.mac_of(&fields);
+        // Companions only when present: a record without them signs exactly as before.
+        let c = &t.rec.companions;
+        let mut extra: Vec<&str> = Vec::new();
+        for (k, v) in &c.env {
+            extra.extend(["env", k.as_str(), v.expose()]);
+        }
+        if let Some(r) = &c.refresh_token {
+            extra.extend(["refresh_token", r.expose()]);
+        }
+        for f in extra {
+            mac.update(&(f.len() as u64).to_be_bytes());
+            mac.update(f.as_bytes());
+        }
+        mac
     }
 
     /// The hex signature of `t` stored under the Redis key `slot` (a record copied to another
@@ -140,6 +154,41 @@ mod tests {
             change(&mut t);
             assert!(!key.verify("p:k:token", &t, &sig));
         }
+    }
+
+    #[test]
+    fn companions_are_signed_and_a_record_without_them_signs_as_before() {
+        let key = RecordKey::derive(&Secret::new("app-secret")).unwrap();
+        let plain = key.sign("s", &token());
+        let mut with = token();
+        with.rec.companions.env = vec![("FEED".into(), Secret::new("feed-1"))];
+        with.rec.companions.refresh_token = Some(Secret::new("refresh-1"));
+        let sig = key.sign("s", &with);
+        assert_ne!(sig, plain);
+        assert!(key.verify("s", &with, &sig));
+        // Dropping or changing a companion breaks the signature.
+        assert!(!key.verify("s", &token(), &sig));
+        let mut forged = with.clone();
+        forged.rec.companions.env[0].1 = Secret::new("feed-2");
+        assert!(!key.verify("s", &forged, &sig));
+        let mut forged = with.clone();
+        forged.rec.companions.refresh_token = None;
+        assert!(!key.verify("s", &forged, &sig));
+        // The v1 layout: the eight fields, length-prefixed, nothing after them.
+        let v1 = key
+            .mac_of(&[
+                "s",
+                "tok-1",
+                "AB1234",
+                "100",
+                "200",
+                "totp",
+                "7",
+                "host/1/abcd",
+            ])
+            .finalize()
+            .into_bytes();
+        assert_eq!(plain, hex::encode(v1));
     }
 
     #[test]

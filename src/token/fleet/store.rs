@@ -100,6 +100,12 @@ struct WireToken {
     source: TokenSource,
     fence: u64,
     writer: String,
+    /// The token's companions (Angel One's feed token; a refresh token a new leader needs).
+    /// Left out when there are none, so records without them read and verify as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    env: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
     /// HMAC-SHA256 over every field above (`record::RecordKey`), hex.
     #[serde(default)]
     sig: String,
@@ -374,6 +380,19 @@ impl RedisStore {
             source: token.rec.source,
             fence: token.fence,
             writer: token.writer.clone(),
+            env: token
+                .rec
+                .companions
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
+            refresh_token: token
+                .rec
+                .companions
+                .refresh_token
+                .as_ref()
+                .map(|r| r.expose().to_string()),
         };
         let json = serde_json::to_string(&wire)
             .map_err(|e| FleetError::Protocol(format!("cannot encode the token record: {e}")))?;
@@ -417,8 +436,14 @@ impl RedisStore {
                 obtained_at: wire.obtained_at,
                 expires_at: wire.expires_at,
                 source: wire.source,
-                // Not shared through Redis yet: see docs/fleet.md "Limits".
-                companions: Default::default(),
+                companions: crate::token::Companions {
+                    env: wire
+                        .env
+                        .into_iter()
+                        .map(|(k, v)| (k, Secret::new(v)))
+                        .collect(),
+                    refresh_token: wire.refresh_token.map(Secret::new),
+                },
             },
             fence: wire.fence,
             writer: wire.writer,
