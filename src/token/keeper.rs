@@ -146,6 +146,14 @@ enum LoginError<E: ProviderError> {
 }
 
 impl<E: ProviderError> LoginError<E> {
+    /// The broker's own "not before" for a transient refusal (see [`ProviderError::retry_after`]).
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LoginError::Provider(e) if e.failure() == Failure::Transient => e.retry_after(),
+            _ => None,
+        }
+    }
+
     fn failure(&self) -> Failure {
         match self {
             LoginError::Provider(e) => e.failure(),
@@ -204,6 +212,9 @@ pub struct Keeper<P: Provider> {
     metrics: Arc<Metrics>,
     notifier: Notifier,
     retry_at: Option<Instant>,
+    /// The broker refuses logins until then (its own rule, see `ProviderError::retry_after`):
+    /// nothing, not even a validation that finds the token dead, logs in before.
+    broker_not_before: Option<Instant>,
     transient_failures: u32,
     /// `{state_dir}/login.json`: blocks, attempt history, submitted TOTP steps.
     memory: LoginMemory,
@@ -296,6 +307,7 @@ impl<P: Provider> Keeper<P> {
             metrics: setup.metrics,
             notifier: setup.notifier,
             retry_at: None,
+            broker_not_before: None,
             transient_failures: 0,
             memory,
             budget,
@@ -368,9 +380,19 @@ impl<P: Provider> Keeper<P> {
         self.startup().await;
         let _ = self.events.send(KeeperEvent::Settled);
         let mut next_check = Instant::now() + self.cfg.check_interval;
+        // Fixed until it has fired (or the settings change): recomputed "next after now" at
+        // every turn of the loop, a turn that lands on the refresh time itself (a validation
+        // due the same instant, a message) would move it to tomorrow and skip today's refresh.
+        let mut refresh_due = self.next_refresh_at();
+        let mut refresh_settings = (self.cfg.refresh_at.clone(), self.cfg.timezone.clone());
         loop {
-            let refresh_in =
-                (self.next_refresh_at().as_second() - self.clock.now().as_second()).max(1) as u64;
+            if (&self.cfg.refresh_at, &self.cfg.timezone)
+                != (&refresh_settings.0, &refresh_settings.1)
+            {
+                refresh_settings = (self.cfg.refresh_at.clone(), self.cfg.timezone.clone());
+                refresh_due = self.next_refresh_at();
+            }
+            let refresh_in = (refresh_due.as_second() - self.clock.now().as_second()).max(0) as u64;
             let scheduled = Instant::now() + Duration::from_secs(refresh_in);
             tokio::select! {
                 msg = self.rx.recv() => match msg {
@@ -412,7 +434,10 @@ impl<P: Provider> Keeper<P> {
                     next_check = Instant::now() + self.cfg.check_interval;
                     self.validate_current().await;
                 }
-                _ = tokio::time::sleep_until(scheduled) => self.on_schedule().await,
+                _ = tokio::time::sleep_until(scheduled) => {
+                    self.on_schedule().await;
+                    refresh_due = self.next_refresh_at();
+                }
                 _ = sleep_opt(self.write_retry_at) => {
                     self.write_retry_at = None;
                     self.retry_write().await;
@@ -560,7 +585,15 @@ impl<P: Provider> Keeper<P> {
             return;
         }
         if self.manual() {
-            self.needs_login("a manual Kite login is needed".into());
+            // A refresh token renews a person's login without them (Fyers); without one, or
+            // once it lapsed or was refused, the person is asked. Never while a token is in
+            // hand (it is written instead) or a rejection blocks the refresh path.
+            let may_renew =
+                self.following().is_none() && self.pending.is_none() && self.block().is_none();
+            if may_renew && !self.try_refresh_token().await {
+                return;
+            }
+            self.needs_login(format!("a manual {} login is needed", self.provider.name()));
             return;
         }
         if let Some(f) = self.following() {
@@ -577,6 +610,11 @@ impl<P: Provider> Keeper<P> {
         }
         if let Some(b) = self.block() {
             self.needs_login(login_steps::blocked_message(&b.reason));
+            return;
+        }
+        if let Some(until) = self.broker_not_before.filter(|t| Instant::now() < *t) {
+            // The retry is already set for that moment.
+            self.retry_at = Some(self.retry_at.map_or(until, |r| r.max(until)));
             return;
         }
         if !self.try_refresh_token().await {
@@ -652,6 +690,8 @@ impl<P: Provider> Keeper<P> {
                 self.metrics.inc_refresh("failure", kind);
                 if is_rejection(e.failure()) {
                     self.on_rejection(&e);
+                } else if let Some(wait) = e.retry_after() {
+                    self.wait_out_broker_window(wait, e.to_string());
                 } else {
                     self.fail_transient(e.to_string());
                 }

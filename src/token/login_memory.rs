@@ -275,6 +275,22 @@ impl LoginMemory {
         self.doc.attempts.iter().copied().max()
     }
 
+    /// Take back the attempt recorded last (at or before `now`): the broker refused it for
+    /// its clock, not for the credentials.
+    pub fn forget_attempt(&mut self, now: i64) {
+        let last = self
+            .doc
+            .attempts
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t <= now + 60)
+            .max_by_key(|(_, t)| **t)
+            .map(|(i, _)| i);
+        if let Some(i) = last {
+            self.doc.attempts.remove(i);
+        }
+    }
+
     pub fn record_attempt(&mut self, now: i64) {
         self.doc
             .attempts

@@ -45,6 +45,14 @@ pub enum Failure {
 /// [`ProviderError::failure`].
 pub trait ProviderError: std::error::Error + Send + Sync + 'static {
     fn failure(&self) -> Failure;
+
+    /// For a [`Failure::Transient`] refusal whose end the broker's rules fix (Dhan's "one
+    /// token per 2 minutes", a 429 with `Retry-After`): how long until a login can succeed.
+    /// The keeper waits exactly that long and does not count the refused login against the
+    /// attempt cap: the broker refused it for the clock, not for the credentials.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// How this token is obtained (`login` in `/api/v1/status`; the `kind` metric label).

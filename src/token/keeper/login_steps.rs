@@ -55,11 +55,11 @@ impl<P: Provider> Keeper<P> {
         self.status.send_modify(|s| s.blocked = reason);
     }
 
-    fn wall_secs(&self) -> i64 {
+    pub(super) fn wall_secs(&self) -> i64 {
         self.clock.now().as_second()
     }
 
-    fn save_memory(&self) -> bool {
+    pub(super) fn save_memory(&self) -> bool {
         match self.memory.save() {
             Ok(()) => true,
             Err(e) => {

@@ -1,6 +1,8 @@
 //! Telling people: a refresh that failed (and when it is tried again), a login a person must
 //! make. In a fleet, only the leader sends messages.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::{Keeper, TokenState, TRANSIENT_FIRST, TRANSIENT_MAX};
@@ -19,6 +21,19 @@ impl<P: Provider> Keeper<P> {
         self.notifier.notify(NotifyEvent::TokenRefreshFailed {
             reason: msg.clone(),
         });
+        self.set_state(TokenState::Expired, Some(msg));
+    }
+
+    /// The broker refused a login until a time its rules fix: try again right then. The refused
+    /// login is taken off the attempt history (it said nothing about the credentials, and
+    /// counting it would exhaust the cap on the broker's clock); the TOTP step stays spent.
+    pub(super) fn wait_out_broker_window(&mut self, wait: Duration, msg: String) {
+        self.memory.forget_attempt(self.wall_secs());
+        let _ = self.save_memory();
+        let wait = wait.max(self.cfg.min_interval);
+        tracing::warn!("token refresh refused for now ({msg}); retrying in {wait:?}, as the broker's rules allow");
+        self.retry_at = Some(Instant::now() + wait);
+        self.broker_not_before = self.retry_at;
         self.set_state(TokenState::Expired, Some(msg));
     }
 
