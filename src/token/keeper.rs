@@ -327,6 +327,13 @@ impl<P: Provider> Keeper<P> {
         self.provider.login_kind()
     }
 
+    fn manual_login_needed(&self) -> String {
+        match self.provider.name() {
+            "kite" => "a manual Kite login is needed".into(),
+            other => format!("a manual {other} login is needed"),
+        }
+    }
+
     /// Fleet mode, and another warden does the logging in.
     fn following(&self) -> Option<Fleet> {
         self.coordination.following()
@@ -559,8 +566,9 @@ impl<P: Provider> Keeper<P> {
         if self.cfg.provider == TokenProviderKind::None {
             return;
         }
-        if self.manual() {
-            self.needs_login("a manual Kite login is needed".into());
+        // A manual provider with a refresh token (Fyers) tries it before asking a person.
+        if self.manual() && !self.provider.can_refresh() {
+            self.needs_login(self.manual_login_needed());
             return;
         }
         if let Some(f) = self.following() {
@@ -580,6 +588,10 @@ impl<P: Provider> Keeper<P> {
             return;
         }
         if !self.try_refresh_token().await {
+            return;
+        }
+        if self.manual() {
+            self.needs_login(self.manual_login_needed());
             return;
         }
         // The kept web session first: no credentials, not an attempt (SPEC §4.1). It creates
