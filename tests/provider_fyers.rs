@@ -9,8 +9,9 @@
 //! after it died; the refresh API switched off (`--refresh-disabled`) or a lapsed refresh token
 //! (`--refresh-ttl`) asks a person (needs_login, the webhook with the /login link, the status
 //! page's button) and Fyers is not asked again; a wrong PIN is submitted once and then blocks
-//! the refresh path (the refresh API answers 409, a restart keeps the block); a session of
-//! another user is refused and logged out.
+//! the refresh path (the refresh API answers 409, a restart keeps the block); an outage of the
+//! refresh endpoint is retried with the same refresh token; a session of another user is
+//! refused and logged out.
 //!
 //! Not applicable to Fyers: a TOTP step replayed after a restart (warden never submits a TOTP
 //! code to Fyers: its only login is a person's, and the refresh token takes the PIN alone).
@@ -578,4 +579,39 @@ fn a_session_of_another_user_is_refused_and_logged_out() {
     assert_eq!(env_token(&w), "", "nothing written");
     assert!(!w.dir.path().join(".warden/token.json").exists());
     assert_eq!(token_state(&w), "needs_login");
+}
+
+#[test]
+fn an_outage_of_the_refresh_endpoint_is_retried_with_the_same_refresh_token() {
+    if !python_or_skip("an_outage_of_the_refresh_endpoint_is_retried_with_the_same_refresh_token") {
+        return;
+    }
+    let port = free_port();
+    let s = sandbox(port, &[]);
+    let w = Warden::start(&config(
+        &s,
+        port,
+        s.printed("user_id"),
+        s.printed("pin"),
+        "",
+    ));
+    let first = logged_in(&w, &s);
+    s.fault(r#"{"path":"/api/v3/validate-refresh-token","status":503,"count":2}"#);
+    s.expire("access");
+    wait_until("a token from the refresh token after the outage", T, || {
+        token_json(&w)["source"] == "refresh_token"
+    });
+    assert_eq!(s.stats()["pending_faults"], 0, "both failures were seen");
+    assert_eq!(stat(&s, "refresh_ok"), 1);
+    assert_ne!(env_token(&w), first);
+    assert!(
+        w.logs().contains("Fyers code -201"),
+        "the outage was reported: {}",
+        w.logs()
+    );
+    assert_eq!(
+        w.logs().matches("a person must log in").count(),
+        1,
+        "asked only before the first login"
+    );
 }
