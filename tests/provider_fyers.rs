@@ -9,7 +9,8 @@
 //! after it died; the refresh API switched off (`--refresh-disabled`) or a lapsed refresh token
 //! (`--refresh-ttl`) asks a person (needs_login, the webhook with the /login link, the status
 //! page's button) and Fyers is not asked again; a wrong PIN is submitted once and then blocks
-//! the refresh path (the refresh API answers 409, a restart keeps the block); an outage of the
+//! the refresh path (the refresh API answers 409, a restart keeps the block, a new PIN in the
+//! config lifts it); an outage of the
 //! refresh endpoint is retried with the same refresh token; a session of another user is
 //! refused and logged out.
 //!
@@ -525,9 +526,10 @@ fn a_lapsed_refresh_token_asks_a_person_without_a_loop_of_refresh_calls() {
 }
 
 #[test]
-fn a_wrong_pin_is_sent_once_then_the_refresh_path_is_blocked_across_a_restart() {
-    if !python_or_skip("a_wrong_pin_is_sent_once_then_the_refresh_path_is_blocked_across_a_restart")
-    {
+fn a_wrong_pin_is_sent_once_then_blocked_across_a_restart_until_the_pin_changes() {
+    if !python_or_skip(
+        "a_wrong_pin_is_sent_once_then_blocked_across_a_restart_until_the_pin_changes",
+    ) {
         return;
     }
     let port = free_port();
@@ -560,6 +562,17 @@ fn a_wrong_pin_is_sent_once_then_the_refresh_path_is_blocked_across_a_restart() 
     let (code, _) = http(&w2.addr, "POST", "/api/v1/token/refresh", &[], "");
     assert_eq!(code, 409);
     assert_eq!(s.stats()["locked_users"], serde_json::json!([]));
+
+    // The operator fixes the PIN: new credentials lift the block (SPEC §4.1) and the kept
+    // refresh token renews the token with no person.
+    let fixed = std::fs::read_to_string(&w2.config)
+        .unwrap()
+        .replace(WRONG_PIN, s.printed("pin"));
+    w2.write_config(&fixed);
+    wait_token_state(&w2, "valid");
+    assert_eq!(token_json(&w2)["source"], "refresh_token");
+    assert_eq!((stat(&s, "refresh_fail"), stat(&s, "refresh_ok")), (1, 1));
+    assert!(w2.status()["token"]["blocked"].is_null());
 }
 
 #[test]
