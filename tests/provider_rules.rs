@@ -6,7 +6,8 @@
 //! never retried, whatever asks (requests, the schedule, an hour of validations), until
 //! `unblock` grants one attempt; a transient exchange failure is retried with the same code,
 //! not with a new login; every TOTP step is submitted at most once; a refresh token is tried
-//! before any login, and a lapsed one means "log in instead".
+//! before any login (and before a manual provider asks a person), and a lapsed one means "log
+//! in instead".
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,8 @@ struct Broker {
     /// A refresh token: `Some(true)` works, `Some(false)` has lapsed.
     refresh_token: Option<bool>,
     refreshes: u32,
+    /// A broker only a person logs in to (Fyers): `LoginKind::Manual`.
+    manual: bool,
 }
 
 #[derive(Clone)]
@@ -71,7 +74,11 @@ impl Provider for JwtBroker {
     }
 
     fn login_kind(&self) -> LoginKind {
-        LoginKind::Totp
+        if self.world.lock().unwrap().manual {
+            LoginKind::Manual
+        } else {
+            LoginKind::Totp
+        }
     }
 
     fn expected_user(&self) -> &str {
@@ -312,5 +319,30 @@ fn a_lapsed_refresh_token_means_log_in_instead() {
         assert_eq!(k.status.borrow().source, Some("totp"));
         let w = world.lock().unwrap();
         assert_eq!((w.refreshes, w.logins), (1, 1));
+    });
+}
+
+#[test]
+fn a_manual_provider_tries_its_refresh_token_before_asking_a_person() {
+    let broker = Broker {
+        manual: true,
+        refresh_token: Some(true),
+        ..Default::default()
+    };
+    with_keeper(broker, |k, world, _| async move {
+        state_becomes(&k, TokenState::Valid, Duration::from_secs(120)).await;
+        assert_eq!(k.status.borrow().login, Some("manual"));
+        assert_eq!(k.status.borrow().source, Some("refresh_token"));
+        assert_eq!(world.lock().unwrap().refreshes, 1);
+        // The token dies and the refresh token has lapsed: a person is asked, and nothing
+        // logs in by itself.
+        {
+            let mut w = world.lock().unwrap();
+            w.refresh_token = Some(false);
+            w.issued += 1;
+        }
+        state_becomes(&k, TokenState::NeedsLogin, Duration::from_secs(600)).await;
+        let w = world.lock().unwrap();
+        assert_eq!((w.refreshes, w.logins), (2, 0));
     });
 }

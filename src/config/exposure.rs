@@ -84,6 +84,17 @@ fn cleartext(cfg: &Config, v: &mut Vec<Found>) {
                 }
             }
         }
+        if let Some(f) = &t.fyers {
+            if let Some(host) = cleartext_host(&f.api_base, &["http"]) {
+                warn(
+                    &["token", "fyers", "api_base"],
+                    format!(
+                        "http:// to {host}, another machine: the access token, the refresh token \
+                         and the PIN would cross the network unencrypted; use https://"
+                    ),
+                );
+            }
+        }
         let s = &t.store;
         if s.kind == StoreKind::Redis {
             let url_has_password = url::Url::parse(s.url.expose().trim())

@@ -50,6 +50,7 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
     let (mut cfg, type_errors, unknown_keys) = typed::deserialize(root);
     resolve_paths(&mut cfg, &base);
     default_env_keys(&mut cfg);
+    fyers_redirect_uri(&mut cfg);
     let env_file = resolve_env_file(&mut cfg);
     withhold_secret_vars(&mut cfg, secret_vars);
     cfg.source = abs;
@@ -104,6 +105,15 @@ fn syntax_message(raw: &str) -> String {
 fn default_env_keys(cfg: &mut Config) {
     if let Some(t) = cfg.token.as_mut().filter(|t| t.env_key.is_empty()) {
         t.env_key = t.provider.default_env_key().to_string();
+    }
+}
+
+/// Fyers checks the redirect URL the login page is opened with against the app's registered
+/// one: warden's own callback, `{public_url}/fyers/callback`.
+fn fyers_redirect_uri(cfg: &mut Config) {
+    let public_url = cfg.http.public_url();
+    if let Some(f) = cfg.token.as_mut().and_then(|t| t.fyers.as_mut()) {
+        f.redirect_uri = format!("{public_url}/fyers/callback");
     }
 }
 

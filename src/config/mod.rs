@@ -26,6 +26,8 @@ mod secrets;
 mod token_times;
 mod typed;
 mod validate;
+#[cfg(test)]
+mod validate_fyers_tests;
 
 pub use diff::{diff, ConfigDiff};
 pub use load::load;

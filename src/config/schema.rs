@@ -171,6 +171,7 @@ pub enum TokenProviderKind {
     Kite,
     Command,
     None,
+    Fyers,
 }
 
 impl TokenProviderKind {
@@ -180,6 +181,7 @@ impl TokenProviderKind {
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => {
                 "KITE_ACCESS_TOKEN"
             }
+            TokenProviderKind::Fyers => "FYERS_ACCESS_TOKEN",
         }
     }
 }
@@ -210,6 +212,7 @@ pub struct TokenConfig {
     pub store: StoreConfig,
     pub kite: Option<KiteConfig>,
     pub command: Option<CommandProviderConfig>,
+    pub fyers: Option<FyersConfig>,
     /// When `env_file` was named by a symlink: that link (the loader has replaced `env_file`
     /// by the regular file it points at, which is what warden writes and watches).
     #[serde(skip)]
@@ -233,6 +236,7 @@ impl Default for TokenConfig {
             store: StoreConfig::default(),
             kite: None,
             command: None,
+            fyers: None,
             env_file_link: None,
         }
     }
@@ -310,6 +314,42 @@ impl Default for KiteConfig {
             totp_secret: Secret::default(),
             login_base: "https://kite.zerodha.com".into(),
             api_base: "https://api.kite.trade".into(),
+        }
+    }
+}
+
+/// `[token.fyers]` (SPEC §9.2): Fyers API v3, manual (auth-code) login; with `pin`, the
+/// 15-day refresh token is tried before a person is asked.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct FyersConfig {
+    /// The app id with its `-100` suffix.
+    pub client_id: String,
+    pub secret_key: Secret,
+    /// The fy_id the token must belong to.
+    pub user_id: String,
+    /// Optional: enables `validate-refresh-token`.
+    pub pin: Secret,
+    /// Only "manual" exists (Fyers documents no automated login); accepted for symmetry
+    /// with the other brokers' tables.
+    pub login: LoginMode,
+    pub api_base: String,
+    /// `{public_url}/fyers/callback`, the redirect URL registered with the app: set by the
+    /// loader from `[http] public_url`.
+    #[serde(skip)]
+    pub redirect_uri: String,
+}
+
+impl Default for FyersConfig {
+    fn default() -> Self {
+        FyersConfig {
+            client_id: String::new(),
+            secret_key: Secret::default(),
+            user_id: String::new(),
+            pin: Secret::default(),
+            login: LoginMode::Manual,
+            api_base: "https://api-t1.fyers.in/api/v3".into(),
+            redirect_uri: String::new(),
         }
     }
 }

@@ -28,10 +28,12 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
 /// They never change an exit code; `warden check` prints them and `warden run` logs them.
 pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
     let mut v = Vec::new();
-    let kite_logins = cfg
-        .token
-        .as_ref()
-        .is_some_and(|t| t.provider == TokenProviderKind::Kite);
+    let kite_logins = cfg.token.as_ref().is_some_and(|t| {
+        matches!(
+            t.provider,
+            TokenProviderKind::Kite | TokenProviderKind::Fyers
+        )
+    });
     if kite_logins && cfg.http.public_url.is_empty() {
         let listen = cfg.http.listen;
         let why = if listen.ip().is_unspecified() {
@@ -208,6 +210,7 @@ fn token(t: &TokenConfig, v: &mut Vec<Found>) {
         TokenProviderKind::Kite => kite(t.kite.as_ref(), fleet, v),
         TokenProviderKind::Command => command_provider(t.command.as_ref(), v),
         TokenProviderKind::None => {}
+        TokenProviderKind::Fyers => fyers(t.fyers.as_ref(), v),
     }
 }
 
@@ -378,6 +381,82 @@ fn kite(kite: Option<&KiteConfig>, fleet: bool, v: &mut Vec<Found>) {
         if let Err(e) = web_url(value) {
             push(v, &k(key), e);
         }
+    }
+}
+
+fn fyers(fyers: Option<&FyersConfig>, v: &mut Vec<Found>) {
+    let Some(fc) = fyers else {
+        push(
+            v,
+            &["token", "fyers"],
+            "provider = \"fyers\" needs a [token.fyers] section with client_id, secret_key and \
+             user_id (pin is optional)",
+        );
+        return;
+    };
+    let k = |key: &'static str| ["token", "fyers", key];
+    if blank(&fc.client_id) {
+        push(
+            v,
+            &k("client_id"),
+            "must not be empty: set it to your Fyers app's App ID, like \"XXXX-100\"",
+        );
+    } else if fc.client_id.contains(char::is_whitespace) {
+        push(
+            v,
+            &k("client_id"),
+            "contains whitespace, which no Fyers App ID has: remove the stray space or newline",
+        );
+    } else if !fc.client_id.contains('-') {
+        push(
+            v,
+            &k("client_id"),
+            format!(
+                "{:?} lacks the app type suffix: Fyers App IDs look like \"XXXX-100\" (copy the \
+                 whole App ID from the API dashboard)",
+                fc.client_id
+            ),
+        );
+    }
+    if blank(fc.secret_key.expose()) {
+        push(
+            v,
+            &k("secret_key"),
+            "must not be empty: set secret_key or secret_key_file (the app's Secret ID)",
+        );
+    }
+    if blank(&fc.user_id) {
+        push(
+            v,
+            &k("user_id"),
+            "must not be empty: set it to the Fyers client id (fy_id) the token is for",
+        );
+    } else if fc.user_id.contains(char::is_whitespace) {
+        push(
+            v,
+            &k("user_id"),
+            "contains whitespace, which no Fyers client id has: remove the stray space or newline",
+        );
+    }
+    // An empty pin means "no refresh token path"; one of only spaces is a mistake.
+    if !fc.pin.is_empty() && blank(fc.pin.expose()) {
+        push(
+            v,
+            &k("pin"),
+            "is only whitespace: set the 4-digit PIN (or pin_file), or leave it empty to always \
+             log in by hand",
+        );
+    }
+    if fc.login != LoginMode::Manual {
+        push(
+            v,
+            &k("login"),
+            "Fyers has only login = \"manual\": it documents no automated login; set pin to let \
+             warden renew the token with the refresh token instead",
+        );
+    }
+    if let Err(e) = web_url(&fc.api_base) {
+        push(v, &k("api_base"), e);
     }
 }
 

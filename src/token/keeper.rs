@@ -339,6 +339,13 @@ impl<P: Provider> Keeper<P> {
         self.provider.login_kind()
     }
 
+    fn manual_login_needed(&self) -> String {
+        match self.provider.name() {
+            "kite" => "a manual Kite login is needed".into(),
+            other => format!("a manual {other} login is needed"),
+        }
+    }
+
     /// Fleet mode, and another warden does the logging in.
     fn following(&self) -> Option<Fleet> {
         self.coordination.following()
@@ -584,16 +591,9 @@ impl<P: Provider> Keeper<P> {
         if self.cfg.provider == TokenProviderKind::None {
             return;
         }
-        if self.manual() {
-            // A refresh token renews a person's login without them (Fyers); without one, or
-            // once it lapsed or was refused, the person is asked. Never while a token is in
-            // hand (it is written instead) or a rejection blocks the refresh path.
-            let may_renew =
-                self.following().is_none() && self.pending.is_none() && self.block().is_none();
-            if may_renew && !self.try_refresh_token().await {
-                return;
-            }
-            self.needs_login(format!("a manual {} login is needed", self.provider.name()));
+        // A manual provider with a refresh token (Fyers) tries it before asking a person.
+        if self.manual() && !self.provider.can_refresh() {
+            self.needs_login(self.manual_login_needed());
             return;
         }
         if let Some(f) = self.following() {
@@ -618,6 +618,10 @@ impl<P: Provider> Keeper<P> {
             return;
         }
         if !self.try_refresh_token().await {
+            return;
+        }
+        if self.manual() {
+            self.needs_login(self.manual_login_needed());
             return;
         }
         // The kept web session first: no credentials, not an attempt (SPEC §4.1). It creates

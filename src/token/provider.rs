@@ -17,6 +17,7 @@
 
 pub mod command;
 pub mod configured;
+pub mod fyers;
 pub mod kite;
 
 use std::future::Future;

@@ -38,6 +38,11 @@ impl<P: Provider> Keeper<P> {
                 None
             }
         };
+        // What came with the last token (a refresh token) outlives it: hand it back now, so
+        // that a token that died while warden was down can be renewed without a person.
+        if let Some(rec) = &stored {
+            self.provider.remember(&rec.companions);
+        }
         // Fleet mode: the shared token is the fleet's truth; try it before anything local.
         let mut candidates = Vec::new();
         if let Some(f) = self.coordination.fleet().cloned() {

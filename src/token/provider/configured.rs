@@ -1,5 +1,5 @@
-//! The provider `[token] provider` names, switchable by a config reload: `kite`, or
-//! `command` (the operator's script obtains, Kite validates when `[token.kite]` is there).
+//! The provider `[token] provider` names, switchable by a config reload: `kite`, `command`
+//! (the operator's script obtains, Kite validates when `[token.kite]` is there), or `fyers`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use crate::token::broker::{Broker, KiteBroker};
 use crate::token::kite::BrokerError;
 
 use super::command::{CommandProvider, CommandProviderError};
+use super::fyers::{FyersError, FyersProvider};
 use super::kite::KiteProvider;
 use super::{Failure, Grant, Identity, LoginKind, Obtained, Provider, ProviderError, SessionProbe};
 
@@ -19,6 +20,8 @@ pub enum ConfiguredError {
     Kite(#[from] BrokerError),
     #[error(transparent)]
     Command(#[from] CommandProviderError),
+    #[error(transparent)]
+    Fyers(#[from] FyersError),
 }
 
 impl ProviderError for ConfiguredError {
@@ -26,6 +29,7 @@ impl ProviderError for ConfiguredError {
         match self {
             ConfiguredError::Kite(e) => e.failure(),
             ConfiguredError::Command(e) => e.failure(),
+            ConfiguredError::Fyers(e) => e.failure(),
         }
     }
 }
@@ -36,6 +40,7 @@ pub fn manual_login_provider(cfg: &TokenConfig) -> Option<&'static str> {
     match cfg.provider {
         TokenProviderKind::Kite | TokenProviderKind::Command => cfg.kite.as_ref().map(|_| "kite"),
         TokenProviderKind::None => None,
+        TokenProviderKind::Fyers => cfg.fyers.as_ref().map(|_| "fyers"),
     }
 }
 
@@ -45,6 +50,7 @@ pub struct Configured<B: Broker = KiteBroker> {
     kind: TokenProviderKind,
     kite: KiteProvider<B>,
     command: CommandProvider,
+    fyers: FyersProvider,
 }
 
 impl<B: Broker> Configured<B> {
@@ -53,11 +59,16 @@ impl<B: Broker> Configured<B> {
             kind: cfg.provider,
             kite: KiteProvider::new(broker, cfg.kite.clone()),
             command: CommandProvider::new(cfg.command.clone(), reaper, config_dir),
+            fyers: FyersProvider::new(cfg.fyers.clone()),
         }
     }
 
     fn scripted(&self) -> bool {
         self.kind == TokenProviderKind::Command
+    }
+
+    fn fyers(&self) -> bool {
+        self.kind == TokenProviderKind::Fyers
     }
 }
 
@@ -65,7 +76,9 @@ impl<B: Broker> Provider for Configured<B> {
     type Error = ConfiguredError;
 
     fn name(&self) -> &'static str {
-        if self.scripted() {
+        if self.fyers() {
+            self.fyers.name()
+        } else if self.scripted() {
             self.command.name()
         } else {
             self.kite.name()
@@ -77,15 +90,21 @@ impl<B: Broker> Provider for Configured<B> {
             TokenProviderKind::Command => self.command.login_kind(),
             TokenProviderKind::Kite => self.kite.login_kind(),
             TokenProviderKind::None => LoginKind::None,
+            TokenProviderKind::Fyers => self.fyers.login_kind(),
         }
     }
 
     fn expected_user(&self) -> &str {
+        if self.fyers() {
+            return self.fyers.expected_user();
+        }
         self.kite.expected_user()
     }
 
     fn credentials(&self) -> Vec<&str> {
-        if self.scripted() && self.command.configured() {
+        if self.fyers() {
+            self.fyers.credentials()
+        } else if self.scripted() && self.command.configured() {
             self.command.credentials()
         } else {
             self.kite.credentials()
@@ -93,15 +112,21 @@ impl<B: Broker> Provider for Configured<B> {
     }
 
     fn can_validate(&self) -> bool {
+        if self.fyers() {
+            return self.fyers.can_validate();
+        }
         self.kite.can_validate()
     }
 
     async fn validate(&mut self, token: &Secret) -> Result<Identity, ConfiguredError> {
+        if self.fyers() {
+            return Ok(self.fyers.validate(token).await?);
+        }
         Ok(self.kite.validate(token).await?)
     }
 
     async fn resume_session(&mut self) -> Result<SessionProbe, ConfiguredError> {
-        if self.scripted() {
+        if self.scripted() || self.fyers() {
             return Ok(SessionProbe::default());
         }
         Ok(self.kite.resume_session().await?)
@@ -112,19 +137,39 @@ impl<B: Broker> Provider for Configured<B> {
         step: Option<u64>,
         record: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<Grant, ConfiguredError> {
-        if self.scripted() {
+        if self.fyers() {
+            Ok(self.fyers.login(step, record).await?)
+        } else if self.scripted() {
             Ok(self.command.login(step, record).await?)
         } else {
             Ok(self.kite.login(step, record).await?)
         }
     }
 
-    /// A manual login's code is Kite's, whichever provider obtains the daily token.
+    /// A manual login's code is Kite's, whichever provider obtains the daily token (but
+    /// Fyers').
     async fn exchange(&mut self, code: &str) -> Result<Obtained, ConfiguredError> {
+        if self.fyers() {
+            return Ok(self.fyers.exchange(code).await?);
+        }
         Ok(self.kite.exchange(code).await?)
     }
 
+    fn can_refresh(&self) -> bool {
+        self.fyers() && self.fyers.can_refresh()
+    }
+
+    async fn refresh(&mut self) -> Option<Result<Obtained, ConfiguredError>> {
+        if !self.fyers() {
+            return None;
+        }
+        Some(self.fyers.refresh().await?.map_err(ConfiguredError::from))
+    }
+
     fn login_url(&self, state: Option<&str>) -> Option<String> {
+        if self.fyers() {
+            return self.fyers.login_url(state);
+        }
         self.kite.login_url(state)
     }
 
@@ -132,28 +177,43 @@ impl<B: Broker> Provider for Configured<B> {
         &self,
         query: &std::collections::HashMap<String, String>,
     ) -> Result<String, &'static str> {
+        if self.fyers() {
+            return self.fyers.callback_code(query);
+        }
         self.kite.callback_code(query)
     }
 
     fn remember(&mut self, companions: &super::Companions) {
-        self.kite.remember(companions);
+        if self.fyers() {
+            self.fyers.remember(companions);
+        } else {
+            self.kite.remember(companions);
+        }
     }
 
     async fn logout(&mut self, token: &Secret) -> Result<(), ConfiguredError> {
+        if self.fyers() {
+            return Ok(self.fyers.logout(token).await?);
+        }
         Ok(self.kite.logout(token).await?)
     }
 
     fn fresh_code_in(&self) -> Option<Duration> {
+        if self.fyers() {
+            return self.fyers.fresh_code_in();
+        }
         self.kite.fresh_code_in()
     }
 
     fn rearm(&mut self) {
         self.kite.rearm();
+        self.fyers.rearm();
     }
 
     fn reconfigure(&mut self, cfg: &TokenConfig) {
         self.kind = cfg.provider;
         self.kite.reconfigure(cfg);
         self.command.reconfigure(cfg);
+        self.fyers.reconfigure(cfg);
     }
 }
