@@ -11,7 +11,8 @@
 //! gives every provider); a wrong PIN or TOTP is submitted once, then refresh requests get
 //! 409; the manual consent flow `/login` → the sandbox's consent page → `/dhan/callback/`
 //! puts the token in the env file; a tokenId without a pending consent (or replayed) is
-//! refused; a token of another Dhan client is never adopted.
+//! refused; a token of another Dhan client is never adopted; a refresh request while the
+//! token still validates keeps it (one live token per client: a mint would end it).
 //!
 //! Not here, and why: Dhan's consent login can only produce a token for the client that
 //! generated the consent (and the sandbox has one client), so "a manual login by another
@@ -261,9 +262,10 @@ fn an_expired_token_is_replaced_by_one_mint_two_minutes_after_the_last() {
         "warden asked before the 2 minutes were up: {stats}"
     );
     assert!(stats.get("mint_fail").is_none(), "{stats}");
+    let logs = w.logs();
     assert!(
-        stats["profile_fail"].as_i64().unwrap_or(0) >= 1,
-        "validation saw the dead token: {stats}"
+        logs.contains("rejected the current token") && logs.contains("DH-901"),
+        "validation read DH-901:\n{logs}"
     );
     let rec = token_json(&w);
     assert_eq!(rec["source"], "totp");
@@ -272,6 +274,33 @@ fn an_expired_token_is_replaced_by_one_mint_two_minutes_after_the_last() {
         jwt_claims(&second)["exp"].as_i64().unwrap()
     );
     assert_no_secrets(&w, &s, &[&first, &second]);
+}
+
+#[test]
+fn a_refresh_request_never_mints_over_a_token_that_still_validates() {
+    if !python_or_skip("a_refresh_request_never_mints_over_a_token_that_still_validates") {
+        return;
+    }
+    let s = BrokerSandbox::start("dhan", &[]);
+    let w = start(&config(&s, "totp", "", ""));
+    wait_until("a token in .env", T, || !env_token(&w).is_empty());
+    wait_healthy(&w);
+    let token = env_token(&w);
+    let app_pid = w.pid_of("app").unwrap();
+    assert_eq!(post(&w, "/api/v1/token/refresh").0, 202);
+    w.signal(libc::SIGUSR1);
+    // Both wait out the 2 minutes, then find the token still good: a mint would end it.
+    w.wait_log("still validates: keeping it", MINT_WAIT);
+    assert_eq!(env_token(&w), token);
+    assert_eq!(w.status()["token"]["state"], "valid");
+    assert_eq!(
+        w.pid_of("app"),
+        Some(app_pid),
+        "no hand-over for the same token"
+    );
+    let stats = s.stats();
+    assert_eq!(stats["access_tokens_issued"], 1, "{stats}");
+    assert!(stats.get("mint_too_soon").is_none(), "{stats}");
 }
 
 #[test]

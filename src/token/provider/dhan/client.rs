@@ -18,6 +18,8 @@ use crate::token::clock_guard::{parse_http_date, BrokerClock};
 /// Per-request budget (connect + answer).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A `Date` reading younger than this is used again rather than asking anew.
+const CLOCK_REUSE_SECS: i64 = 30;
 /// Broker messages are short; anything longer is a page that does not belong in a log line.
 const MAX_MESSAGE_CHARS: usize = 200;
 
@@ -175,9 +177,15 @@ impl DhanClient {
         read(step, status, &body, &[token.expose()])
     }
 
-    /// Any answer from the API host, for its `Date` (the clock guard's fresh reading). The
-    /// profile without a token is refused, costs nothing, and touches no account.
+    /// The clock guard's reading: the last answer's `Date` when it is recent, else that of a
+    /// new request to the API host (the profile without a token: refused, costs nothing,
+    /// touches no account).
     pub async fn probe_clock(&self) -> Result<BrokerClock, DhanError> {
+        if let BrokerClock::Read { local, .. } = self.last_clock() {
+            if jiff::Timestamp::now().as_second() - local.as_second() < CLOCK_REUSE_SECS {
+                return Ok(self.last_clock());
+            }
+        }
         let url = format!("{}/profile", self.api_base);
         let req = self.http()?.get(&url).header("Accept", "application/json");
         self.send(Step::Profile, req, &url).await?;
@@ -229,6 +237,10 @@ impl DhanClient {
         }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A fresh connection for every call: calls are minutes apart, and a pooled
+            // connection the server already closed would fail a mint after it may have been
+            // sent, which costs a 2-minute wait.
+            .pool_max_idle_per_host(0)
             .timeout(self.timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(self.timeout))
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
