@@ -35,7 +35,7 @@ const SPEC_METRICS: [(&str, bool); 13] = [
 ];
 
 /// Secret files the configs may reference; `warden check` gets a dummy for each.
-const SECRET_FILES: [&str; 7] = [
+const SECRET_FILES: &[&str] = &[
     "warden_api_token",
     "fyers_secret_key",
     "kite_api_secret",
@@ -43,6 +43,9 @@ const SECRET_FILES: [&str; 7] = [
     "kite_totp_secret",
     "webhook_url",
     "redis_password",
+    "dhan_pin",
+    "dhan_totp_secret",
+    "dhan_app_secret",
 ];
 
 fn repo() -> PathBuf {
@@ -223,7 +226,7 @@ fn every_supervisor_toml_passes_warden_check() {
     let creds = tempfile::tempdir().unwrap();
     for name in SECRET_FILES {
         // A TOTP secret must be base32 to pass the check.
-        let dummy = if name == "kite_totp_secret" {
+        let dummy = if name.ends_with("totp_secret") {
             "JBSWY3DPEHPK3PXP"
         } else {
             "dummy-value"
@@ -246,7 +249,8 @@ fn every_supervisor_toml_passes_warden_check() {
             .env("KITE_API_KEY", "dummy_api_key")
             .env("KITE_USER_ID", "AB1234")
             .env("FYERS_APP_ID", "XXXX-100")
-            .env("FYERS_USER_ID", "XF01234"));
+            .env("FYERS_USER_ID", "XF01234")
+            .env("DHAN_CLIENT_ID", "1100001234"));
         assert!(
             out.status.success(),
             "warden check {name}:\n{}",

@@ -95,6 +95,27 @@ fn cleartext(cfg: &Config, v: &mut Vec<Found>) {
                 );
             }
         }
+        if let Some(d) = &t.dhan {
+            let sends = [
+                (
+                    "auth_base",
+                    &d.auth_base,
+                    "the PIN, TOTP codes and app_secret of logins",
+                ),
+                ("api_base", &d.api_base, "the access token"),
+            ];
+            for (key, url, what) in sends {
+                if let Some(host) = cleartext_host(url, &["http"]) {
+                    warn(
+                        &["token", "dhan", key],
+                        format!(
+                            "http:// to {host}, another machine: {what} would cross the network \
+                             unencrypted; use https://"
+                        ),
+                    );
+                }
+            }
+        }
         let s = &t.store;
         if s.kind == StoreKind::Redis {
             let url_has_password = url::Url::parse(s.url.expose().trim())

@@ -172,6 +172,7 @@ pub enum TokenProviderKind {
     Command,
     None,
     Fyers,
+    Dhan,
 }
 
 impl TokenProviderKind {
@@ -182,6 +183,7 @@ impl TokenProviderKind {
                 "KITE_ACCESS_TOKEN"
             }
             TokenProviderKind::Fyers => "FYERS_ACCESS_TOKEN",
+            TokenProviderKind::Dhan => "DHAN_ACCESS_TOKEN",
         }
     }
 }
@@ -213,6 +215,7 @@ pub struct TokenConfig {
     pub kite: Option<KiteConfig>,
     pub command: Option<CommandProviderConfig>,
     pub fyers: Option<FyersConfig>,
+    pub dhan: Option<DhanConfig>,
     /// When `env_file` was named by a symlink: that link (the loader has replaced `env_file`
     /// by the regular file it points at, which is what warden writes and watches).
     #[serde(skip)]
@@ -237,6 +240,7 @@ impl Default for TokenConfig {
             kite: None,
             command: None,
             fyers: None,
+            dhan: None,
             env_file_link: None,
         }
     }
@@ -350,6 +354,42 @@ impl Default for FyersConfig {
             login: LoginMode::Manual,
             api_base: "https://api-t1.fyers.in/api/v3".into(),
             redirect_uri: String::new(),
+        }
+    }
+}
+
+/// `[token.dhan]` (SPEC §9.2): DhanHQ v2, by PIN + TOTP (`generateAccessToken`) or by the
+/// API key's consent flow.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct DhanConfig {
+    /// The dhanClientId: tokens are minted for it, and a token of any other client is refused.
+    pub client_id: String,
+    pub login: LoginMode,
+    /// totp mode: the login PIN.
+    pub pin: Secret,
+    /// totp mode: the base32 secret shown when TOTP was enabled on Dhan Web.
+    pub totp_secret: Secret,
+    /// manual (consent) mode: the API key and its secret.
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// `generateAccessToken`, the consent endpoints and the consent login page.
+    pub auth_base: String,
+    /// The REST API, with its version: `{api_base}/profile` validates.
+    pub api_base: String,
+}
+
+impl Default for DhanConfig {
+    fn default() -> Self {
+        DhanConfig {
+            client_id: String::new(),
+            login: LoginMode::Manual,
+            pin: Secret::default(),
+            totp_secret: Secret::default(),
+            app_id: String::new(),
+            app_secret: Secret::default(),
+            auth_base: "https://auth.dhan.co".into(),
+            api_base: "https://api.dhan.co/v2".into(),
         }
     }
 }

@@ -21,6 +21,9 @@ pub(crate) const SECRET_KEYS: &[&[&str]] = &[
     &["token", "kite", "totp_secret"],
     &["token", "fyers", "secret_key"],
     &["token", "fyers", "pin"],
+    &["token", "dhan", "pin"],
+    &["token", "dhan", "totp_secret"],
+    &["token", "dhan", "app_secret"],
     &["notify", "webhook_url"],
     &["notify", "telegram_bot_token"],
 ];
@@ -159,14 +162,16 @@ pub(crate) fn referenced_vars(root: &toml::Table) -> BTreeMap<String, String> {
 /// Base32 is case-insensitive and authenticator apps show secrets in groups with spaces:
 /// accept those forms and hand the rest of warden one canonical spelling.
 pub(crate) fn normalize_totp_secret(root: &mut toml::Table) {
-    if let Some(toml::Value::String(s)) =
-        table_at(root, &["token", "kite"]).and_then(|t| t.get_mut("totp_secret"))
-    {
-        *s = s
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '=')
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
+    for broker in ["kite", "dhan"] {
+        if let Some(toml::Value::String(s)) =
+            table_at(root, &["token", broker]).and_then(|t| t.get_mut("totp_secret"))
+        {
+            *s = s
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != '=')
+                .map(|c| c.to_ascii_uppercase())
+                .collect();
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
     let kite_logins = cfg.token.as_ref().is_some_and(|t| {
         matches!(
             t.provider,
-            TokenProviderKind::Kite | TokenProviderKind::Fyers
+            TokenProviderKind::Kite | TokenProviderKind::Fyers | TokenProviderKind::Dhan
         )
     });
     if kite_logins && cfg.http.public_url.is_empty() {
@@ -211,6 +211,7 @@ fn token(t: &TokenConfig, v: &mut Vec<Found>) {
         TokenProviderKind::Command => command_provider(t.command.as_ref(), v),
         TokenProviderKind::None => {}
         TokenProviderKind::Fyers => fyers(t.fyers.as_ref(), v),
+        TokenProviderKind::Dhan => dhan(t.dhan.as_ref(), v),
     }
 }
 
@@ -457,6 +458,100 @@ fn fyers(fyers: Option<&FyersConfig>, v: &mut Vec<Found>) {
     }
     if let Err(e) = web_url(&fc.api_base) {
         push(v, &k("api_base"), e);
+    }
+}
+
+/// `[token.dhan]`: the keys the chosen login mode needs.
+fn dhan(dhan: Option<&DhanConfig>, v: &mut Vec<Found>) {
+    let Some(dc) = dhan else {
+        push(
+            v,
+            &["token", "dhan"],
+            "provider = \"dhan\" needs a [token.dhan] section with client_id and login \
+             (\"totp\" with pin and totp_secret, or \"manual\" with app_id and app_secret)",
+        );
+        return;
+    };
+    let k = |key: &'static str| ["token", "dhan", key];
+    if blank(&dc.client_id) {
+        push(
+            v,
+            &k("client_id"),
+            "must not be empty: set it to your Dhan client id (dhanClientId, shown on Dhan Web \
+             under My Profile)",
+        );
+    } else if dc.client_id.contains(char::is_whitespace) {
+        // The profile's dhanClientId is compared exactly: a stray space would refuse every token.
+        push(
+            v,
+            &k("client_id"),
+            "contains whitespace, which no Dhan client id has: remove the stray space or newline",
+        );
+    }
+    match dc.login {
+        LoginMode::Totp => {
+            if blank(dc.pin.expose()) {
+                push(
+                    v,
+                    &k("pin"),
+                    "login = \"totp\" needs the Dhan login PIN: set pin or pin_file",
+                );
+            }
+            if dc.totp_secret.is_empty() {
+                push(
+                    v,
+                    &k("totp_secret"),
+                    "login = \"totp\" needs the TOTP secret: set totp_secret or totp_secret_file",
+                );
+            } else if totp_rs::Secret::Encoded(dc.totp_secret.expose().to_string())
+                .to_bytes()
+                .is_err()
+            {
+                push(
+                    v,
+                    &k("totp_secret"),
+                    "is not valid base32: use the secret shown when you set up TOTP on Dhan Web \
+                     (letters A-Z and digits 2-7)",
+                );
+            }
+        }
+        LoginMode::Manual => {
+            if blank(&dc.app_id) {
+                push(
+                    v,
+                    &k("app_id"),
+                    "login = \"manual\" (the consent flow) needs your API key: set app_id \
+                     (Dhan Web, Access DhanHQ APIs)",
+                );
+            }
+            if blank(dc.app_secret.expose()) {
+                push(
+                    v,
+                    &k("app_secret"),
+                    "login = \"manual\" (the consent flow) needs the API secret: set \
+                     app_secret or app_secret_file",
+                );
+            }
+        }
+    }
+    // An app_id without its secret (or the reverse) can never start a consent.
+    if dc.login == LoginMode::Totp && blank(&dc.app_id) != blank(dc.app_secret.expose()) {
+        let missing = if blank(&dc.app_id) {
+            "app_id"
+        } else {
+            "app_secret"
+        };
+        push(
+            v,
+            &k(missing),
+            "app_id and app_secret go together (they enable a manual consent login beside \
+             totp): set both, or neither",
+        );
+    }
+    for (key, value) in [("auth_base", &dc.auth_base), ("api_base", &dc.api_base)] {
+        if let Err(e) = web_url(value) {
+            push(v, &k(key), e);
+        }
     }
 }
 
@@ -732,6 +827,52 @@ mod tests {
         if let Err(e) = load_text(text, &[]) {
             assert!(!e.to_string().contains(secret), "{secret} leaked:\n{e}");
         }
+    }
+
+    /// A valid Dhan totp section.
+    const DHAN: &str = "[token]\nprovider = \"dhan\"\n[token.dhan]\nclient_id = \"1100001234\"\n\
+                        login = \"totp\"\npin = \"PIN-VALUE-9\"\ntotp_secret = \"JBSWY3DPEHPK3PXP\"\n";
+
+    #[test]
+    fn a_dhan_token_section_is_checked_for_its_login_mode() {
+        let c = ok(DHAN);
+        let t = c.token.unwrap();
+        assert_eq!(t.env_key, "DHAN_ACCESS_TOKEN");
+        let d = t.dhan.unwrap();
+        assert_eq!(d.auth_base, "https://auth.dhan.co");
+        assert_eq!(d.api_base, "https://api.dhan.co/v2");
+        let p = problem_at(
+            &DHAN.replace("pin = \"PIN-VALUE-9\"\n", ""),
+            "token.dhan.pin",
+        );
+        assert!(p.message.contains("pin_file"), "{}", p.message);
+        let p = problem_at(
+            &DHAN.replace("JBSWY3DPEHPK3PXP", "not base32!"),
+            "token.dhan.totp_secret",
+        );
+        assert!(p.message.contains("base32"), "{}", p.message);
+        let manual = "[token]\nprovider = \"dhan\"\n[token.dhan]\nclient_id = \"1100001234\"\n";
+        problem_at(manual, "token.dhan.app_id");
+        let p = problem_at(manual, "token.dhan.app_secret");
+        assert!(p.message.contains("app_secret_file"), "{}", p.message);
+        ok(&format!(
+            "{manual}app_id = \"a\"\napp_secret = \"APP-SECRET-7\"\n"
+        ));
+        problem_at(&format!("{DHAN}app_id = \"a\"\n"), "token.dhan.app_secret");
+        problem_at(
+            &DHAN.replace("1100001234", "1100 001234"),
+            "token.dhan.client_id",
+        );
+        problem_at(
+            &format!("{DHAN}api_base = \"ftp://x\"\n"),
+            "token.dhan.api_base",
+        );
+        problem_at("[token]\nprovider = \"dhan\"\n", "token.dhan");
+        problem_at(&format!("{DHAN}pinn = \"1\"\n"), "token.dhan.pinn");
+        no_leak(
+            &DHAN.replace("JBSWY3DPEHPK3PXP", "not base32!"),
+            "PIN-VALUE-9",
+        );
     }
 
     #[test]

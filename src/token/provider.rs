@@ -17,6 +17,7 @@
 
 pub mod command;
 pub mod configured;
+pub mod dhan;
 pub mod fyers;
 pub mod kite;
 

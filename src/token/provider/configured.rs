@@ -1,5 +1,7 @@
 //! The provider `[token] provider` names, switchable by a config reload: `kite`, `command`
-//! (the operator's script obtains, Kite validates when `[token.kite]` is there), or `fyers`.
+//! (the operator's script obtains, Kite validates when `[token.kite]` is there), or one of the
+//! other brokers (`dhan`, `fyers`, …). Every provider is kept, built from its table, so a
+//! reload that changes `provider` only changes which one answers.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,9 +12,13 @@ use crate::token::broker::{Broker, KiteBroker};
 use crate::token::kite::BrokerError;
 
 use super::command::{CommandProvider, CommandProviderError};
+use super::dhan::{DhanError, DhanProvider};
 use super::fyers::{FyersError, FyersProvider};
 use super::kite::KiteProvider;
-use super::{Failure, Grant, Identity, LoginKind, Obtained, Provider, ProviderError, SessionProbe};
+use super::{
+    Companions, Failure, Grant, Identity, LoginKind, Obtained, Provider, ProviderError,
+    SessionProbe,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfiguredError {
@@ -20,6 +26,8 @@ pub enum ConfiguredError {
     Kite(#[from] BrokerError),
     #[error(transparent)]
     Command(#[from] CommandProviderError),
+    #[error(transparent)]
+    Dhan(#[from] DhanError),
     #[error(transparent)]
     Fyers(#[from] FyersError),
 }
@@ -29,7 +37,17 @@ impl ProviderError for ConfiguredError {
         match self {
             ConfiguredError::Kite(e) => e.failure(),
             ConfiguredError::Command(e) => e.failure(),
+            ConfiguredError::Dhan(e) => e.failure(),
             ConfiguredError::Fyers(e) => e.failure(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConfiguredError::Kite(e) => e.retry_after(),
+            ConfiguredError::Command(e) => e.retry_after(),
+            ConfiguredError::Dhan(e) => e.retry_after(),
+            ConfiguredError::Fyers(e) => e.retry_after(),
         }
     }
 }
@@ -41,16 +59,69 @@ pub fn manual_login_provider(cfg: &TokenConfig) -> Option<&'static str> {
         TokenProviderKind::Kite | TokenProviderKind::Command => cfg.kite.as_ref().map(|_| "kite"),
         TokenProviderKind::None => None,
         TokenProviderKind::Fyers => cfg.fyers.as_ref().map(|_| "fyers"),
+        // The consent flow needs the API key (app_id/app_secret), in either login mode.
+        TokenProviderKind::Dhan => cfg
+            .dhan
+            .as_ref()
+            .filter(|d| !d.app_id.trim().is_empty())
+            .map(|_| "dhan"),
     }
 }
 
-/// The configured provider. Both are kept so a reload can switch between them; Kite also
+/// The configured provider. All are kept so a reload can switch between them; Kite also
 /// validates the command's tokens.
 pub struct Configured<B: Broker = KiteBroker> {
     kind: TokenProviderKind,
     kite: KiteProvider<B>,
     command: CommandProvider,
+    dhan: DhanProvider,
     fyers: FyersProvider,
+}
+
+/// Runs `$body` with `$p` bound to the active broker provider other than Kite and the
+/// command (`Some(result)`), or gives `None` when Kite or the command answers. `ref` borrows
+/// it shared, `mut` exclusively; `try` converts a `Result`'s error into [`ConfiguredError`]
+/// (each broker has its own error type).
+macro_rules! broker {
+    (ref $self:ident, $p:ident => $body:expr) => {
+        match $self.kind {
+            TokenProviderKind::Dhan => {
+                let $p = &$self.dhan;
+                Some($body)
+            }
+            TokenProviderKind::Fyers => {
+                let $p = &$self.fyers;
+                Some($body)
+            }
+            TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
+        }
+    };
+    (mut $self:ident, $p:ident => $body:expr) => {
+        match $self.kind {
+            TokenProviderKind::Dhan => {
+                let $p = &mut $self.dhan;
+                Some($body)
+            }
+            TokenProviderKind::Fyers => {
+                let $p = &mut $self.fyers;
+                Some($body)
+            }
+            TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
+        }
+    };
+    (try $self:ident, $p:ident => $body:expr) => {
+        match $self.kind {
+            TokenProviderKind::Dhan => {
+                let $p = &mut $self.dhan;
+                Some($body.map_err(ConfiguredError::from))
+            }
+            TokenProviderKind::Fyers => {
+                let $p = &mut $self.fyers;
+                Some($body.map_err(ConfiguredError::from))
+            }
+            TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
+        }
+    };
 }
 
 impl<B: Broker> Configured<B> {
@@ -59,6 +130,7 @@ impl<B: Broker> Configured<B> {
             kind: cfg.provider,
             kite: KiteProvider::new(broker, cfg.kite.clone()),
             command: CommandProvider::new(cfg.command.clone(), reaper, config_dir),
+            dhan: DhanProvider::new(cfg.dhan.clone()),
             fyers: FyersProvider::new(cfg.fyers.clone()),
         }
     }
@@ -66,19 +138,16 @@ impl<B: Broker> Configured<B> {
     fn scripted(&self) -> bool {
         self.kind == TokenProviderKind::Command
     }
-
-    fn fyers(&self) -> bool {
-        self.kind == TokenProviderKind::Fyers
-    }
 }
 
 impl<B: Broker> Provider for Configured<B> {
     type Error = ConfiguredError;
 
     fn name(&self) -> &'static str {
-        if self.fyers() {
-            self.fyers.name()
-        } else if self.scripted() {
+        if let Some(name) = broker!(ref self, p => p.name()) {
+            return name;
+        }
+        if self.scripted() {
             self.command.name()
         } else {
             self.kite.name()
@@ -86,24 +155,23 @@ impl<B: Broker> Provider for Configured<B> {
     }
 
     fn login_kind(&self) -> LoginKind {
+        if let Some(kind) = broker!(ref self, p => p.login_kind()) {
+            return kind;
+        }
         match self.kind {
             TokenProviderKind::Command => self.command.login_kind(),
-            TokenProviderKind::Kite => self.kite.login_kind(),
             TokenProviderKind::None => LoginKind::None,
-            TokenProviderKind::Fyers => self.fyers.login_kind(),
+            _ => self.kite.login_kind(),
         }
     }
 
     fn expected_user(&self) -> &str {
-        if self.fyers() {
-            return self.fyers.expected_user();
-        }
-        self.kite.expected_user()
+        broker!(ref self, p => p.expected_user()).unwrap_or_else(|| self.kite.expected_user())
     }
 
     fn credentials(&self) -> Vec<&str> {
-        if self.fyers() {
-            self.fyers.credentials()
+        if let Some(c) = broker!(ref self, p => p.credentials()) {
+            c
         } else if self.scripted() && self.command.configured() {
             self.command.credentials()
         } else {
@@ -112,21 +180,21 @@ impl<B: Broker> Provider for Configured<B> {
     }
 
     fn can_validate(&self) -> bool {
-        if self.fyers() {
-            return self.fyers.can_validate();
-        }
-        self.kite.can_validate()
+        broker!(ref self, p => p.can_validate()).unwrap_or_else(|| self.kite.can_validate())
     }
 
     async fn validate(&mut self, token: &Secret) -> Result<Identity, ConfiguredError> {
-        if self.fyers() {
-            return Ok(self.fyers.validate(token).await?);
+        if let Some(r) = broker!(try self, p => p.validate(token).await) {
+            return r;
         }
         Ok(self.kite.validate(token).await?)
     }
 
     async fn resume_session(&mut self) -> Result<SessionProbe, ConfiguredError> {
-        if self.scripted() || self.fyers() {
+        if let Some(r) = broker!(try self, p => p.resume_session().await) {
+            return r;
+        }
+        if self.scripted() {
             return Ok(SessionProbe::default());
         }
         Ok(self.kite.resume_session().await?)
@@ -137,76 +205,83 @@ impl<B: Broker> Provider for Configured<B> {
         step: Option<u64>,
         record: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<Grant, ConfiguredError> {
-        if self.fyers() {
-            Ok(self.fyers.login(step, record).await?)
-        } else if self.scripted() {
+        if let Some(r) = broker!(try self, p => p.login(step, record).await) {
+            return r;
+        }
+        if self.scripted() {
             Ok(self.command.login(step, record).await?)
         } else {
             Ok(self.kite.login(step, record).await?)
         }
     }
 
-    /// A manual login's code is Kite's, whichever provider obtains the daily token (but
-    /// Fyers').
+    /// A manual login's code is Kite's for Kite and the command (which Kite validates), the
+    /// broker's own for the others.
     async fn exchange(&mut self, code: &str) -> Result<Obtained, ConfiguredError> {
-        if self.fyers() {
-            return Ok(self.fyers.exchange(code).await?);
+        if let Some(r) = broker!(try self, p => p.exchange(code).await) {
+            return r;
         }
         Ok(self.kite.exchange(code).await?)
     }
 
     fn can_refresh(&self) -> bool {
-        self.fyers() && self.fyers.can_refresh()
+        broker!(ref self, p => p.can_refresh()).unwrap_or_else(|| self.kite.can_refresh())
     }
 
     async fn refresh(&mut self) -> Option<Result<Obtained, ConfiguredError>> {
-        if !self.fyers() {
-            return None;
+        match self.kind {
+            TokenProviderKind::Dhan => Some(self.dhan.refresh().await?.map_err(Into::into)),
+            TokenProviderKind::Fyers => Some(self.fyers.refresh().await?.map_err(Into::into)),
+            TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => {
+                Some(self.kite.refresh().await?.map_err(Into::into))
+            }
         }
-        Some(self.fyers.refresh().await?.map_err(ConfiguredError::from))
     }
 
     fn login_url(&self, state: Option<&str>) -> Option<String> {
-        if self.fyers() {
-            return self.fyers.login_url(state);
+        broker!(ref self, p => p.login_url(state)).unwrap_or_else(|| self.kite.login_url(state))
+    }
+
+    async fn start_manual_login(&mut self, state: &str) -> Result<Option<String>, ConfiguredError> {
+        if let Some(r) = broker!(try self, p => p.start_manual_login(state).await) {
+            return r;
         }
-        self.kite.login_url(state)
+        Ok(self.kite.start_manual_login(state).await?)
     }
 
     fn callback_code(
         &self,
         query: &std::collections::HashMap<String, String>,
     ) -> Result<String, &'static str> {
-        if self.fyers() {
-            return self.fyers.callback_code(query);
-        }
-        self.kite.callback_code(query)
+        broker!(ref self, p => p.callback_code(query))
+            .unwrap_or_else(|| self.kite.callback_code(query))
     }
 
-    fn remember(&mut self, companions: &super::Companions) {
-        if self.fyers() {
-            self.fyers.remember(companions);
-        } else {
+    fn callback_carries_state(&self) -> bool {
+        broker!(ref self, p => p.callback_carries_state())
+            .unwrap_or_else(|| self.kite.callback_carries_state())
+    }
+
+    fn remember(&mut self, companions: &Companions) {
+        if broker!(mut self, p => p.remember(companions)).is_none() {
             self.kite.remember(companions);
         }
     }
 
     async fn logout(&mut self, token: &Secret) -> Result<(), ConfiguredError> {
-        if self.fyers() {
-            return Ok(self.fyers.logout(token).await?);
+        if let Some(r) = broker!(try self, p => p.logout(token).await) {
+            return r;
         }
         Ok(self.kite.logout(token).await?)
     }
 
     fn fresh_code_in(&self) -> Option<Duration> {
-        if self.fyers() {
-            return self.fyers.fresh_code_in();
-        }
-        self.kite.fresh_code_in()
+        broker!(ref self, p => p.fresh_code_in()).unwrap_or_else(|| self.kite.fresh_code_in())
     }
 
     fn rearm(&mut self) {
         self.kite.rearm();
+        self.dhan.rearm();
         self.fyers.rearm();
     }
 
@@ -214,6 +289,7 @@ impl<B: Broker> Provider for Configured<B> {
         self.kind = cfg.provider;
         self.kite.reconfigure(cfg);
         self.command.reconfigure(cfg);
+        self.dhan.reconfigure(cfg);
         self.fyers.reconfigure(cfg);
     }
 }
