@@ -171,6 +171,7 @@ pub enum TokenProviderKind {
     Kite,
     Command,
     None,
+    Upstox,
 }
 
 impl TokenProviderKind {
@@ -180,6 +181,7 @@ impl TokenProviderKind {
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => {
                 "KITE_ACCESS_TOKEN"
             }
+            TokenProviderKind::Upstox => "UPSTOX_ACCESS_TOKEN",
         }
     }
 }
@@ -210,6 +212,7 @@ pub struct TokenConfig {
     pub store: StoreConfig,
     pub kite: Option<KiteConfig>,
     pub command: Option<CommandProviderConfig>,
+    pub upstox: Option<UpstoxConfig>,
     /// When `env_file` was named by a symlink: that link (the loader has replaced `env_file`
     /// by the regular file it points at, which is what warden writes and watches).
     #[serde(skip)]
@@ -233,6 +236,7 @@ impl Default for TokenConfig {
             store: StoreConfig::default(),
             kite: None,
             command: None,
+            upstox: None,
             env_file_link: None,
         }
     }
@@ -310,6 +314,43 @@ impl Default for KiteConfig {
             totp_secret: Secret::default(),
             login_base: "https://kite.zerodha.com".into(),
             api_base: "https://api.kite.trade".into(),
+        }
+    }
+}
+
+/// How an Upstox token is obtained (SPEC §9.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstoxLogin {
+    /// A person logs in through the authorization dialog; `/upstox/callback` exchanges the code.
+    #[default]
+    Manual,
+    /// The official Access Token Request: the person taps Approve in the Upstox app or on
+    /// WhatsApp, and Upstox posts the token to `{public_url}/upstox/notify`.
+    Approve,
+}
+
+/// `[token.upstox]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct UpstoxConfig {
+    /// The app's API key (Upstox calls it client_id).
+    pub api_key: String,
+    pub api_secret: Secret,
+    pub user_id: String,
+    pub login: UpstoxLogin,
+    /// The API and the authorization dialog (`{api_base}/v2/login/authorization/dialog`).
+    pub api_base: String,
+}
+
+impl Default for UpstoxConfig {
+    fn default() -> Self {
+        UpstoxConfig {
+            api_key: String::new(),
+            api_secret: Secret::default(),
+            user_id: String::new(),
+            login: UpstoxLogin::Manual,
+            api_base: "https://api.upstox.com".into(),
         }
     }
 }

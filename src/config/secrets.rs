@@ -19,6 +19,7 @@ pub(crate) const SECRET_KEYS: &[&[&str]] = &[
     &["token", "kite", "api_secret"],
     &["token", "kite", "password"],
     &["token", "kite", "totp_secret"],
+    &["token", "upstox", "api_secret"],
     &["notify", "webhook_url"],
     &["notify", "telegram_bot_token"],
 ];
