@@ -35,7 +35,7 @@ fn answer(status: StatusCode, message: &str) -> Response {
 }
 
 async fn upstox_notify(State(st): State<AppState>, body: Bytes) -> Response {
-    if !st.login.as_ref().is_some_and(|r| r.provider == "upstox") {
+    if st.login.as_ref().is_none_or(|r| r.provider != "upstox") {
         return answer(
             StatusCode::NOT_FOUND,
             "no token here is obtained from Upstox",

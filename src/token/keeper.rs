@@ -538,6 +538,10 @@ impl<P: Provider> Keeper<P> {
             }
             Err(e) if e.failure() == Failure::TokenBad => {
                 tracing::warn!("the broker rejected the current token ({e})");
+                // Already asked a person to approve a new one: keep asking, send nothing.
+                if self.awaiting_approval() {
+                    return;
+                }
                 self.set_state(TokenState::Expired, Some(e.to_string()));
                 self.refresh(RefreshReason::Validation).await;
             }
