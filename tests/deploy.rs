@@ -35,9 +35,10 @@ const SPEC_METRICS: [(&str, bool); 13] = [
 ];
 
 /// Secret files the configs may reference; `warden check` gets a dummy for each.
-const SECRET_FILES: [&str; 6] = [
+const SECRET_FILES: [&str; 7] = [
     "warden_api_token",
     "kite_api_secret",
+    "upstox_api_secret",
     "kite_password",
     "kite_totp_secret",
     "webhook_url",
@@ -243,7 +244,9 @@ fn every_supervisor_toml_passes_warden_check() {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CREDENTIALS_DIRECTORY", creds.path())
             .env("KITE_API_KEY", "dummy_api_key")
-            .env("KITE_USER_ID", "AB1234"));
+            .env("KITE_USER_ID", "AB1234")
+            .env("UPSTOX_API_KEY", "dummy_upstox_key")
+            .env("UPSTOX_USER_ID", "UX1234"));
         assert!(
             out.status.success(),
             "warden check {name}:\n{}",

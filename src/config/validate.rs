@@ -1303,6 +1303,9 @@ mod tests {
         let c = ok(UPSTOX);
         let t = c.token.unwrap();
         assert_eq!(t.env_key, "UPSTOX_ACCESS_TOKEN");
+        assert_eq!(t.expires_at, "03:30", "Upstox tokens die at 03:30 IST");
+        let given = ok(&UPSTOX.replace("[token.upstox]", "expires_at = \"04:00\"\n[token.upstox]"));
+        assert_eq!(given.token.unwrap().expires_at, "04:00");
         let u = t.upstox.unwrap();
         assert_eq!(u.login, crate::config::UpstoxLogin::Manual);
         assert_eq!(u.api_base, "https://api.upstox.com");
