@@ -7,13 +7,14 @@
 //!   `UDAPI100050`) sends exactly one new request;
 //! - refusals at `/upstox/notify`: a notification for another user, a token whose profile is
 //!   another user, and a valid token posted while no request is pending; nothing is written;
-//! - `manual`: `/login` → Upstox's authorization dialog → `/upstox/callback` → the token.
+//! - `manual`: `/login` → Upstox's authorization dialog → `/upstox/callback` → the token; a
+//!   session of another user refused (403) and logged out;
+//! - a refused app secret (`UDAPI100016`): one request, then blocked (refresh answers 409).
 //!
 //! What does not apply to Upstox (PROVIDER.md's list): there is no automated TOTP/PIN login
 //! (Upstox has no official one, `brokers/upstox.md` §1), so no TOTP step is ever submitted by
 //! warden: the wrong-PIN/TOTP block and the restart-inside-a-TOTP-step cases have nothing to
-//! test. A credential rejection of the token request itself (`UDAPI100016`) blocks like any
-//! credential rejection; the keeper's rules for that are covered by tests/provider_rules.rs.
+//! test; the credential rejection Upstox does have (the app's secret) is the last test.
 
 mod common;
 
@@ -99,6 +100,11 @@ struct Stack {
 
 impl Stack {
     fn start(login: &str, user_id: &str) -> Option<Stack> {
+        Stack::start_with(login, user_id, None)
+    }
+
+    /// `api_secret`: another secret than the sandbox's (`None`: the right one).
+    fn start_with(login: &str, user_id: &str, api_secret: Option<&str>) -> Option<Stack> {
         if let Err(why) = python_modules(&["json"]) {
             skip("provider_upstox", &why);
             return None;
@@ -151,7 +157,7 @@ initial_delay = "0s"
 failure_threshold = 25
 "#,
             api_key = upstox.printed("client_id"),
-            api_secret = upstox.printed("client_secret"),
+            api_secret = api_secret.unwrap_or(upstox.printed("client_secret")),
             api_base = upstox.url(),
             app = app.display(),
         );
@@ -416,9 +422,27 @@ fn posts_for_another_user_are_refused_and_nothing_is_written() {
     assert_eq!(junk.status, 403, "{}", junk.body);
     let bad = request(&w.addr, "POST", "/upstox/notify", &[], "{not json");
     assert_eq!(bad.status, 400, "{}", bad.body);
-    let mut other_app = st.notification("UX9999", &real);
-    other_app["client_id"] = json!("someone-else");
-    assert_eq!(st.notify(&other_app).status, 400);
+    // (Posts here and `/login` share a per-client budget of 5 at once: this test spends it.)
+
+    // A manual login by that other user: refused, and its session logged out.
+    let r = request(&w.addr, "GET", "/login", &[], "");
+    assert_eq!(r.status, 302, "{}", r.body);
+    let dialog = r.header("location").unwrap().to_string();
+    let state = query_param(&dialog, "state").unwrap();
+    let code = dialog_login(&st.upstox, &split_url(&dialog).1, 1);
+    let cb = request(
+        &w.addr,
+        "GET",
+        &format!("/upstox/callback?code={code}&state={state}"),
+        &[],
+        "",
+    );
+    assert_eq!(cb.status, 403, "{}", cb.body);
+    assert_eq!(
+        counter(&st.upstox, "logouts"),
+        1,
+        "that session was logged out"
+    );
 
     assert_eq!(env_token(w), "", "nothing reached the env file");
     assert!(!w.dir.path().join(".warden/token.json").exists());
@@ -504,4 +528,30 @@ fn manual_login_through_the_dialog_and_no_notification_without_a_request() {
     );
     assert_eq!(again.status, 400, "{}", again.body);
     assert_eq!(env_token(w), token);
+}
+
+#[test]
+fn a_refused_app_secret_is_one_request_then_a_block() {
+    let Some(st) = Stack::start_with("approve", "UX1234", Some("wrong-secret")) else {
+        return;
+    };
+    let w = &st.warden;
+    // UDAPI100016 "Invalid Credentials": a credential rejection, never retried.
+    let t = st.wait_token_state("needs_login");
+    wait_until("the block in the status", WAIT, || {
+        st.token()["blocked"]
+            .as_str()
+            .is_some_and(|b| b.contains("UDAPI100016"))
+    });
+    assert_eq!(counter(&st.upstox, "token_request_fail"), 1, "{t}");
+    let (code, body) = http(&w.addr, "POST", "/api/v1/token/refresh", &[], "");
+    assert_eq!(code, 409, "{body}");
+    // The keeper handles one message at a time: once it answers /login, all above is done.
+    assert_eq!(request(&w.addr, "GET", "/login", &[], "").status, 302);
+    assert_eq!(counter(&st.upstox, "token_request_fail"), 1, "sent once");
+    assert_eq!(counter(&st.upstox, "token_requests"), 0);
+    assert!(
+        !w.logs().contains("wrong-secret"),
+        "the secret is never logged"
+    );
 }

@@ -80,11 +80,14 @@ impl<P: Provider> Keeper<P> {
                 Err(e) => return Err(DeliveryError::TokenRefused(e.to_string())),
             }
         };
-        let mut rec = self.record_of(obtained.access_token, identity, TokenSource::Approve);
+        // Nobody could be asked: a token nobody vouched for is never taken from a post.
+        let Some(identity) = identity else {
+            return Err(DeliveryError::TokenRefused(
+                "the broker cannot be asked about it".into(),
+            ));
+        };
+        let mut rec = self.record_of(obtained.access_token, Some(identity), TokenSource::Approve);
         rec.companions = obtained.companions;
-        if rec.user_id.is_empty() {
-            rec.user_id = obtained.user_id;
-        }
         self.commit(rec).await?;
         self.provider.approval_settled();
         // A person approved: like a manual login, that proves the app's credentials.
