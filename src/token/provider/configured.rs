@@ -1,5 +1,5 @@
-//! The provider `[token] provider` names, switchable by a config reload: `kite`, or
-//! `command` (the operator's script obtains, Kite validates when `[token.kite]` is there).
+//! The provider `[token] provider` names, switchable by a config reload: `kite`, `command`
+//! (the operator's script obtains, Kite validates when `[token.kite]` is there), or `upstox`.
 
 use std::path::PathBuf;
 use std::time::Duration;
