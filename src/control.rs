@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 use crate::model::{ProgramsView, TokenStatus};
 use crate::reaper::OrphanCounter;
 use crate::token::fleet::FleetStatus;
-use crate::token::keeper::{CallbackError, KeeperMsg};
+use crate::token::keeper::{CallbackError, DeliveryError, KeeperMsg};
 
 /// What front ends ask the supervisor loop.
 #[derive(Debug)]
@@ -37,6 +37,9 @@ pub enum ControlError {
     /// The keeper could not complete a manual login (never carries the token).
     #[error(transparent)]
     Login(#[from] CallbackError),
+    /// The keeper did not take a token the broker posted (never carries the token).
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
 }
 
 /// The write side. Cheap to clone.
@@ -114,6 +117,20 @@ impl Control {
         let (reply, rx) = oneshot::channel();
         keeper
             .send(KeeperMsg::Callback { query, reply })
+            .map_err(|_| ControlError::ShuttingDown)?;
+        rx.await.map_err(|_| ControlError::ShuttingDown)??;
+        Ok(())
+    }
+}
+
+impl Control {
+    /// Hand a token the broker posted (Upstox's notifier webhook, the raw body) to the
+    /// keeper and wait for its verdict.
+    pub async fn deliver_token(&self, body: Vec<u8>) -> Result<(), ControlError> {
+        let keeper = self.keeper.as_ref().ok_or(ControlError::NoToken)?;
+        let (reply, rx) = oneshot::channel();
+        keeper
+            .send(KeeperMsg::Delivery { body, reply })
             .map_err(|_| ControlError::ShuttingDown)?;
         rx.await.map_err(|_| ControlError::ShuttingDown)??;
         Ok(())

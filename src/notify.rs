@@ -35,6 +35,10 @@ const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
 pub enum NotifyEvent {
     /// Automated refresh is impossible or exhausted: someone must log in at `login_url`.
     TokenNeedsLogin { login_url: String },
+    /// A login request waits for a person's approval on their phone (Upstox): `ask` says
+    /// what to do; `login_url` is the manual login, the other way in. Sent as
+    /// `token_needs_login`.
+    TokenAwaitingApproval { ask: String, login_url: String },
     /// A refresh failed; `reason` must not contain secrets.
     TokenRefreshFailed { reason: String },
     /// A new token is in place. `expires_at` in unix seconds.
@@ -51,6 +55,7 @@ impl NotifyEvent {
     pub fn name(&self) -> &'static str {
         match self {
             NotifyEvent::TokenNeedsLogin { .. } => "token_needs_login",
+            NotifyEvent::TokenAwaitingApproval { .. } => "token_needs_login",
             NotifyEvent::TokenRefreshFailed { .. } => "token_refresh_failed",
             NotifyEvent::TokenRefreshed { .. } => "token_refreshed",
             NotifyEvent::ProgramFatal { .. } => "program_fatal",
@@ -67,6 +72,7 @@ impl NotifyEvent {
     pub fn login_url(&self) -> Option<&str> {
         match self {
             NotifyEvent::TokenNeedsLogin { login_url } => Some(login_url),
+            NotifyEvent::TokenAwaitingApproval { login_url, .. } => Some(login_url),
             _ => None,
         }
     }
@@ -77,6 +83,10 @@ impl NotifyEvent {
             NotifyEvent::TokenNeedsLogin { login_url } => format!(
                 "the Kite access token needs a manual login. Open {login_url} to log in; \
                  the programs get the new token automatically."
+            ),
+            NotifyEvent::TokenAwaitingApproval { ask, login_url } => format!(
+                "the access token needs a person: {ask}. (Or log in at {login_url}.) The \
+                 programs get the new token automatically."
             ),
             NotifyEvent::TokenRefreshFailed { reason } => {
                 format!("the Kite access token refresh failed: {reason}")

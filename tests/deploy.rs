@@ -39,6 +39,7 @@ const SECRET_FILES: &[&str] = &[
     "warden_api_token",
     "fyers_secret_key",
     "kite_api_secret",
+    "upstox_api_secret",
     "kite_password",
     "kite_totp_secret",
     "webhook_url",
@@ -250,7 +251,9 @@ fn every_supervisor_toml_passes_warden_check() {
             .env("KITE_USER_ID", "AB1234")
             .env("FYERS_APP_ID", "XXXX-100")
             .env("FYERS_USER_ID", "XF01234")
-            .env("DHAN_CLIENT_ID", "1100001234"));
+            .env("DHAN_CLIENT_ID", "1100001234")
+            .env("UPSTOX_API_KEY", "dummy_upstox_key")
+            .env("UPSTOX_USER_ID", "UX1234"));
         assert!(
             out.status.success(),
             "warden check {name}:\n{}",

@@ -58,6 +58,17 @@ fn cleartext_host(url: &str, plain_schemes: &[&str]) -> Option<String> {
 
 fn cleartext(cfg: &Config, v: &mut Vec<Found>) {
     let mut warn = |keys: &[&str], message: String| v.push(Found::new(at(keys), message));
+    if let Some(u) = cfg.token.as_ref().and_then(|t| t.upstox.as_ref()) {
+        if let Some(host) = cleartext_host(&u.api_base, &["http"]) {
+            warn(
+                &["token", "upstox", "api_base"],
+                format!(
+                    "http:// to {host}, another machine: the access token, the API secret and \
+                     the code exchange would cross the network unencrypted; use https://"
+                ),
+            );
+        }
+    }
     if let Some(t) = &cfg.token {
         if let Some(k) = &t.kite {
             let sends = [

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::expand::{self, Env};
 use super::keypath::{related, render, Found};
 use super::locate::{line_of, Locator};
-use super::schema::Config;
+use super::schema::{Config, TokenProviderKind};
 use super::{env_file, secrets, typed, validate, ConfigError, Problem};
 
 /// Read, expand, resolve and validate a config file. On failure the error holds every problem
@@ -47,10 +47,17 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
     let expanded = expand::expand_tree(&mut root, env);
     let from_files = secrets::resolve_files(&mut root, &base);
     secrets::normalize_totp_secret(&mut root);
+    let expiry_given = root
+        .get("token")
+        .and_then(|t| t.as_table())
+        .is_some_and(|t| t.contains_key("expires_at"));
     let (mut cfg, type_errors, unknown_keys) = typed::deserialize(root);
     resolve_paths(&mut cfg, &base);
     default_env_keys(&mut cfg);
     fyers_redirect_uri(&mut cfg);
+    if !expiry_given {
+        default_expiry(&mut cfg);
+    }
     let env_file = resolve_env_file(&mut cfg);
     withhold_secret_vars(&mut cfg, secret_vars);
     cfg.source = abs;
@@ -114,6 +121,18 @@ fn fyers_redirect_uri(cfg: &mut Config) {
     let public_url = cfg.http.public_url();
     if let Some(f) = cfg.token.as_mut().and_then(|t| t.fyers.as_mut()) {
         f.redirect_uri = format!("{public_url}/fyers/callback");
+    }
+}
+
+/// A token without `expires_at` gets its provider's daily death (SPEC §9.2): Upstox's tokens
+/// die at 03:30 IST, Kite's around 06:00 (the schema's default).
+fn default_expiry(cfg: &mut Config) {
+    if let Some(t) = cfg
+        .token
+        .as_mut()
+        .filter(|t| t.provider == TokenProviderKind::Upstox)
+    {
+        t.expires_at = "03:30".into();
     }
 }
 

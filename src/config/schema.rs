@@ -173,6 +173,7 @@ pub enum TokenProviderKind {
     None,
     Fyers,
     Dhan,
+    Upstox,
 }
 
 impl TokenProviderKind {
@@ -184,6 +185,7 @@ impl TokenProviderKind {
             }
             TokenProviderKind::Fyers => "FYERS_ACCESS_TOKEN",
             TokenProviderKind::Dhan => "DHAN_ACCESS_TOKEN",
+            TokenProviderKind::Upstox => "UPSTOX_ACCESS_TOKEN",
         }
     }
 }
@@ -216,6 +218,7 @@ pub struct TokenConfig {
     pub command: Option<CommandProviderConfig>,
     pub fyers: Option<FyersConfig>,
     pub dhan: Option<DhanConfig>,
+    pub upstox: Option<UpstoxConfig>,
     /// When `env_file` was named by a symlink: that link (the loader has replaced `env_file`
     /// by the regular file it points at, which is what warden writes and watches).
     #[serde(skip)]
@@ -241,6 +244,7 @@ impl Default for TokenConfig {
             command: None,
             fyers: None,
             dhan: None,
+            upstox: None,
             env_file_link: None,
         }
     }
@@ -390,6 +394,43 @@ impl Default for DhanConfig {
             app_secret: Secret::default(),
             auth_base: "https://auth.dhan.co".into(),
             api_base: "https://api.dhan.co/v2".into(),
+        }
+    }
+}
+
+/// How an Upstox token is obtained (SPEC §9.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstoxLogin {
+    /// A person logs in through the authorization dialog; `/upstox/callback` exchanges the code.
+    #[default]
+    Manual,
+    /// The official Access Token Request: the person taps Approve in the Upstox app or on
+    /// WhatsApp, and Upstox posts the token to `{public_url}/upstox/notify`.
+    Approve,
+}
+
+/// `[token.upstox]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct UpstoxConfig {
+    /// The app's API key (Upstox calls it client_id).
+    pub api_key: String,
+    pub api_secret: Secret,
+    pub user_id: String,
+    pub login: UpstoxLogin,
+    /// The API and the authorization dialog (`{api_base}/v2/login/authorization/dialog`).
+    pub api_base: String,
+}
+
+impl Default for UpstoxConfig {
+    fn default() -> Self {
+        UpstoxConfig {
+            api_key: String::new(),
+            api_secret: Secret::default(),
+            user_id: String::new(),
+            login: UpstoxLogin::Manual,
+            api_base: "https://api.upstox.com".into(),
         }
     }
 }

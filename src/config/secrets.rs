@@ -24,6 +24,7 @@ pub(crate) const SECRET_KEYS: &[&[&str]] = &[
     &["token", "dhan", "pin"],
     &["token", "dhan", "totp_secret"],
     &["token", "dhan", "app_secret"],
+    &["token", "upstox", "api_secret"],
     &["notify", "webhook_url"],
     &["notify", "telegram_bot_token"],
 ];

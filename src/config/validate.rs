@@ -71,7 +71,59 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
     }
     v.extend(super::exposure::warnings(cfg));
     public_url_without_api_token(&cfg.http, &mut v);
+    upstox_notifier_reachable(cfg, &mut v);
     v
+}
+
+/// Upstox's `approve` mode: Upstox's servers post the token to `{public_url}/upstox/notify`,
+/// so public_url must be an address they can reach (the app's Notifier Webhook names it).
+fn upstox_notifier_reachable(cfg: &Config, v: &mut Vec<Found>) {
+    let approve = cfg.token.as_ref().is_some_and(|t| {
+        t.provider == TokenProviderKind::Upstox
+            && t.upstox
+                .as_ref()
+                .is_some_and(|u| u.login == UpstoxLogin::Approve)
+    });
+    if !approve {
+        return;
+    }
+    let why = if cfg.http.public_url.is_empty() {
+        Some("it is not set (it defaults to the listen address)".to_string())
+    } else {
+        match url::Url::parse(&cfg.http.public_url)
+            .ok()
+            .and_then(|u| u.host().map(|h| h.to_owned()))
+        {
+            Some(url::Host::Domain(d))
+                if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
+            {
+                Some(format!("{d} is this machine only"))
+            }
+            Some(url::Host::Ipv4(ip))
+                if ip.is_loopback() || ip.is_private() || ip.is_link_local() =>
+            {
+                Some(format!("{ip} is not reachable from the internet"))
+            }
+            Some(url::Host::Ipv6(ip))
+                if ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00 =>
+            {
+                Some(format!("{ip} is not reachable from the internet"))
+            }
+            _ => None,
+        }
+    };
+    if let Some(why) = why {
+        push(
+            v,
+            &["http", "public_url"],
+            format!(
+                "token.upstox.login = \"approve\": Upstox posts the approved token to \
+                 {{public_url}}/upstox/notify, but {why}; set public_url to the https:// address \
+                 Upstox's servers reach warden at and register {{public_url}}/upstox/notify as \
+                 the app's Notifier Webhook"
+            ),
+        );
+    }
 }
 
 /// A public_url others can reach means browsers beyond this machine: without an api_token,
@@ -212,6 +264,58 @@ fn token(t: &TokenConfig, v: &mut Vec<Found>) {
         TokenProviderKind::None => {}
         TokenProviderKind::Fyers => fyers(t.fyers.as_ref(), v),
         TokenProviderKind::Dhan => dhan(t.dhan.as_ref(), v),
+        TokenProviderKind::Upstox => upstox(t.upstox.as_ref(), v),
+    }
+}
+
+/// `[token.upstox]` (SPEC §9.2).
+fn upstox(cfg: Option<&UpstoxConfig>, v: &mut Vec<Found>) {
+    let Some(u) = cfg else {
+        push(
+            v,
+            &["token", "upstox"],
+            "provider = \"upstox\" needs a [token.upstox] section with api_key, api_secret and \
+             user_id",
+        );
+        return;
+    };
+    let k = |key: &'static str| ["token", "upstox", key];
+    if blank(&u.api_key) {
+        push(
+            v,
+            &k("api_key"),
+            "must not be empty: set it to your Upstox app's API key (its client_id)",
+        );
+    } else if u.api_key.contains(char::is_whitespace) {
+        push(
+            v,
+            &k("api_key"),
+            "contains whitespace, which no Upstox API key has: remove the stray space or newline",
+        );
+    }
+    if blank(u.api_secret.expose()) {
+        push(
+            v,
+            &k("api_secret"),
+            "must not be empty: set api_secret or api_secret_file (the app's API secret)",
+        );
+    }
+    if blank(&u.user_id) {
+        push(
+            v,
+            &k("user_id"),
+            "must not be empty: set it to the Upstox user id (UCC) the token is for; a token of \
+             any other user is refused",
+        );
+    } else if u.user_id.contains(char::is_whitespace) {
+        push(
+            v,
+            &k("user_id"),
+            "contains whitespace, which no Upstox user id has: remove the stray space or newline",
+        );
+    }
+    if let Err(e) = web_url(&u.api_base) {
+        push(v, &k("api_base"), e);
     }
 }
 
@@ -1409,6 +1513,68 @@ mod tests {
         ] {
             ok_without_warnings(&format!("[http]\npublic_url = \"{local}\"\n"));
         }
+    }
+
+    const UPSTOX: &str = "[token]\nprovider = \"upstox\"\n[token.upstox]\napi_key = \"k\"\n\
+                          api_secret = \"UPSTOX-SECRET-1\"\nuser_id = \"UX1234\"\n";
+
+    #[test]
+    fn upstox_needs_its_section_and_credentials() {
+        let c = ok(UPSTOX);
+        let t = c.token.unwrap();
+        assert_eq!(t.env_key, "UPSTOX_ACCESS_TOKEN");
+        assert_eq!(t.expires_at, "03:30", "Upstox tokens die at 03:30 IST");
+        let given = ok(&UPSTOX.replace("[token.upstox]", "expires_at = \"04:00\"\n[token.upstox]"));
+        assert_eq!(given.token.unwrap().expires_at, "04:00");
+        let u = t.upstox.unwrap();
+        assert_eq!(u.login, crate::config::UpstoxLogin::Manual);
+        assert_eq!(u.api_base, "https://api.upstox.com");
+        problem_at("[token]\nprovider = \"upstox\"\n", "token.upstox");
+        for key in ["api_key", "api_secret", "user_id"] {
+            let text = UPSTOX.replacen(&format!("{key} = \""), &format!("{key} = \" \" #\""), 1);
+            let p = problem_at(&text, &format!("token.upstox.{key}"));
+            assert!(p.message.contains("must not be empty"), "{}", p.message);
+        }
+        let p = problem_at(&format!("{UPSTOX}login = \"totp\"\n"), "token.upstox.login");
+        assert!(p.message.contains("approve"), "{}", p.message);
+        problem_at(
+            &format!("{UPSTOX}api_base = \"api.upstox.com\"\n"),
+            "token.upstox.api_base",
+        );
+        problem_at(&format!("{UPSTOX}pin = \"1\"\n"), "token.upstox.pin");
+        no_leak(
+            &UPSTOX.replace("user_id = \"UX1234\"", "user_id = 5"),
+            "UPSTOX-SECRET-1",
+        );
+    }
+
+    #[test]
+    fn upstox_approve_warns_when_upstox_cannot_reach_public_url() {
+        let approve = format!("{UPSTOX}login = \"approve\"\n");
+        for http in [
+            "",
+            "[http]\npublic_url = \"http://127.0.0.1:9180\"\n",
+            "[http]\npublic_url = \"http://192.168.1.5:9180\"\napi_token = \"t\"\n",
+        ] {
+            let c = ok(&format!("{approve}{http}"));
+            let w = c
+                .warnings
+                .iter()
+                .find(|w| w.message.contains("/upstox/notify"))
+                .unwrap_or_else(|| panic!("{http}: {:#?}", c.warnings));
+            assert_eq!(w.key, "http.public_url");
+        }
+        ok_without_warnings(&format!(
+            "{approve}[http]\npublic_url = \"https://warden.example.com\"\napi_token = \"t\"\n"
+        ));
+        // Manual mode needs no webhook.
+        ok_without_warnings(UPSTOX);
+        let c = ok(&format!("{UPSTOX}api_base = \"http://upstox.example\"\n"));
+        assert!(
+            c.warnings.iter().any(|w| w.key == "token.upstox.api_base"),
+            "{:#?}",
+            c.warnings
+        );
     }
 
     fn ok_without_warnings(text: &str) {

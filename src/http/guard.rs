@@ -48,6 +48,10 @@ const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 /// Read-only paths that probes and scrapers use, by whatever name their config gives.
 const PROBE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
+/// Webhooks a broker's servers post to (SPEC §9.2): no browser is involved, so `Origin` and
+/// `Sec-Fetch-Site` say nothing about them; the handler authenticates what is posted.
+const WEBHOOK_PATHS: [&str; 1] = ["/upstox/notify"];
+
 impl Guard {
     pub fn new(bound: SocketAddr, public_url: &str) -> Guard {
         let public = url::Url::parse(public_url).ok().and_then(|u| {
@@ -96,7 +100,7 @@ impl Guard {
                 });
             }
         }
-        if is_safe(method) {
+        if is_safe(method) || (method == Method::POST && WEBHOOK_PATHS.contains(&uri.path())) {
             return None;
         }
         let cross_site = headers
@@ -410,6 +414,32 @@ mod tests {
                     ("Host", "evil.example:9180"),
                     ("Origin", "http://evil.example:9180")
                 ]
+            ),
+            Some(421)
+        );
+    }
+
+    #[test]
+    fn the_upstox_webhook_may_be_posted_from_anywhere_but_only_by_our_name() {
+        let g = loopback();
+        let host = ("Host", "127.0.0.1:9180");
+        let foreign = [
+            host,
+            ("Origin", "https://upstox.com"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ];
+        assert_eq!(at(&g, "POST", "/upstox/notify", &foreign), None);
+        assert_eq!(at(&g, "POST", "/upstox/notify", &[host]), None);
+        // Only POST, only that path, and the Host rule still holds.
+        assert_eq!(at(&g, "PUT", "/upstox/notify", &foreign), Some(403));
+        assert_eq!(at(&g, "POST", "/upstox/notify/x", &foreign), Some(403));
+        assert_eq!(at(&g, "POST", "/api/v1/token/refresh", &foreign), Some(403));
+        assert_eq!(
+            at(
+                &g,
+                "POST",
+                "/upstox/notify",
+                &[("Host", "evil.example:9180")]
             ),
             Some(421)
         );

@@ -5,6 +5,7 @@ pub mod api;
 pub mod guard;
 pub mod listener;
 pub mod login;
+pub mod notify;
 pub mod page;
 pub mod rate_limit;
 
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     let login_limit = std::sync::Arc::new(rate_limit::LoginRateLimit::default());
     api::routes()
         .merge(login::routes())
+        .merge(notify::routes())
         .merge(page::routes())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(

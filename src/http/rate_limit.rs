@@ -1,4 +1,4 @@
-//! `/login` (and `/login/…`) per client address: a token bucket of 5, refilled at 10 a minute.
+//! `/login` (and `/login/…`, and Upstox's notifier webhook `/upstox/notify`) per client address: a token bucket of 5, refilled at 10 a minute.
 //! Every `/login` creates a state that must be remembered until it expires, so an
 //! unauthenticated client must not be able to create them at will. Beyond the limit: 429 with
 //! `Retry-After`.
@@ -98,7 +98,8 @@ impl LoginRateLimit {
 }
 
 fn limited(path: &str) -> bool {
-    path == "/login" || path.starts_with("/login/")
+    // The unauthenticated notifier webhook makes warden ask the broker about each post.
+    path == "/login" || path.starts_with("/login/") || path == super::notify::UPSTOX_NOTIFY
 }
 
 /// The middleware: only `/login` paths are counted.
@@ -188,6 +189,7 @@ mod tests {
         assert!(limited("/login/kite"));
         assert!(!limited("/loginx"));
         assert!(!limited("/kite/callback"));
+        assert!(limited("/upstox/notify"));
         assert!(!limited("/"));
     }
 }

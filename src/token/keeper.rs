@@ -7,6 +7,7 @@
 //! A token is written only after `/user/profile` accepted it, and announced to the supervisor
 //! only after it is in the env file, so programs started later never need a signal.
 
+mod approval;
 mod coordination;
 mod external_token;
 mod fleet_protocol;
@@ -76,6 +77,12 @@ pub enum KeeperMsg {
     Reconfigure(Box<TokenConfig>),
     /// `warden token unblock`: lift a credential block (the reply says why not, if not).
     Unblock(oneshot::Sender<Result<(), String>>),
+    /// `POST /upstox/notify`: a token the broker posted after a person approved the request
+    /// (the raw body; anyone can post, so it is checked before anything is written).
+    Delivery {
+        body: Vec<u8>,
+        reply: oneshot::Sender<Result<(), DeliveryError>>,
+    },
     /// warden is stopping: give up the fleet lock (answered when done).
     Shutdown(oneshot::Sender<()>),
 }
@@ -107,6 +114,27 @@ pub enum CallbackError {
     /// Fleet mode: the login could not reach the leader, or the leader failed it.
     #[error("{0}")]
     Fleet(String),
+}
+
+/// Why a delivered token (`POST /upstox/notify`) was not taken. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{0}")]
+    Refused(#[from] super::provider::DeliveryRefused),
+    /// The broker says the token belongs to someone else.
+    #[error("the token belongs to another user than the configured user_id")]
+    WrongUser,
+    /// The broker does not accept the token.
+    #[error("the broker does not accept the token: {0}")]
+    TokenRefused(String),
+    /// The broker could not be asked (outage): the token was not taken.
+    #[error("cannot check the token with the broker now: {0}")]
+    Unavailable(String),
+    #[error("cannot store the token: {0}")]
+    Store(#[from] CommitError),
+    /// Fleet mode: only the refresher takes delivered tokens.
+    #[error("this warden does not refresh the token (fleet follower)")]
+    Follower,
 }
 
 /// Why the keeper is about to log in (log lines; a person's request may reach a fleet leader
@@ -265,12 +293,18 @@ impl<B: Broker> Keeper<Configured<B>> {
         broker: B,
         events: UnboundedSender<KeeperEvent>,
     ) -> KeeperHandle {
-        let provider = Configured::new(
+        let mut provider = Configured::new(
             &setup.cfg,
             broker,
             setup.reaper.clone(),
             setup.config_dir.clone(),
         );
+        // `login_url` is `{public_url}/login…`: the broker redirect lives beside it.
+        let public_url = setup
+            .login_url
+            .rfind("/login")
+            .map_or(setup.login_url.as_str(), |i| &setup.login_url[..i]);
+        provider.set_public_url(public_url);
         Keeper::start(setup, provider, events)
     }
 }
@@ -428,6 +462,10 @@ impl<P: Provider> Keeper<P> {
                         let url = self.provider.start_manual_login(&state).await;
                         let _ = reply.send(url.map_err(|e| e.to_string()));
                     }
+                    Some(KeeperMsg::Delivery { body, reply }) => {
+                        let r = self.on_delivery(&body).await;
+                        let _ = reply.send(r);
+                    }
                     Some(KeeperMsg::Reconfigure(cfg)) => self.reconfigure(*cfg),
                     Some(KeeperMsg::Unblock(reply)) => self.on_unblock(reply).await,
                     Some(KeeperMsg::Shutdown(done)) => {
@@ -532,6 +570,10 @@ impl<P: Provider> Keeper<P> {
             }
             Err(e) if e.failure() == Failure::TokenBad => {
                 tracing::warn!("the broker rejected the current token ({e})");
+                // Already asked a person to approve a new one: keep asking, send nothing.
+                if self.awaiting_approval() {
+                    return;
+                }
                 self.set_state(TokenState::Expired, Some(e.to_string()));
                 self.refresh(RefreshReason::Validation).await;
             }
@@ -594,6 +636,10 @@ impl<P: Provider> Keeper<P> {
         // A manual provider with a refresh token (Fyers) tries it before asking a person.
         if self.manual() && !self.provider.can_refresh() {
             self.needs_login(self.manual_login_needed());
+            return;
+        }
+        // A request a person has yet to approve is not sent again until it lapses.
+        if self.awaiting_approval() {
             return;
         }
         if let Some(f) = self.following() {
@@ -688,7 +734,9 @@ impl<P: Provider> Keeper<P> {
                 }
             },
             Err(LoginError::AwaitingApproval) => {
-                self.needs_login(LoginError::<P::Error>::AwaitingApproval.to_string());
+                if !self.awaiting_approval() {
+                    self.needs_login(LoginError::<P::Error>::AwaitingApproval.to_string());
+                }
             }
             Err(e) => {
                 self.metrics.inc_refresh("failure", kind);

@@ -20,6 +20,7 @@ pub mod configured;
 pub mod dhan;
 pub mod fyers;
 pub mod kite;
+pub mod upstox;
 
 use std::future::Future;
 use std::time::Duration;
@@ -119,6 +120,29 @@ pub enum Grant {
     /// The broker will deliver the token later (an approve-style login): the keeper waits for
     /// it to arrive through the provider's callback.
     Pending,
+}
+
+/// An approve-style login in flight ([`Grant::Pending`]): the broker keeps the request open
+/// until `expires_at` (Unix seconds) and delivers the token once a person approves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    pub expires_at: i64,
+    /// What the person must do (the status's `last_error` and the notification say it).
+    pub ask: &'static str,
+}
+
+/// Why a token the broker delivered (Upstox's notifier webhook) was refused before anyone was
+/// asked about it. The texts never quote what was posted: anyone can post.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryRefused {
+    #[error("this token is not obtained by approval: nothing is delivered here")]
+    NotSupported,
+    #[error("no access token request is pending")]
+    NotPending,
+    #[error("the notification is for another user than the configured user_id")]
+    OtherUser,
+    #[error("not a usable notification: {0}")]
+    Invalid(&'static str),
 }
 
 /// A broker, or the operator's script, as the keeper sees it.
@@ -233,6 +257,21 @@ pub trait Provider: Send + 'static {
     fn callback_carries_state(&self) -> bool {
         true
     }
+
+    /// The approve-style request sent last ([`Grant::Pending`]) while no token settled it.
+    fn pending_approval(&self) -> Option<PendingApproval> {
+        None
+    }
+
+    /// A token the broker posted to warden after a person approved the request: checked
+    /// against the request in flight (this app, the configured user). The keeper validates
+    /// it with the broker before anything is written.
+    fn take_delivery(&mut self, _body: &[u8]) -> Result<Obtained, DeliveryRefused> {
+        Err(DeliveryRefused::NotSupported)
+    }
+
+    /// A token is in place: the request in flight, if any, is moot.
+    fn approval_settled(&mut self) {}
 
     /// A person lifted a credential block: the provider may log in again.
     fn rearm(&mut self) {}

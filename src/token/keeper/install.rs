@@ -64,6 +64,8 @@ impl<P: Provider> Keeper<P> {
             tracing::warn!("the new token is in place, but {e}");
         }
         self.provider.remember(&rec.companions);
+        // A token in place makes a request still waiting for approval moot.
+        self.provider.approval_settled();
         self.pending = None;
         self.write_retry_at = None;
         self.write_failures = 0;

@@ -15,9 +15,10 @@ use super::command::{CommandProvider, CommandProviderError};
 use super::dhan::{DhanError, DhanProvider};
 use super::fyers::{FyersError, FyersProvider};
 use super::kite::KiteProvider;
+use super::upstox::{UpstoxError, UpstoxProvider};
 use super::{
-    Companions, Failure, Grant, Identity, LoginKind, Obtained, Provider, ProviderError,
-    SessionProbe,
+    Companions, DeliveryRefused, Failure, Grant, Identity, LoginKind, Obtained, PendingApproval,
+    Provider, ProviderError, SessionProbe,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum ConfiguredError {
     Dhan(#[from] DhanError),
     #[error(transparent)]
     Fyers(#[from] FyersError),
+    #[error(transparent)]
+    Upstox(#[from] UpstoxError),
 }
 
 impl ProviderError for ConfiguredError {
@@ -39,6 +42,7 @@ impl ProviderError for ConfiguredError {
             ConfiguredError::Command(e) => e.failure(),
             ConfiguredError::Dhan(e) => e.failure(),
             ConfiguredError::Fyers(e) => e.failure(),
+            ConfiguredError::Upstox(e) => e.failure(),
         }
     }
 
@@ -48,6 +52,7 @@ impl ProviderError for ConfiguredError {
             ConfiguredError::Command(e) => e.retry_after(),
             ConfiguredError::Dhan(e) => e.retry_after(),
             ConfiguredError::Fyers(e) => e.retry_after(),
+            ConfiguredError::Upstox(e) => e.retry_after(),
         }
     }
 }
@@ -59,6 +64,7 @@ pub fn manual_login_provider(cfg: &TokenConfig) -> Option<&'static str> {
         TokenProviderKind::Kite | TokenProviderKind::Command => cfg.kite.as_ref().map(|_| "kite"),
         TokenProviderKind::None => None,
         TokenProviderKind::Fyers => cfg.fyers.as_ref().map(|_| "fyers"),
+        TokenProviderKind::Upstox => cfg.upstox.as_ref().map(|_| "upstox"),
         // The consent flow needs the API key (app_id/app_secret), in either login mode.
         TokenProviderKind::Dhan => cfg
             .dhan
@@ -76,6 +82,7 @@ pub struct Configured<B: Broker = KiteBroker> {
     command: CommandProvider,
     dhan: DhanProvider,
     fyers: FyersProvider,
+    upstox: UpstoxProvider,
 }
 
 /// Runs `$body` with `$p` bound to the active broker provider other than Kite and the
@@ -93,6 +100,10 @@ macro_rules! broker {
                 let $p = &$self.fyers;
                 Some($body)
             }
+            TokenProviderKind::Upstox => {
+                let $p = &$self.upstox;
+                Some($body)
+            }
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
         }
     };
@@ -104,6 +115,10 @@ macro_rules! broker {
             }
             TokenProviderKind::Fyers => {
                 let $p = &mut $self.fyers;
+                Some($body)
+            }
+            TokenProviderKind::Upstox => {
+                let $p = &mut $self.upstox;
                 Some($body)
             }
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
@@ -119,6 +134,10 @@ macro_rules! broker {
                 let $p = &mut $self.fyers;
                 Some($body.map_err(ConfiguredError::from))
             }
+            TokenProviderKind::Upstox => {
+                let $p = &mut $self.upstox;
+                Some($body.map_err(ConfiguredError::from))
+            }
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
         }
     };
@@ -132,7 +151,13 @@ impl<B: Broker> Configured<B> {
             command: CommandProvider::new(cfg.command.clone(), reaper, config_dir),
             dhan: DhanProvider::new(cfg.dhan.clone()),
             fyers: FyersProvider::new(cfg.fyers.clone()),
+            upstox: UpstoxProvider::new(cfg.upstox.clone()),
         }
+    }
+
+    /// `[http] public_url`: where brokers that are told a redirect (Upstox) send the browser.
+    pub fn set_public_url(&mut self, public_url: &str) {
+        self.upstox.set_public_url(public_url);
     }
 
     fn scripted(&self) -> bool {
@@ -232,6 +257,7 @@ impl<B: Broker> Provider for Configured<B> {
         match self.kind {
             TokenProviderKind::Dhan => Some(self.dhan.refresh().await?.map_err(Into::into)),
             TokenProviderKind::Fyers => Some(self.fyers.refresh().await?.map_err(Into::into)),
+            TokenProviderKind::Upstox => Some(self.upstox.refresh().await?.map_err(Into::into)),
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => {
                 Some(self.kite.refresh().await?.map_err(Into::into))
             }
@@ -279,10 +305,23 @@ impl<B: Broker> Provider for Configured<B> {
         broker!(ref self, p => p.fresh_code_in()).unwrap_or_else(|| self.kite.fresh_code_in())
     }
 
+    fn pending_approval(&self) -> Option<PendingApproval> {
+        broker!(ref self, p => p.pending_approval()).flatten()
+    }
+
+    fn take_delivery(&mut self, body: &[u8]) -> Result<Obtained, DeliveryRefused> {
+        broker!(mut self, p => p.take_delivery(body)).unwrap_or(Err(DeliveryRefused::NotSupported))
+    }
+
+    fn approval_settled(&mut self) {
+        self.upstox.approval_settled();
+    }
+
     fn rearm(&mut self) {
         self.kite.rearm();
         self.dhan.rearm();
         self.fyers.rearm();
+        self.upstox.rearm();
     }
 
     fn reconfigure(&mut self, cfg: &TokenConfig) {
@@ -291,5 +330,6 @@ impl<B: Broker> Provider for Configured<B> {
         self.command.reconfigure(cfg);
         self.dhan.reconfigure(cfg);
         self.fyers.reconfigure(cfg);
+        self.upstox.reconfigure(cfg);
     }
 }
