@@ -171,6 +171,7 @@ pub enum TokenProviderKind {
     Kite,
     Command,
     None,
+    Angelone,
 }
 
 impl TokenProviderKind {
@@ -180,6 +181,7 @@ impl TokenProviderKind {
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => {
                 "KITE_ACCESS_TOKEN"
             }
+            TokenProviderKind::Angelone => "ANGELONE_JWT",
         }
     }
 }
@@ -210,6 +212,7 @@ pub struct TokenConfig {
     pub store: StoreConfig,
     pub kite: Option<KiteConfig>,
     pub command: Option<CommandProviderConfig>,
+    pub angelone: Option<AngelOneConfig>,
     /// When `env_file` was named by a symlink: that link (the loader has replaced `env_file`
     /// by the regular file it points at, which is what warden writes and watches).
     #[serde(skip)]
@@ -233,6 +236,7 @@ impl Default for TokenConfig {
             store: StoreConfig::default(),
             kite: None,
             command: None,
+            angelone: None,
             env_file_link: None,
         }
     }
@@ -310,6 +314,41 @@ impl Default for KiteConfig {
             totp_secret: Secret::default(),
             login_base: "https://kite.zerodha.com".into(),
             api_base: "https://api.kite.trade".into(),
+        }
+    }
+}
+
+/// `[token.angelone]` (SPEC §9.2): Angel One SmartAPI.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct AngelOneConfig {
+    /// The SmartAPI app's key, sent as `X-PrivateKey`.
+    pub api_key: String,
+    /// The Angel One client code; a session of any other client is refused.
+    pub client_code: String,
+    pub login: LoginMode,
+    /// The trading PIN (`password` of loginByPassword); totp mode only.
+    pub pin: Secret,
+    /// base32; totp mode only.
+    pub totp_secret: Secret,
+    pub api_base: String,
+    /// Where the publisher login (manual mode) lives.
+    pub login_base: String,
+    /// The env key the feed token (for the WebSocket) is written under, beside the JWT.
+    pub feed_env_key: String,
+}
+
+impl Default for AngelOneConfig {
+    fn default() -> Self {
+        AngelOneConfig {
+            api_key: String::new(),
+            client_code: String::new(),
+            login: LoginMode::Manual,
+            pin: Secret::default(),
+            totp_secret: Secret::default(),
+            api_base: "https://apiconnect.angelone.in".into(),
+            login_base: "https://smartapi.angelone.in".into(),
+            feed_env_key: "ANGELONE_FEED_TOKEN".into(),
         }
     }
 }

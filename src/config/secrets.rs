@@ -19,6 +19,8 @@ pub(crate) const SECRET_KEYS: &[&[&str]] = &[
     &["token", "kite", "api_secret"],
     &["token", "kite", "password"],
     &["token", "kite", "totp_secret"],
+    &["token", "angelone", "pin"],
+    &["token", "angelone", "totp_secret"],
     &["notify", "webhook_url"],
     &["notify", "telegram_bot_token"],
 ];

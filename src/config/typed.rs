@@ -206,6 +206,7 @@ fn known_keys(parent: &[Seg]) -> Option<&'static [&'static str]> {
         ["token", "store"] => fields_of::<StoreConfig>(),
         ["token", "kite"] => fields_of::<KiteConfig>(),
         ["token", "command"] => fields_of::<CommandProviderConfig>(),
+        ["token", "angelone"] => fields_of::<AngelOneConfig>(),
         ["notify"] => fields_of::<NotifyConfig>(),
         ["programs", _] => fields_of::<ProgramConfig>(),
         ["programs", _, "health"] => fields_of::<HealthConfig>(),

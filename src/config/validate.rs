@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+mod angelone;
+
 use super::keypath::{at, Found};
 use super::schema::*;
 use super::token_times::parse_hhmm;
@@ -208,6 +210,7 @@ fn token(t: &TokenConfig, v: &mut Vec<Found>) {
         TokenProviderKind::Kite => kite(t.kite.as_ref(), fleet, v),
         TokenProviderKind::Command => command_provider(t.command.as_ref(), v),
         TokenProviderKind::None => {}
+        TokenProviderKind::Angelone => angelone::check(t, v),
     }
 }
 
