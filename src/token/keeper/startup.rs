@@ -38,6 +38,11 @@ impl<P: Provider> Keeper<P> {
                 None
             }
         };
+        // A refresh token stored with the last token outlives it (Angel One's generateTokens):
+        // hand it back even when that token died meanwhile, so a refresh comes before a login.
+        if let Some(rec) = &stored {
+            self.provider.remember(&rec.companions);
+        }
         // Fleet mode: the shared token is the fleet's truth; try it before anything local.
         let mut candidates = Vec::new();
         if let Some(f) = self.coordination.fleet().cloned() {
