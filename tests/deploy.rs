@@ -35,13 +35,15 @@ const SPEC_METRICS: [(&str, bool); 13] = [
 ];
 
 /// Secret files the configs may reference; `warden check` gets a dummy for each.
-const SECRET_FILES: [&str; 6] = [
+const SECRET_FILES: [&str; 8] = [
     "warden_api_token",
     "kite_api_secret",
     "kite_password",
     "kite_totp_secret",
     "webhook_url",
     "redis_password",
+    "angelone_pin",
+    "angelone_totp_secret",
 ];
 
 fn repo() -> PathBuf {
@@ -222,7 +224,7 @@ fn every_supervisor_toml_passes_warden_check() {
     let creds = tempfile::tempdir().unwrap();
     for name in SECRET_FILES {
         // A TOTP secret must be base32 to pass the check.
-        let dummy = if name == "kite_totp_secret" {
+        let dummy = if name.ends_with("_totp_secret") {
             "JBSWY3DPEHPK3PXP"
         } else {
             "dummy-value"
@@ -243,7 +245,9 @@ fn every_supervisor_toml_passes_warden_check() {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("CREDENTIALS_DIRECTORY", creds.path())
             .env("KITE_API_KEY", "dummy_api_key")
-            .env("KITE_USER_ID", "AB1234"));
+            .env("KITE_USER_ID", "AB1234")
+            .env("ANGELONE_API_KEY", "dummy_api_key")
+            .env("ANGELONE_CLIENT_CODE", "S123456"));
         assert!(
             out.status.success(),
             "warden check {name}:\n{}",
