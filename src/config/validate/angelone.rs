@@ -29,7 +29,7 @@ pub(super) fn check(t: &TokenConfig, v: &mut Vec<Found>) {
                 &k("totp_secret"),
                 "login = \"totp\" needs the TOTP secret: set totp_secret or totp_secret_file",
             );
-        } else if crate::token::login::Totp::from_base32(a.totp_secret.expose()).is_err() {
+        } else if !is_base32(a.totp_secret.expose()) {
             push(
                 v,
                 &k("totp_secret"),
@@ -64,6 +64,17 @@ pub(super) fn check(t: &TokenConfig, v: &mut Vec<Found>) {
             ),
         );
     }
+}
+
+/// Base32 as authenticator apps show it: spaces, dashes, `=` padding and lowercase allowed
+/// (the provider reads it the same way).
+fn is_base32(secret: &str) -> bool {
+    let clean: String = secret
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '='))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    !clean.is_empty() && totp_rs::Secret::Encoded(clean).to_bytes().is_ok()
 }
 
 fn identifiers(a: &AngelOneConfig, v: &mut Vec<Found>) {
