@@ -12,7 +12,8 @@
 //! refresh requests answer 409; a warden restarted inside a TOTP step submits no code again;
 //! the manual publisher login (`/login` → the sandbox's page → `/angelone/callback`) writes
 //! both tokens; a callback without a valid state, or with a session of another client, changes
-//! nothing (that session is logged out).
+//! nothing (that session is logged out); the official SDK (smartapi-python) reads the profile
+//! with the JWT and feed token warden wrote, before and after a refresh.
 //!
 //! Not here: the clock-skew refusal (the Angel One sandbox has no `--clock-skew`; the guard
 //! itself is the keeper's and is tested against Kite in tests/account_safety.rs) and Kite's
@@ -538,4 +539,38 @@ fn a_callback_without_its_state_or_with_another_clients_session_changes_nothing(
     assert_eq!(env_value(&w, "ANGELONE_FEED_TOKEN"), "");
     assert!(!w.dir.path().join(".warden/token.json").exists());
     assert_eq!(token_state(&w), "needs_login");
+}
+
+#[test]
+fn the_official_sdk_works_with_what_warden_writes_before_and_after_a_refresh() {
+    let test = "the_official_sdk_works_with_what_warden_writes";
+    let py = match sdk_python("angelone", "SmartApi") {
+        Ok(py) => py,
+        Err(why) => return skip(test, &why),
+    };
+    let port = free_port();
+    let s = sandbox(port, &[]);
+    let w = Warden::start(&config(&s, port, &TOTP, false));
+    wait_until("valid", T, || token_state(&w) == "valid");
+    let env_file = w.dir.path().join(".env");
+    let args = [
+        s.url(),
+        s.printed("api_key").to_string(),
+        DEFAULT_CLIENT_CODE.to_string(),
+        env_file.display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_sdk_script(&py, "angelone_env_sdk.py", &args);
+
+    let old = env_value(&w, "ANGELONE_JWT");
+    s.expire("access");
+    let (code, _) = post(&w, "/api/v1/token/refresh");
+    assert_eq!(code, 202);
+    wait_until("a refreshed JWT", T, || {
+        let t = env_value(&w, "ANGELONE_JWT");
+        !t.is_empty() && t != old && token_state(&w) == "valid"
+    });
+    run_sdk_script(&py, "angelone_env_sdk.py", &args);
+    assert_eq!(stat(&s, "refresh_ok"), 1);
+    assert_eq!(stat(&s, "login_ok"), 1);
 }
