@@ -122,7 +122,8 @@ impl AngelClient {
         let body = json!({ "refreshToken": refresh_token.expose() });
         let call = Call::GenerateTokens;
         let (status, text, _) = self.post(call, GENERATE_TOKENS, &body, jwt).await?;
-        session(call, status, &text).map_err(|e| e.redact(&[refresh_token.expose()]))
+        let jwt = jwt.map_or("", |t| t.expose());
+        session(call, status, &text).map_err(|e| e.redact(&[refresh_token.expose(), jwt]))
     }
 
     /// `getProfile`: `Ok` means Angel One accepts the JWT right now (a dead one can come back

@@ -147,6 +147,15 @@ impl AngelError {
                 status,
                 detail: clean(detail),
             },
+            AngelError::NotJson {
+                call,
+                status,
+                detail,
+            } => AngelError::NotJson {
+                call,
+                status,
+                detail: clean(detail),
+            },
             AngelError::Network { call, url, detail } => AngelError::Network {
                 call,
                 url,
@@ -284,5 +293,12 @@ mod tests {
         .redact(&["135790"]);
         assert!(!e.to_string().contains("135790"), "{e}");
         assert_eq!(e.code(), Some("AB1007"));
+        let echoed = AngelError::NotJson {
+            call: Call::Profile,
+            status: 502,
+            detail: "proxy error for Bearer eyJ.secret.jwt".into(),
+        }
+        .redact(&["eyJ.secret.jwt"]);
+        assert!(!echoed.to_string().contains("eyJ.secret.jwt"), "{echoed}");
     }
 }
