@@ -199,4 +199,14 @@ mod tests {
         let e = load_text(&format!("{MANUAL}login = \"approve\"\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("token.angelone.login"), "{e}");
     }
+
+    #[test]
+    fn plain_http_to_another_machine_is_a_warning() {
+        let text = format!(
+            "[http]\npublic_url = \"http://127.0.0.1:9180\"\napi_token = \"t\"\n{MANUAL}\
+             api_base = \"http://angel.example\"\nlogin_base = \"http://127.0.0.1:9191\"\n"
+        );
+        let keys: Vec<String> = ok(&text).warnings.into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["token.angelone.api_base"]);
+    }
 }
