@@ -13,7 +13,8 @@
 //! the manual publisher login (`/login` → the sandbox's page → `/angelone/callback`) writes
 //! both tokens; a callback without a valid state, or with a session of another client, changes
 //! nothing (that session is logged out); the official SDK (smartapi-python) reads the profile
-//! with the JWT and feed token warden wrote, before and after a refresh.
+//! with the JWT and feed token warden wrote, before and after a refresh; Angel One's rate limit
+//! (HTTP 403 with a plain-text body) on the login is retried later, never taken as a rejection.
 //!
 //! Not here: the clock-skew refusal (the Angel One sandbox has no `--clock-skew`; the guard
 //! itself is the keeper's and is tested against Kite in tests/account_safety.rs) and Kite's
@@ -573,4 +574,24 @@ fn the_official_sdk_works_with_what_warden_writes_before_and_after_a_refresh() {
     run_sdk_script(&py, "angelone_env_sdk.py", &args);
     assert_eq!(stat(&s, "refresh_ok"), 1);
     assert_eq!(stat(&s, "login_ok"), 1);
+}
+
+#[test]
+fn the_rate_limits_plain_text_403_on_the_login_is_retried_not_a_rejection() {
+    let port = free_port();
+    let s = sandbox(port, &[]);
+    s.fault(
+        r#"{"path": "/rest/auth/angelbroking/user/v1/loginByPassword", "status": 403, "count": 1}"#,
+    );
+    let w = Warden::start(&config(&s, port, &TOTP, false));
+    w.wait_log("exceeding access rate", T);
+    assert!(w.status()["token"]["blocked"].is_null(), "{}", w.status());
+    // The code of the refused attempt is spent: the retry waits for a later step.
+    wait_until("valid after the retry", Duration::from_secs(60), || {
+        token_state(&w) == "valid"
+    });
+    let stats = s.stats();
+    assert_eq!(count(&stats, "faults_served"), 1, "{stats}");
+    assert_eq!(count(&stats, "login_ok"), 1, "{stats}");
+    assert_eq!(count(&stats, "login_fail"), 0, "{stats}");
 }
