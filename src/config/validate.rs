@@ -30,13 +30,13 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
 /// They never change an exit code; `warden check` prints them and `warden run` logs them.
 pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
     let mut v = Vec::new();
-    let kite_logins = cfg.token.as_ref().is_some_and(|t| {
+    let broker_logins = cfg.token.as_ref().is_some_and(|t| {
         matches!(
             t.provider,
             TokenProviderKind::Kite | TokenProviderKind::Angelone
         )
     });
-    if kite_logins && cfg.http.public_url.is_empty() {
+    if broker_logins && cfg.http.public_url.is_empty() {
         let listen = cfg.http.listen;
         let why = if listen.ip().is_unspecified() {
             Some("a wildcard address is where warden listens, not one a browser can open")
