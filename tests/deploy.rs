@@ -47,6 +47,8 @@ const SECRET_FILES: &[&str] = &[
     "dhan_pin",
     "dhan_totp_secret",
     "dhan_app_secret",
+    "angelone_pin",
+    "angelone_totp_secret",
 ];
 
 fn repo() -> PathBuf {
@@ -253,7 +255,9 @@ fn every_supervisor_toml_passes_warden_check() {
             .env("FYERS_USER_ID", "XF01234")
             .env("DHAN_CLIENT_ID", "1100001234")
             .env("UPSTOX_API_KEY", "dummy_upstox_key")
-            .env("UPSTOX_USER_ID", "UX1234"));
+            .env("UPSTOX_USER_ID", "UX1234")
+            .env("ANGELONE_API_KEY", "dummy_api_key")
+            .env("ANGELONE_CLIENT_CODE", "S123456"));
         assert!(
             out.status.success(),
             "warden check {name}:\n{}",

@@ -127,6 +127,23 @@ fn cleartext(cfg: &Config, v: &mut Vec<Found>) {
                 }
             }
         }
+        if let Some(a) = &t.angelone {
+            let sends = [
+                ("api_base", &a.api_base, "the PIN, TOTP codes and JWTs"),
+                ("login_base", &a.login_base, "the publisher login page"),
+            ];
+            for (key, url, what) in sends {
+                if let Some(host) = cleartext_host(url, &["http"]) {
+                    warn(
+                        &["token", "angelone", key],
+                        format!(
+                            "http:// to {host}, another machine: {what} would cross the network \
+                             unencrypted; use https://"
+                        ),
+                    );
+                }
+            }
+        }
         let s = &t.store;
         if s.kind == StoreKind::Redis {
             let url_has_password = url::Url::parse(s.url.expose().trim())

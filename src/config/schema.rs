@@ -174,6 +174,7 @@ pub enum TokenProviderKind {
     Fyers,
     Dhan,
     Upstox,
+    Angelone,
 }
 
 impl TokenProviderKind {
@@ -186,6 +187,7 @@ impl TokenProviderKind {
             TokenProviderKind::Fyers => "FYERS_ACCESS_TOKEN",
             TokenProviderKind::Dhan => "DHAN_ACCESS_TOKEN",
             TokenProviderKind::Upstox => "UPSTOX_ACCESS_TOKEN",
+            TokenProviderKind::Angelone => "ANGELONE_JWT",
         }
     }
 }
@@ -219,6 +221,7 @@ pub struct TokenConfig {
     pub fyers: Option<FyersConfig>,
     pub dhan: Option<DhanConfig>,
     pub upstox: Option<UpstoxConfig>,
+    pub angelone: Option<AngelOneConfig>,
     /// When `env_file` was named by a symlink: that link (the loader has replaced `env_file`
     /// by the regular file it points at, which is what warden writes and watches).
     #[serde(skip)]
@@ -245,6 +248,7 @@ impl Default for TokenConfig {
             fyers: None,
             dhan: None,
             upstox: None,
+            angelone: None,
             env_file_link: None,
         }
     }
@@ -431,6 +435,41 @@ impl Default for UpstoxConfig {
             user_id: String::new(),
             login: UpstoxLogin::Manual,
             api_base: "https://api.upstox.com".into(),
+        }
+    }
+}
+
+/// `[token.angelone]` (SPEC §9.2): Angel One SmartAPI.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct AngelOneConfig {
+    /// The SmartAPI app's key, sent as `X-PrivateKey`.
+    pub api_key: String,
+    /// The Angel One client code; a session of any other client is refused.
+    pub client_code: String,
+    pub login: LoginMode,
+    /// The trading PIN (`password` of loginByPassword); totp mode only.
+    pub pin: Secret,
+    /// base32; totp mode only.
+    pub totp_secret: Secret,
+    pub api_base: String,
+    /// Where the publisher login (manual mode) lives.
+    pub login_base: String,
+    /// The env key the feed token (for the WebSocket) is written under, beside the JWT.
+    pub feed_env_key: String,
+}
+
+impl Default for AngelOneConfig {
+    fn default() -> Self {
+        AngelOneConfig {
+            api_key: String::new(),
+            client_code: String::new(),
+            login: LoginMode::Manual,
+            pin: Secret::default(),
+            totp_secret: Secret::default(),
+            api_base: "https://apiconnect.angelone.in".into(),
+            login_base: "https://smartapi.angelone.in".into(),
+            feed_env_key: "ANGELONE_FEED_TOKEN".into(),
         }
     }
 }

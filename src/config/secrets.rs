@@ -25,6 +25,8 @@ pub(crate) const SECRET_KEYS: &[&[&str]] = &[
     &["token", "dhan", "totp_secret"],
     &["token", "dhan", "app_secret"],
     &["token", "upstox", "api_secret"],
+    &["token", "angelone", "pin"],
+    &["token", "angelone", "totp_secret"],
     &["notify", "webhook_url"],
     &["notify", "telegram_bot_token"],
 ];

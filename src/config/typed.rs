@@ -208,6 +208,7 @@ fn known_keys(parent: &[Seg]) -> Option<&'static [&'static str]> {
         ["token", "command"] => fields_of::<CommandProviderConfig>(),
         ["token", "fyers"] => fields_of::<FyersConfig>(),
         ["token", "dhan"] => fields_of::<DhanConfig>(),
+        ["token", "angelone"] => fields_of::<AngelOneConfig>(),
         ["notify"] => fields_of::<NotifyConfig>(),
         ["programs", _] => fields_of::<ProgramConfig>(),
         ["programs", _, "health"] => fields_of::<HealthConfig>(),

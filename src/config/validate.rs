@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+mod angelone;
+
 use super::keypath::{at, Found};
 use super::schema::*;
 use super::token_times::parse_hhmm;
@@ -28,13 +30,16 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
 /// They never change an exit code; `warden check` prints them and `warden run` logs them.
 pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
     let mut v = Vec::new();
-    let kite_logins = cfg.token.as_ref().is_some_and(|t| {
+    let broker_logins = cfg.token.as_ref().is_some_and(|t| {
         matches!(
             t.provider,
-            TokenProviderKind::Kite | TokenProviderKind::Fyers | TokenProviderKind::Dhan
+            TokenProviderKind::Kite
+                | TokenProviderKind::Fyers
+                | TokenProviderKind::Dhan
+                | TokenProviderKind::Angelone
         )
     });
-    if kite_logins && cfg.http.public_url.is_empty() {
+    if broker_logins && cfg.http.public_url.is_empty() {
         let listen = cfg.http.listen;
         let why = if listen.ip().is_unspecified() {
             Some("a wildcard address is where warden listens, not one a browser can open")
@@ -265,6 +270,7 @@ fn token(t: &TokenConfig, v: &mut Vec<Found>) {
         TokenProviderKind::Fyers => fyers(t.fyers.as_ref(), v),
         TokenProviderKind::Dhan => dhan(t.dhan.as_ref(), v),
         TokenProviderKind::Upstox => upstox(t.upstox.as_ref(), v),
+        TokenProviderKind::Angelone => angelone::check(t, v),
     }
 }
 

@@ -15,6 +15,7 @@
 //! Adding a broker: one module in `provider/` implementing this trait, with its own error type
 //! mapped to a [`Failure`]; see README "How to add a broker".
 
+pub mod angelone;
 pub mod command;
 pub mod configured;
 pub mod dhan;

@@ -11,6 +11,7 @@ use crate::reaper::Reaper;
 use crate::token::broker::{Broker, KiteBroker};
 use crate::token::kite::BrokerError;
 
+use super::angelone::{AngelError, AngelOneProvider};
 use super::command::{CommandProvider, CommandProviderError};
 use super::dhan::{DhanError, DhanProvider};
 use super::fyers::{FyersError, FyersProvider};
@@ -33,6 +34,8 @@ pub enum ConfiguredError {
     Fyers(#[from] FyersError),
     #[error(transparent)]
     Upstox(#[from] UpstoxError),
+    #[error(transparent)]
+    AngelOne(#[from] AngelError),
 }
 
 impl ProviderError for ConfiguredError {
@@ -43,6 +46,7 @@ impl ProviderError for ConfiguredError {
             ConfiguredError::Dhan(e) => e.failure(),
             ConfiguredError::Fyers(e) => e.failure(),
             ConfiguredError::Upstox(e) => e.failure(),
+            ConfiguredError::AngelOne(e) => e.failure(),
         }
     }
 
@@ -53,6 +57,7 @@ impl ProviderError for ConfiguredError {
             ConfiguredError::Dhan(e) => e.retry_after(),
             ConfiguredError::Fyers(e) => e.retry_after(),
             ConfiguredError::Upstox(e) => e.retry_after(),
+            ConfiguredError::AngelOne(e) => e.retry_after(),
         }
     }
 }
@@ -65,6 +70,7 @@ pub fn manual_login_provider(cfg: &TokenConfig) -> Option<&'static str> {
         TokenProviderKind::None => None,
         TokenProviderKind::Fyers => cfg.fyers.as_ref().map(|_| "fyers"),
         TokenProviderKind::Upstox => cfg.upstox.as_ref().map(|_| "upstox"),
+        TokenProviderKind::Angelone => cfg.angelone.as_ref().map(|_| "angelone"),
         // The consent flow needs the API key (app_id/app_secret), in either login mode.
         TokenProviderKind::Dhan => cfg
             .dhan
@@ -83,6 +89,7 @@ pub struct Configured<B: Broker = KiteBroker> {
     dhan: DhanProvider,
     fyers: FyersProvider,
     upstox: UpstoxProvider,
+    angelone: AngelOneProvider,
 }
 
 /// Runs `$body` with `$p` bound to the active broker provider other than Kite and the
@@ -104,6 +111,10 @@ macro_rules! broker {
                 let $p = &$self.upstox;
                 Some($body)
             }
+            TokenProviderKind::Angelone => {
+                let $p = &$self.angelone;
+                Some($body)
+            }
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
         }
     };
@@ -119,6 +130,10 @@ macro_rules! broker {
             }
             TokenProviderKind::Upstox => {
                 let $p = &mut $self.upstox;
+                Some($body)
+            }
+            TokenProviderKind::Angelone => {
+                let $p = &mut $self.angelone;
                 Some($body)
             }
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
@@ -138,6 +153,10 @@ macro_rules! broker {
                 let $p = &mut $self.upstox;
                 Some($body.map_err(ConfiguredError::from))
             }
+            TokenProviderKind::Angelone => {
+                let $p = &mut $self.angelone;
+                Some($body.map_err(ConfiguredError::from))
+            }
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => None,
         }
     };
@@ -152,6 +171,7 @@ impl<B: Broker> Configured<B> {
             dhan: DhanProvider::new(cfg.dhan.clone()),
             fyers: FyersProvider::new(cfg.fyers.clone()),
             upstox: UpstoxProvider::new(cfg.upstox.clone()),
+            angelone: AngelOneProvider::new(cfg.angelone.clone()),
         }
     }
 
@@ -258,6 +278,7 @@ impl<B: Broker> Provider for Configured<B> {
             TokenProviderKind::Dhan => Some(self.dhan.refresh().await?.map_err(Into::into)),
             TokenProviderKind::Fyers => Some(self.fyers.refresh().await?.map_err(Into::into)),
             TokenProviderKind::Upstox => Some(self.upstox.refresh().await?.map_err(Into::into)),
+            TokenProviderKind::Angelone => Some(self.angelone.refresh().await?.map_err(Into::into)),
             TokenProviderKind::Kite | TokenProviderKind::Command | TokenProviderKind::None => {
                 Some(self.kite.refresh().await?.map_err(Into::into))
             }
@@ -322,6 +343,7 @@ impl<B: Broker> Provider for Configured<B> {
         self.dhan.rearm();
         self.fyers.rearm();
         self.upstox.rearm();
+        self.angelone.rearm();
     }
 
     fn reconfigure(&mut self, cfg: &TokenConfig) {
@@ -331,5 +353,6 @@ impl<B: Broker> Provider for Configured<B> {
         self.dhan.reconfigure(cfg);
         self.fyers.reconfigure(cfg);
         self.upstox.reconfigure(cfg);
+        self.angelone.reconfigure(cfg);
     }
 }
