@@ -19,6 +19,12 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
     if let Some(t) = &cfg.token {
         token(t, &mut v);
     }
+    for (name, t) in &cfg.tokens {
+        let mut found = Vec::new();
+        token(t, &mut found);
+        v.extend(super::several_tokens::relocate(name, found));
+    }
+    v.extend(super::several_tokens::problems(cfg));
     notify(&cfg.notify, &mut v);
     programs(&cfg.programs, &mut v);
     v
@@ -29,9 +35,9 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
 pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
     let mut v = Vec::new();
     let kite_logins = cfg
-        .token
-        .as_ref()
-        .is_some_and(|t| t.provider == TokenProviderKind::Kite);
+        .token_list()
+        .iter()
+        .any(|t| t.provider == TokenProviderKind::Kite);
     if kite_logins && cfg.http.public_url.is_empty() {
         let listen = cfg.http.listen;
         let why = if listen.ip().is_unspecified() {
@@ -68,6 +74,7 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
         }
     }
     v.extend(super::exposure::warnings(cfg));
+    v.extend(super::several_tokens::exposure_warnings(cfg));
     public_url_without_api_token(&cfg.http, &mut v);
     v
 }
