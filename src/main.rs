@@ -248,13 +248,13 @@ async fn compose(
         write_addr_file(file, &addr.to_string())
             .with_context(|| format!("cannot write {ADDR_FILE_ENV}={}", file.display()))?;
     }
-    let token = match cfg
-        .token
-        .as_ref()
-        .filter(|t| t.provider != warden::config::TokenProviderKind::None)
-    {
-        None => None,
-        Some(t) => match start_fleet(t, &metrics) {
+    // One keeper per token (SPEC §9.1): each gets its broker client and, in fleet mode, its
+    // own fleet (its own leader election), with metrics labelled by its name.
+    let token_metrics = metrics.clone();
+    let token_parts: warden::supervisor::TokenPartsFactory = Box::new(move |t| {
+        let name = t.display_name();
+        let metrics = Arc::new(token_metrics.for_token(&name));
+        match start_fleet(t, &metrics) {
             Ok(fleet) => Some(warden::supervisor::TokenParts {
                 broker: warden::token::broker::KiteBroker::new(t.kite.clone()),
                 fleet,
@@ -262,19 +262,20 @@ async fn compose(
             Err(e) => {
                 // Logging in without the fleet lock would kill the other wardens' token.
                 tracing::error!(
-                    "fleet mode cannot start ({e}); this warden will not manage the token"
+                    token = %name,
+                    "fleet mode cannot start ({e}); this warden will not manage this token"
                 );
                 None
             }
-        },
-    };
+        }
+    });
     Ok(warden::supervisor::Parts {
         reaper,
         metrics,
         notifier,
         listener,
         signals,
-        token,
+        token_parts,
     })
 }
 

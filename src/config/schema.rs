@@ -257,7 +257,9 @@ impl TokenConfig {
     /// The login safety memory of this token (SPEC §4).
     pub fn login_json_path(&self, state_dir: &std::path::Path) -> PathBuf {
         if self.named {
-            state_dir.join("tokens").join(format!("{}.login.json", self.name))
+            state_dir
+                .join("tokens")
+                .join(format!("{}.login.json", self.name))
         } else {
             state_dir.join("login.json")
         }

@@ -174,9 +174,16 @@ mod tests {
         let f = write(&text);
         std::fs::write(f.dir.path().join("secret_b"), "sb\n").unwrap();
         let all = load_vars(&f, &[]).unwrap_err().problems;
-        let p = all.iter().find(|p| p.key == "tokens").expect("a problem at tokens");
+        let p = all
+            .iter()
+            .find(|p| p.key == "tokens")
+            .expect("a problem at tokens");
         assert_eq!(p.line, Some(3), "{all:#?}");
-        assert!(p.message.contains("[token] and [tokens.NAME]"), "{}", p.message);
+        assert!(
+            p.message.contains("[token] and [tokens.NAME]"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]
@@ -193,7 +200,11 @@ mod tests {
             "[tokens.a]\nprovider = \"none\"\nenv_fiel = \"x\"\n",
             "tokens.a.env_fiel",
         );
-        assert!(p.message.contains("did you mean `env_file`"), "{}", p.message);
+        assert!(
+            p.message.contains("did you mean `env_file`"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]
@@ -219,7 +230,9 @@ mod tests {
             "programs.p.tokens[1]",
         );
         assert!(p.message.contains("the tokens are: a"), "{}", p.message);
-        let c = ok("[token]\nprovider = \"none\"\n[programs.p]\ncommand = \"x\"\ntokens = [\"none\"]\n");
+        let c = ok(
+            "[token]\nprovider = \"none\"\n[programs.p]\ncommand = \"x\"\ntokens = [\"none\"]\n",
+        );
         assert!(c.programs["p"].uses_token("none"));
         assert!(!c.programs["p"].uses_token("other"));
     }
