@@ -64,8 +64,8 @@ enum Command {
         #[command(subcommand)]
         op: TokenOp,
     },
-    /// Print the Kite login URL for a manual login
-    LoginUrl,
+    /// Print the login URL for a manual login (NAME: which token, when there are several)
+    LoginUrl { name: Option<String> },
     /// Local stand-ins for the brokers (Kite, Angel One, Dhan, Upstox, Fyers) and a backend
     #[cfg(feature = "sandbox")]
     Sandbox {
@@ -76,12 +76,12 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TokenOp {
-    /// Ask the running warden to refresh the token now
-    Refresh,
-    /// Token state, expiry and last error (never the token itself)
-    Status,
+    /// Ask the running warden to refresh the token now (NAME: which token, when there are several)
+    Refresh { name: Option<String> },
+    /// Token state, expiry and last error, never the token itself (NAME: only that token)
+    Status { name: Option<String> },
     /// Lift a credential block after you fixed its cause (allows one automated attempt)
-    Unblock,
+    Unblock { name: Option<String> },
 }
 
 #[cfg(feature = "sandbox")]
@@ -121,15 +121,15 @@ fn main() -> ExitCode {
         Command::Doctor { json } => doctor(&config, json),
         Command::Restart { name } => client(ClientCommand::Restart { name }, &config),
         Command::Token {
-            op: TokenOp::Refresh,
-        } => client(ClientCommand::TokenRefresh, &config),
+            op: TokenOp::Refresh { name },
+        } => client(ClientCommand::TokenRefresh { name }, &config),
         Command::Token {
-            op: TokenOp::Status,
-        } => client(ClientCommand::TokenStatus, &config),
+            op: TokenOp::Status { name },
+        } => client(ClientCommand::TokenStatus { name }, &config),
         Command::Token {
-            op: TokenOp::Unblock,
-        } => client(ClientCommand::TokenUnblock, &config),
-        Command::LoginUrl => client(ClientCommand::LoginUrl, &config),
+            op: TokenOp::Unblock { name },
+        } => client(ClientCommand::TokenUnblock { name }, &config),
+        Command::LoginUrl { name } => client(ClientCommand::LoginUrl { name }, &config),
     }
 }
 
