@@ -437,26 +437,35 @@ impl Metrics {
             .get_or_init(|| FleetMetrics::register(&self.registry))
     }
 
+    /// The fleet metrics, with this token's counters present from the start (at 0).
+    fn token_fleet(&self) -> &FleetMetrics {
+        let f = self.fleet();
+        f.leader_changes.with_label_values(&[&self.token]);
+        for reason in STORE_REJECTIONS {
+            f.records_rejected.with_label_values(&[reason, &self.token]);
+        }
+        f
+    }
+
     pub fn set_token_store_up(&self, up: bool) {
-        self.fleet()
+        self.token_fleet()
             .store_up
             .with_label_values(&[&self.token])
             .set(i64::from(up));
     }
 
     pub fn set_token_leader(&self, leader: bool) {
-        self.fleet()
+        self.token_fleet()
             .leader
             .with_label_values(&[&self.token])
             .set(i64::from(leader));
     }
 
     pub fn inc_token_leader_changes(&self) {
-        let f = self.fleet();
-        f.leader_changes.with_label_values(&[&self.token]).inc();
-        for reason in STORE_REJECTIONS {
-            f.records_rejected.with_label_values(&[reason, &self.token]);
-        }
+        self.token_fleet()
+            .leader_changes
+            .with_label_values(&[&self.token])
+            .inc();
     }
 
     /// `reason`: one of `STORE_REJECTIONS`.
