@@ -512,6 +512,7 @@ impl Supervisor {
                 let _ = k.tx.send(KeeperMsg::Shutdown(done));
             }
             self.core.forget_token(name);
+            self.metrics.remove_token(name);
             changed_set = true;
         }
         for (name, t) in &after {
