@@ -293,7 +293,13 @@ fn start_fleet(
         return Ok(None);
     }
     let kite = t.kite.clone().unwrap_or_default();
-    warden::token::fleet::Fleet::start(&t.store, &kite, metrics.clone()).map(Some)
+    // A `[tokens.NAME]` token's keys live under its name (SPEC §9.1): each broker account has
+    // its own lock and leader, and wardens sharing it must name it alike.
+    let mut store = t.store.clone();
+    if t.named {
+        store.key_prefix = format!("{}{}:", store.key_prefix, t.name);
+    }
+    warden::token::fleet::Fleet::start(&store, &kite, metrics.clone()).map(Some)
 }
 
 /// Written whole (temp file, then rename): a reader never sees half an address.
@@ -308,14 +314,19 @@ fn write_addr_file(file: &std::path::Path, addr: &str) -> std::io::Result<()> {
 /// accept the same files. The error is ready to print.
 fn load_checked(path: &std::path::Path) -> Result<warden::config::Config, String> {
     let cfg = warden::config::load(path).map_err(|e| e.to_string())?;
-    if let Some(t) = cfg
-        .token
-        .as_ref()
+    for t in cfg
+        .token_list()
+        .into_iter()
         .filter(|t| t.store.kind == warden::config::StoreKind::Redis)
     {
         let kite = t.kite.clone().unwrap_or_default();
+        let table = if t.named {
+            format!("tokens.{}", t.name)
+        } else {
+            "token".to_string()
+        };
         warden::token::fleet::Fleet::check(&t.store, &kite)
-            .map_err(|e| format!("{}: token.store: {e}", path.display()))?;
+            .map_err(|e| format!("{}: {table}.store: {e}", path.display()))?;
     }
     Ok(cfg)
 }

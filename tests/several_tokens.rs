@@ -381,3 +381,111 @@ fn token_and_tokens_together_or_two_tokens_on_one_key_are_config_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokens.y.env_key"), "{err}");
 }
+
+/// A throwaway redis-server on a free port (`None` after a visible SKIP when not installed).
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(test: &str) -> Option<Redis> {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            skip(
+                test,
+                "redis-server is not installed (apt-get install redis-server)",
+            );
+            return None;
+        };
+        let r = Redis { child, port };
+        wait_until("redis answers", Duration::from_secs(10), || {
+            r.keys().is_some()
+        });
+        Some(r)
+    }
+
+    /// Every key, by `KEYS *` over the wire protocol (`None` while it does not answer).
+    fn keys(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"KEYS *\r\n").ok()?;
+        let mut buf = [0u8; 8192];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).to_string())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_wardens_sharing_two_tokens_through_redis_log_in_once_per_broker() {
+    let Some(redis) = Redis::start("two_wardens_sharing_two_tokens_through_redis") else {
+        return;
+    };
+    let kite_a = KiteSandbox::start(&[]);
+    let kite_b = KiteSandbox::start(&[]);
+    let store = format!(
+        "kind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nlock_ttl = \"3s\"\n",
+        redis.port
+    );
+    let config = format!(
+        "{}[tokens.a.store]\n{store}{}[tokens.b.store]\n{store}",
+        token_table("a", "A_TOKEN", &kite_a, "1h"),
+        token_table("b", "B_TOKEN", &kite_b, "1h"),
+    );
+    let w1 = Warden::start(&config);
+    let w2 = Warden::start(&config);
+    for w in [&w1, &w2] {
+        wait_valid(w, &["a", "b"]);
+    }
+    wait_until("both wardens hold the same two tokens", T, || {
+        ["A_TOKEN", "B_TOKEN"].iter().all(|k| {
+            let one = env_value(w1.dir.path(), k);
+            !one.is_empty() && one == env_value(w2.dir.path(), k)
+        })
+    });
+    assert_eq!(
+        kite_a.stats()["sessions_created"],
+        1,
+        "one login for broker a"
+    );
+    assert_eq!(
+        kite_b.stats()["sessions_created"],
+        1,
+        "one login for broker b"
+    );
+    // Each token has its own lock (keys under its name), hence its own leader.
+    let keys = redis.keys().unwrap();
+    assert!(
+        keys.contains("warden:a:kitefront:lock") && keys.contains("warden:b:kitefront:lock"),
+        "{keys}"
+    );
+    let leads = |token: &str| {
+        [&w1, &w2]
+            .iter()
+            .filter(|w| w.status()["tokens"][token]["store"]["role"] == "leader")
+            .count()
+    };
+    wait_until("one leader per token", T, || {
+        leads("a") == 1 && leads("b") == 1
+    });
+    let (_, metrics) = http(&w1.addr, "GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains(r#"warden_token_store_up{token="a"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"warden_token_store_up{token="b"} 1"#));
+}
