@@ -164,28 +164,30 @@ async fn refresh_named(
 
 /// A token a request names (`None`: the only one): 404 for an unknown name; 400 naming the
 /// tokens when there are several and the request named none.
-fn pick_token(st: &AppState, name: Option<&str>) -> Result<TokenEntry, Response> {
-    st.control.token(name).map_err(|e| match e {
-        ControlError::NoSuchToken(_) => {
-            (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()
-        }
-        ControlError::NameNeeded(names) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": format!(
-                    "this warden keeps several tokens ({}): use /api/v1/tokens/NAME/…",
-                    names.join(", ")
-                ),
-                "tokens": names,
-            })),
-        )
-            .into_response(),
-        ControlError::NoToken => conflict("no token provider is configured".into()),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "warden is shutting down"})),
-        )
-            .into_response(),
+fn pick_token(st: &AppState, name: Option<&str>) -> Result<TokenEntry, Box<Response>> {
+    st.control.token(name).map_err(|e| {
+        Box::new(match e {
+            ControlError::NoSuchToken(_) => {
+                (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()
+            }
+            ControlError::NameNeeded(names) => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({
+                    "error": format!(
+                        "this warden keeps several tokens ({}): use /api/v1/tokens/NAME/…",
+                        names.join(", ")
+                    ),
+                    "tokens": names,
+                })),
+            )
+                .into_response(),
+            ControlError::NoToken => conflict("no token provider is configured".into()),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "warden is shutting down"})),
+            )
+                .into_response(),
+        })
     })
 }
 
@@ -199,7 +201,7 @@ async fn refresh_token(st: AppState, headers: HeaderMap, name: Option<String>) -
         Err(_) if name.is_none() && st.control.tokens().is_empty() => {
             return (StatusCode::ACCEPTED, Json(json!({"refresh": "started"}))).into_response()
         }
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // A refresh request never lifts a credential block (SPEC §4.1): say so instead.
     let blocked = token.status.borrow().blocked.clone();
@@ -246,7 +248,7 @@ async fn unblock_token(st: AppState, headers: HeaderMap, name: Option<String>) -
             return conflict("no token provider is configured: nothing is blocked".into())
         }
         Err(_) => match pick_token(&st, name.as_deref()) {
-            Err(r) => return r,
+            Err(r) => return *r,
             Ok(t) => t,
         },
     };

@@ -145,8 +145,13 @@ fn callback_owner<'a>(
     provider: &str,
     candidates: &[&'a TokenEntry],
     state: Option<&'a str>,
-) -> Result<(&'a TokenEntry, Option<&'a str>), Response> {
-    let unknown = || text(StatusCode::BAD_REQUEST, &StateError::Unknown.to_string());
+) -> Result<(&'a TokenEntry, Option<&'a str>), Box<Response>> {
+    let unknown = || {
+        Box::new(text(
+            StatusCode::BAD_REQUEST,
+            &StateError::Unknown.to_string(),
+        ))
+    };
     if let Some(state) = state {
         if let Some((owner, inner)) = state.split_once(STATE_OWNER) {
             return match candidates.iter().find(|t| t.name == owner) {
@@ -176,13 +181,13 @@ fn callback_owner<'a>(
         .collect();
     match waiting.as_slice() {
         [one] => Ok((one, None)),
-        _ => Err(text(
+        _ => Err(Box::new(text(
             StatusCode::CONFLICT,
             &format!(
                 "several {provider} tokens could have started this login: start it again \
                  from /login/NAME while only that token waits for a login"
             ),
-        )),
+        ))),
     }
 }
 
@@ -205,7 +210,7 @@ async fn callback(
     let state = q.get("state").map(String::as_str).filter(|s| !s.is_empty());
     let (token, state) = match callback_owner(provider, &candidates, state) {
         Ok(found) => found,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // Spent before anything else: a state is good for one callback, even one that fails.
     let spent = match state {
