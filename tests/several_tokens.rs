@@ -379,7 +379,7 @@ fn token_and_tokens_together_or_two_tokens_on_one_key_are_config_errors() {
     let out = warden_cli(&["check"], &config);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tokens.y.env_key"), "{err}");
+    assert!(err.contains("tokens.y: has no env_key"), "{err}");
 }
 
 /// A throwaway redis-server on a free port (`None` after a visible SKIP when not installed).

@@ -130,6 +130,7 @@ fn default_env_keys(cfg: &mut Config) {
     for (_, t) in tokens_mut(cfg) {
         if t.env_key.is_empty() {
             t.env_key = t.provider.default_env_key().to_string();
+            t.env_key_defaulted = true;
         }
     }
 }

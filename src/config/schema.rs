@@ -228,6 +228,9 @@ pub struct TokenConfig {
     /// lone `[token]`. Set by the loader.
     #[serde(skip)]
     pub name: String,
+    /// `env_key` was not in the file: the loader gave it the provider's default.
+    #[serde(skip)]
+    pub env_key_defaulted: bool,
     /// Declared as `[tokens.NAME]`: its state lives in `{state_dir}/tokens/NAME.json` (and
     /// `NAME.login.json`) instead of `token.json` / `login.json`. Set by the loader.
     #[serde(skip)]
@@ -303,6 +306,7 @@ impl Default for TokenConfig {
             command: None,
             env_file_link: None,
             name: String::new(),
+            env_key_defaulted: false,
             named: false,
         }
     }

@@ -64,10 +64,35 @@ pub(crate) fn problems(cfg: &Config) -> Vec<Found> {
     v
 }
 
-/// Two tokens writing one key of one file would overwrite each other's token.
+/// Two tokens writing one key of one file would overwrite each other's token; two tokens of
+/// one provider must each name their key (SPEC §9.1), since its default is the same for both.
 fn same_env_key(cfg: &Config, v: &mut Vec<Found>) {
-    let mut writers: BTreeMap<(PathBuf, String), &str> = BTreeMap::new();
+    let mut defaulted = Vec::new();
     for (name, t) in &cfg.tokens {
+        let same_provider: Vec<&str> = cfg
+            .tokens
+            .iter()
+            .filter(|(other, o)| *other != name && o.provider == t.provider)
+            .map(|(other, _)| other.as_str())
+            .collect();
+        if t.env_key_defaulted && !same_provider.is_empty() {
+            v.push(Found::new(
+                at(&["tokens", name]),
+                format!(
+                    "has no env_key, and {} is the {} provider's default for every token of it \
+                     (also {}): with two tokens of one provider, set env_key in each, like \
+                     env_key = \"{}_ACCESS_TOKEN\"",
+                    t.env_key,
+                    t.provider.name(),
+                    same_provider.join(", "),
+                    name.to_ascii_uppercase().replace('-', "_")
+                ),
+            ));
+            defaulted.push(name);
+        }
+    }
+    let mut writers: BTreeMap<(PathBuf, String), &str> = BTreeMap::new();
+    for (name, t) in cfg.tokens.iter().filter(|(n, _)| !defaulted.contains(n)) {
         let key = (t.env_file.clone(), t.env_key.clone());
         match writers.get(&key) {
             Some(first) => {
@@ -210,14 +235,21 @@ mod tests {
     #[test]
     fn two_tokens_of_one_provider_need_their_own_env_keys() {
         let p = problem_at(
-            "[tokens.a]\nprovider = \"none\"\n[tokens.b]\nprovider = \"none\"\n",
-            "tokens.b.env_key",
+            "[tokens.a]\nprovider = \"none\"\nenv_key = \"A\"\n[tokens.b]\nprovider = \"none\"\n\
+             env_file = \"other.env\"\n",
+            "tokens.b",
         );
         assert!(
             p.message.contains("KITE_ACCESS_TOKEN") && p.message.contains("set env_key"),
             "{}",
             p.message
         );
+        let p = problem_at(
+            "[tokens.a]\nprovider = \"none\"\nenv_key = \"K\"\n\
+             [tokens.b]\nprovider = \"command\"\nenv_key = \"K\"\n[tokens.b.command]\ncommand = \"x\"\n",
+            "tokens.b.env_key",
+        );
+        assert!(p.message.contains("overwriting"), "{}", p.message);
         ok("[tokens.a]\nprovider = \"none\"\nenv_key = \"A\"\n\
             [tokens.b]\nprovider = \"none\"\nenv_key = \"B\"\n");
     }
