@@ -352,6 +352,21 @@ fn a_reload_adds_a_token_without_touching_the_first() {
     assert_eq!(kite_a.stats()["sessions_created"], 1);
     assert_eq!(w.program("uses_a")["pid"], pid);
     assert_eq!(hups(dir, "uses_a"), 0, "uses_a does not use token b");
+
+    // And removed again: its keeper and its series go, a is not touched.
+    w.write_config(&first);
+    wait_until("token b gone after the reload", T, || {
+        w.status()["tokens"].get("b").is_none()
+    });
+    let (_, metrics) = http(&w.addr, "GET", "/metrics", &[], "");
+    assert!(
+        !metrics.contains(r#"warden_token_valid{token="b"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"warden_token_valid{token="a"} 1"#));
+    assert_eq!(w.status()["tokens"]["a"]["state"], "valid");
+    assert_eq!(env_value(dir, "A_TOKEN"), a);
+    assert_eq!(w.program("uses_a")["pid"], pid);
 }
 
 #[test]
