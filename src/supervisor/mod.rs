@@ -118,6 +118,27 @@ fn verify_timeout(cfg: &Config) -> Duration {
         .unwrap_or(Duration::from_secs(30))
 }
 
+/// What front ends reach one token by: its status, its keeper, its manual login.
+fn token_entry(name: &str, t: &TokenConfig, handle: &KeeperHandle) -> TokenEntry {
+    let login = crate::token::provider::configured::manual_login_provider(t).map(|provider| {
+        crate::control::LoginRoute {
+            provider,
+            carries_state: provider != "dhan",
+        }
+    });
+    TokenEntry {
+        name: name.to_string(),
+        status: handle.status.clone(),
+        keeper: handle.tx.clone(),
+        login,
+        login_states: Arc::new(crate::token::login_state::LoginStates::new(
+            t.kite.as_ref(),
+            handle.fleet_store.clone(),
+        )),
+        store: handle.fleet.clone(),
+    }
+}
+
 /// Tokens a keeper runs for, by name (`provider = "none"` has none).
 fn kept_tokens(cfg: &Config) -> BTreeMap<String, TokenConfig> {
     cfg.token_list()
@@ -455,14 +476,7 @@ impl Supervisor {
         } else {
             "/login".to_string()
         };
-        let login =
-            crate::token::provider::configured::manual_login_provider(&tcfg).map(|provider| {
-                crate::control::LoginRoute {
-                    provider,
-                    carries_state: provider != "dhan",
-                }
-            });
-        let kite = tcfg.kite.clone();
+        let entry_cfg = tcfg.clone();
         let setup = KeeperSetup {
             fleet,
             cfg: tcfg,
@@ -477,17 +491,7 @@ impl Supervisor {
             watch_env_file: true,
         };
         let handle = Keeper::spawn(setup, broker, self.keeper_tx.clone());
-        let entry = TokenEntry {
-            name: name.clone(),
-            status: handle.status.clone(),
-            keeper: handle.tx.clone(),
-            login,
-            login_states: Arc::new(crate::token::login_state::LoginStates::new(
-                kite.as_ref(),
-                handle.fleet_store.clone(),
-            )),
-            store: handle.fleet.clone(),
-        };
+        let entry = token_entry(&name, &entry_cfg, &handle);
         self.core.keep_token(&name);
         self.keepers.insert(name, (handle, entry));
     }
@@ -527,8 +531,11 @@ impl Supervisor {
                     changed_set = true;
                 }
                 Some(old) if old != t => {
-                    if let Some((k, _)) = self.keepers.get(name) {
+                    if let Some((k, entry)) = self.keepers.get_mut(name) {
                         let _ = k.tx.send(KeeperMsg::Reconfigure(Box::new(t.clone())));
+                        // The manual login follows the new settings (its broker, its key).
+                        *entry = token_entry(name, t, k);
+                        changed_set = true;
                     }
                 }
                 Some(_) => {}
