@@ -246,3 +246,66 @@ async fn callback(
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "warden is shutting down"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::control::LoginRoute;
+    use crate::model::TokenStatus;
+    use crate::token::login_state::LoginStates;
+
+    /// A token of `provider` in `state` (a watch keeps its last value without a sender).
+    fn entry(name: &str, provider: &'static str, state: TokenState) -> TokenEntry {
+        let (_, status) = watch::channel(TokenStatus {
+            state,
+            ..TokenStatus::default()
+        });
+        let (keeper, _) = tokio::sync::mpsc::unbounded_channel();
+        TokenEntry {
+            name: name.into(),
+            status,
+            keeper,
+            login: Some(LoginRoute {
+                provider,
+                carries_state: provider != "dhan",
+            }),
+            login_states: Arc::new(LoginStates::new(None, None)),
+            store: None,
+        }
+    }
+
+    fn owner(candidates: &[&TokenEntry], state: Option<&str>) -> Result<String, u16> {
+        callback_owner("x", candidates, state)
+            .map(|(t, _)| t.name.clone())
+            .map_err(|r| r.status().as_u16())
+    }
+
+    #[test]
+    fn a_tagged_state_reaches_its_token_and_an_untagged_one_only_a_lone_token() {
+        let a = entry("a", "kite", TokenState::NeedsLogin);
+        let b = entry("b", "kite", TokenState::NeedsLogin);
+        assert_eq!(owner(&[&a, &b], Some("b~nonce")), Ok("b".into()));
+        assert_eq!(owner(&[&a, &b], Some("zz~nonce")), Err(400));
+        assert_eq!(owner(&[&a, &b], Some("nonce")), Err(400));
+        assert_eq!(owner(&[&a], Some("nonce")), Ok("a".into()));
+        assert_eq!(owner(&[&a, &b], None), Err(400), "kite carries a state");
+    }
+
+    #[test]
+    fn a_callback_without_state_goes_to_the_only_token_waiting_for_that_broker() {
+        let waiting = entry("d1", "dhan", TokenState::NeedsLogin);
+        let valid = entry("d2", "dhan", TokenState::Valid);
+        assert_eq!(owner(&[&waiting, &valid], None), Ok("d1".into()));
+        assert_eq!(
+            owner(&[&valid], None),
+            Ok("d2".into()),
+            "the only dhan token"
+        );
+        let also_waiting = entry("d3", "dhan", TokenState::NeedsLogin);
+        assert_eq!(owner(&[&waiting, &also_waiting], None), Err(409));
+    }
+}
