@@ -867,6 +867,33 @@ mod tests {
     }
 
     #[test]
+    fn several_tokens_get_a_line_each_and_commands_must_name_one() {
+        let now: Timestamp = "2026-05-01T10:05:07Z".parse().unwrap();
+        let a = json!({"state": "valid", "user_id": "AB1234", "expires_at": null});
+        let b = json!({"state": "needs_login", "user_id": null, "expires_at": null});
+        let status = json!({"programs": [], "token": a, "tokens": {"a": a, "b": b}});
+        let out = render_status(&status, now);
+        assert!(out.contains("token a: valid, user AB1234\n"), "{out}");
+        assert!(out.contains("token b: needs_login\n"), "{out}");
+        assert!(matches!(
+            pick_token(&status, None),
+            Err(ClientError::TokenNameNeeded { .. })
+        ));
+        assert!(matches!(
+            pick_token(&status, Some("c")),
+            Err(ClientError::UnknownToken { .. })
+        ));
+        let b = pick_token(&status, Some("b")).unwrap();
+        assert_eq!(b.api_path("refresh"), "/api/v1/tokens/b/refresh");
+        assert_eq!(b.login_url("http://w"), "http://w/login/b");
+        // One token: the un-named routes, as before.
+        let one = json!({"programs": [], "token": a, "tokens": {"kite": a}});
+        let only = pick_token(&one, None).unwrap();
+        assert_eq!(only.api_path("unblock"), "/api/v1/token/unblock");
+        assert_eq!(only.login_url("http://w"), "http://w/login");
+    }
+
+    #[test]
     fn token_status_lists_every_field_and_the_login_link_when_needed() {
         let now: Timestamp = "2026-05-01T10:00:00Z".parse().unwrap();
         let t = json!({"state": "expired", "user_id": "AB1234", "login": "manual",
