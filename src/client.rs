@@ -29,12 +29,26 @@ const MAX_RESPONSE: u64 = 16 << 20;
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCommand {
-    Status { json: bool },
-    Restart { name: String },
-    TokenRefresh,
-    TokenStatus,
-    TokenUnblock,
-    LoginUrl,
+    Status {
+        json: bool,
+    },
+    Restart {
+        name: String,
+    },
+    /// `name`: which token (SPEC §9.1); `None`: the only one.
+    TokenRefresh {
+        name: Option<String>,
+    },
+    /// `None`: every token.
+    TokenStatus {
+        name: Option<String>,
+    },
+    TokenUnblock {
+        name: Option<String>,
+    },
+    LoginUrl {
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +73,10 @@ pub enum ClientError {
     UnknownProgram { name: String, known: String },
     #[error("warden manages no token: its config has no [token] provider")]
     NoToken,
+    #[error("warden has no token named {name:?} (tokens: {known})")]
+    UnknownToken { name: String, known: String },
+    #[error("warden keeps several tokens ({known}): name one, like `warden token refresh NAME`")]
+    TokenNameNeeded { known: String },
     #[error("warden's token comes from a command, not a Kite login: use `warden token refresh`")]
     NotKite,
     #[error("warden at {addr} answered HTTP {status}: {detail}")]
@@ -75,7 +93,9 @@ impl ClientError {
     /// SPEC §2: 2 for a usage or config problem, 1 for everything that went wrong at run time.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Config(_) | ClientError::Usage { .. } => 2,
+            ClientError::Config(_)
+            | ClientError::Usage { .. }
+            | ClientError::TokenNameNeeded { .. } => 2,
             _ => 1,
         }
     }
@@ -108,24 +128,107 @@ pub fn run(cmd: &ClientCommand, config: &Path) -> Result<String, ClientError> {
             })
         }
         ClientCommand::Restart { name } => restart(&ep, name),
-        ClientCommand::TokenRefresh => token_refresh(&ep),
-        ClientCommand::TokenUnblock => token_unblock(&ep),
-        ClientCommand::TokenStatus => {
+        ClientCommand::TokenRefresh { name } => token_refresh(&ep, name.as_deref()),
+        ClientCommand::TokenUnblock { name } => token_unblock(&ep, name.as_deref()),
+        ClientCommand::TokenStatus { name } => {
             let status = get_status(&ep)?;
-            let token = status.get("token").filter(|t| !t.is_null());
-            Ok(match token {
-                Some(t) => render_token(t, &ep.public_url, Timestamp::now()),
-                None => "token: not managed (no [token] provider configured)\n".to_string(),
-            })
+            if status["token"].is_null() {
+                return Ok("token: not managed (no [token] provider configured)\n".to_string());
+            }
+            let several = tokens_of(&status).len() > 1;
+            if name.is_none() && several {
+                // Every token, each under its name.
+                let mut out = String::new();
+                for (n, t) in tokens_of(&status) {
+                    let login = format!("{}/login/{n}", ep.public_url);
+                    out.push_str(&format!("token {n}:\n"));
+                    out.push_str(&render_token(t, &login, Timestamp::now()));
+                    out.push('\n');
+                }
+                return Ok(out);
+            }
+            let picked = pick_token(&status, name.as_deref())?;
+            Ok(render_token(
+                &picked.status,
+                &picked.login_url(&ep.public_url),
+                Timestamp::now(),
+            ))
         }
-        ClientCommand::LoginUrl => {
+        ClientCommand::LoginUrl { name } => {
             let status = get_status(&ep)?;
-            match status["token"]["login"].as_str() {
-                _ if status["token"].is_null() => Err(ClientError::NoToken),
+            let picked = pick_token(&status, name.as_deref())?;
+            match picked.status["login"].as_str() {
                 Some("command") => Err(ClientError::NotKite),
-                _ => Ok(format!("{}/login\n", ep.public_url)),
+                _ => Ok(format!("{}\n", picked.login_url(&ep.public_url))),
             }
         }
+    }
+}
+
+/// `tokens` of a status answer, in order (a warden from before several tokens: its `token`).
+fn tokens_of(status: &Value) -> Vec<(String, &Value)> {
+    match status["tokens"].as_object() {
+        Some(map) => map.iter().map(|(n, t)| (n.clone(), t)).collect(),
+        None if !status["token"].is_null() => vec![(String::new(), &status["token"])],
+        None => Vec::new(),
+    }
+}
+
+/// The token a command means.
+struct PickedToken {
+    /// `None`: the only token (reached through the un-named routes).
+    name: Option<String>,
+    status: Value,
+}
+
+impl PickedToken {
+    /// Where a person logs this token in by hand.
+    fn login_url(&self, public_url: &str) -> String {
+        match &self.name {
+            Some(n) => format!("{public_url}/login/{n}"),
+            None => format!("{public_url}/login"),
+        }
+    }
+
+    /// `/api/v1/token/{op}`, or `/api/v1/tokens/{name}/{op}`.
+    fn api_path(&self, op: &str) -> String {
+        match &self.name {
+            Some(n) => format!("/api/v1/tokens/{n}/{op}"),
+            None => format!("/api/v1/token/{op}"),
+        }
+    }
+}
+
+/// `name`: that token; `None`: the only one (an error naming them when there are several).
+fn pick_token(status: &Value, name: Option<&str>) -> Result<PickedToken, ClientError> {
+    let tokens = tokens_of(status);
+    let known = || {
+        tokens
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if tokens.is_empty() {
+        return Err(ClientError::NoToken);
+    }
+    let several = tokens.len() > 1;
+    match name {
+        Some(n) => match tokens.iter().find(|(t, _)| t == n) {
+            Some((_, t)) => Ok(PickedToken {
+                name: several.then(|| n.to_string()),
+                status: (*t).clone(),
+            }),
+            None => Err(ClientError::UnknownToken {
+                name: n.to_string(),
+                known: known(),
+            }),
+        },
+        None if several => Err(ClientError::TokenNameNeeded { known: known() }),
+        None => Ok(PickedToken {
+            name: None,
+            status: tokens[0].1.clone(),
+        }),
     }
 }
 
@@ -491,20 +594,18 @@ fn restart(ep: &Endpoint, name: &str) -> Result<String, ClientError> {
     }
 }
 
-fn token_refresh(ep: &Endpoint) -> Result<String, ClientError> {
+fn token_refresh(ep: &Endpoint, name: Option<&str>) -> Result<String, ClientError> {
     let status = get_status(ep)?;
-    if status["token"].is_null() {
-        return Err(ClientError::NoToken);
-    }
-    let r = call(ep, "POST", "/api/v1/token/refresh")?;
+    let picked = pick_token(&status, name)?;
+    let r = call(ep, "POST", &picked.api_path("refresh"))?;
     if r.status != 202 {
         return Err(r.refused());
     }
     let mut out = String::from("token refresh started; `warden token status` shows how it went\n");
-    if status["token"]["login"] == "manual" {
+    if picked.status["login"] == "manual" {
         out.push_str(&format!(
-            "manual login mode: warden cannot log in by itself; open {}/login to log in\n",
-            ep.public_url
+            "manual login mode: warden cannot log in by itself; open {} to log in\n",
+            picked.login_url(&ep.public_url)
         ));
     }
     Ok(out)
@@ -512,12 +613,10 @@ fn token_refresh(ep: &Endpoint) -> Result<String, ClientError> {
 
 /// `warden token unblock`: 0 when a block was lifted, 1 (with the reason) when nothing was
 /// blocked or the block cannot be lifted this way.
-fn token_unblock(ep: &Endpoint) -> Result<String, ClientError> {
+fn token_unblock(ep: &Endpoint, name: Option<&str>) -> Result<String, ClientError> {
     let status = get_status(ep)?;
-    if status["token"].is_null() {
-        return Err(ClientError::NoToken);
-    }
-    let r = call(ep, "POST", "/api/v1/token/unblock")?;
+    let picked = pick_token(&status, name)?;
+    let r = call(ep, "POST", &picked.api_path("unblock"))?;
     if r.status != 202 {
         return Err(r.refused());
     }
@@ -594,7 +693,21 @@ pub fn render_status(status: &Value, now: Timestamp) -> String {
         out.push_str("token: not managed\n");
         return out;
     }
-    let mut line = format!("token: {}", t["state"].as_str().unwrap_or("unknown"));
+    let tokens = tokens_of(status);
+    if tokens.len() > 1 {
+        for (name, t) in tokens {
+            out.push_str(&token_lines(&format!("token {name}"), t, now));
+        }
+        return out;
+    }
+    out.push_str(&token_lines("token", t, now));
+    out
+}
+
+/// `LABEL: state, user …, expires …` and the last error and store lines.
+fn token_lines(label: &str, t: &Value, now: Timestamp) -> String {
+    let mut out = String::new();
+    let mut line = format!("{label}: {}", t["state"].as_str().unwrap_or("unknown"));
     if let Some(u) = t["user_id"].as_str() {
         line.push_str(&format!(", user {u}"));
     }
@@ -625,7 +738,9 @@ fn store_line(s: &Value) -> Option<String> {
 }
 
 /// `warden token status`: every field of the token object, one per line (never the token).
-pub fn render_token(t: &Value, public_url: &str, now: Timestamp) -> String {
+/// `login_url`: where this token is logged in by hand (`{public_url}/login` or
+/// `{public_url}/login/NAME`).
+pub fn render_token(t: &Value, login_url: &str, now: Timestamp) -> String {
     let mut out = String::new();
     let mut field = |k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
     let state = t["state"].as_str().unwrap_or("unknown");
@@ -656,7 +771,7 @@ pub fn render_token(t: &Value, public_url: &str, now: Timestamp) -> String {
     }
     let needed = TokenState::from_name(state).is_some_and(crate::present::login_needed);
     if needed && t["login"] != "command" {
-        field("log in at:", format!("{public_url}/login"));
+        field("log in at:", login_url.to_string());
     }
     out
 }
@@ -752,12 +867,39 @@ mod tests {
     }
 
     #[test]
+    fn several_tokens_get_a_line_each_and_commands_must_name_one() {
+        let now: Timestamp = "2026-05-01T10:05:07Z".parse().unwrap();
+        let a = json!({"state": "valid", "user_id": "AB1234", "expires_at": null});
+        let b = json!({"state": "needs_login", "user_id": null, "expires_at": null});
+        let status = json!({"programs": [], "token": a, "tokens": {"a": a, "b": b}});
+        let out = render_status(&status, now);
+        assert!(out.contains("token a: valid, user AB1234\n"), "{out}");
+        assert!(out.contains("token b: needs_login\n"), "{out}");
+        assert!(matches!(
+            pick_token(&status, None),
+            Err(ClientError::TokenNameNeeded { .. })
+        ));
+        assert!(matches!(
+            pick_token(&status, Some("c")),
+            Err(ClientError::UnknownToken { .. })
+        ));
+        let b = pick_token(&status, Some("b")).unwrap();
+        assert_eq!(b.api_path("refresh"), "/api/v1/tokens/b/refresh");
+        assert_eq!(b.login_url("http://w"), "http://w/login/b");
+        // One token: the un-named routes, as before.
+        let one = json!({"programs": [], "token": a, "tokens": {"kite": a}});
+        let only = pick_token(&one, None).unwrap();
+        assert_eq!(only.api_path("unblock"), "/api/v1/token/unblock");
+        assert_eq!(only.login_url("http://w"), "http://w/login");
+    }
+
+    #[test]
     fn token_status_lists_every_field_and_the_login_link_when_needed() {
         let now: Timestamp = "2026-05-01T10:00:00Z".parse().unwrap();
         let t = json!({"state": "expired", "user_id": "AB1234", "login": "manual",
             "source": "manual", "obtained_at": "2026-04-30T04:00:00Z",
             "expires_at": "2026-05-01T00:30:00Z", "next_refresh_at": null, "last_error": null});
-        let out = render_token(&t, "http://127.0.0.1:9180", now);
+        let out = render_token(&t, "http://127.0.0.1:9180/login", now);
         assert!(out.starts_with("state:        expired\n"), "{out}");
         assert!(out.contains("user:         AB1234\n"));
         assert!(out.contains("(9h 30m ago)"), "{out}");

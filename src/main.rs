@@ -64,8 +64,8 @@ enum Command {
         #[command(subcommand)]
         op: TokenOp,
     },
-    /// Print the Kite login URL for a manual login
-    LoginUrl,
+    /// Print the login URL for a manual login (NAME: which token, when there are several)
+    LoginUrl { name: Option<String> },
     /// Local stand-ins for the brokers (Kite, Angel One, Dhan, Upstox, Fyers) and a backend
     #[cfg(feature = "sandbox")]
     Sandbox {
@@ -76,12 +76,12 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TokenOp {
-    /// Ask the running warden to refresh the token now
-    Refresh,
-    /// Token state, expiry and last error (never the token itself)
-    Status,
+    /// Ask the running warden to refresh the token now (NAME: which token, when there are several)
+    Refresh { name: Option<String> },
+    /// Token state, expiry and last error, never the token itself (NAME: only that token)
+    Status { name: Option<String> },
     /// Lift a credential block after you fixed its cause (allows one automated attempt)
-    Unblock,
+    Unblock { name: Option<String> },
 }
 
 #[cfg(feature = "sandbox")]
@@ -121,15 +121,15 @@ fn main() -> ExitCode {
         Command::Doctor { json } => doctor(&config, json),
         Command::Restart { name } => client(ClientCommand::Restart { name }, &config),
         Command::Token {
-            op: TokenOp::Refresh,
-        } => client(ClientCommand::TokenRefresh, &config),
+            op: TokenOp::Refresh { name },
+        } => client(ClientCommand::TokenRefresh { name }, &config),
         Command::Token {
-            op: TokenOp::Status,
-        } => client(ClientCommand::TokenStatus, &config),
+            op: TokenOp::Status { name },
+        } => client(ClientCommand::TokenStatus { name }, &config),
         Command::Token {
-            op: TokenOp::Unblock,
-        } => client(ClientCommand::TokenUnblock, &config),
-        Command::LoginUrl => client(ClientCommand::LoginUrl, &config),
+            op: TokenOp::Unblock { name },
+        } => client(ClientCommand::TokenUnblock { name }, &config),
+        Command::LoginUrl { name } => client(ClientCommand::LoginUrl { name }, &config),
     }
 }
 
@@ -248,13 +248,13 @@ async fn compose(
         write_addr_file(file, &addr.to_string())
             .with_context(|| format!("cannot write {ADDR_FILE_ENV}={}", file.display()))?;
     }
-    let token = match cfg
-        .token
-        .as_ref()
-        .filter(|t| t.provider != warden::config::TokenProviderKind::None)
-    {
-        None => None,
-        Some(t) => match start_fleet(t, &metrics) {
+    // One keeper per token (SPEC §9.1): each gets its broker client and, in fleet mode, its
+    // own fleet (its own leader election), with metrics labelled by its name.
+    let token_metrics = metrics.clone();
+    let token_parts: warden::supervisor::TokenPartsFactory = Box::new(move |t| {
+        let name = t.display_name();
+        let metrics = Arc::new(token_metrics.for_token(&name));
+        match start_fleet(t, &metrics) {
             Ok(fleet) => Some(warden::supervisor::TokenParts {
                 broker: warden::token::broker::KiteBroker::new(t.kite.clone()),
                 fleet,
@@ -262,19 +262,20 @@ async fn compose(
             Err(e) => {
                 // Logging in without the fleet lock would kill the other wardens' token.
                 tracing::error!(
-                    "fleet mode cannot start ({e}); this warden will not manage the token"
+                    token = %name,
+                    "fleet mode cannot start ({e}); this warden will not manage this token"
                 );
                 None
             }
-        },
-    };
+        }
+    });
     Ok(warden::supervisor::Parts {
         reaper,
         metrics,
         notifier,
         listener,
         signals,
-        token,
+        token_parts,
     })
 }
 
@@ -292,7 +293,13 @@ fn start_fleet(
         return Ok(None);
     }
     let kite = t.kite.clone().unwrap_or_default();
-    warden::token::fleet::Fleet::start(&t.store, &kite, metrics.clone()).map(Some)
+    // A `[tokens.NAME]` token's keys live under its name (SPEC §9.1): each broker account has
+    // its own lock and leader, and wardens sharing it must name it alike.
+    let mut store = t.store.clone();
+    if t.named {
+        store.key_prefix = format!("{}{}:", store.key_prefix, t.name);
+    }
+    warden::token::fleet::Fleet::start(&store, &kite, metrics.clone()).map(Some)
 }
 
 /// Written whole (temp file, then rename): a reader never sees half an address.
@@ -307,14 +314,19 @@ fn write_addr_file(file: &std::path::Path, addr: &str) -> std::io::Result<()> {
 /// accept the same files. The error is ready to print.
 fn load_checked(path: &std::path::Path) -> Result<warden::config::Config, String> {
     let cfg = warden::config::load(path).map_err(|e| e.to_string())?;
-    if let Some(t) = cfg
-        .token
-        .as_ref()
+    for t in cfg
+        .token_list()
+        .into_iter()
         .filter(|t| t.store.kind == warden::config::StoreKind::Redis)
     {
         let kite = t.kite.clone().unwrap_or_default();
+        let table = if t.named {
+            format!("tokens.{}", t.name)
+        } else {
+            "token".to_string()
+        };
         warden::token::fleet::Fleet::check(&t.store, &kite)
-            .map_err(|e| format!("{}: token.store: {e}", path.display()))?;
+            .map_err(|e| format!("{}: {table}.store: {e}", path.display()))?;
     }
     Ok(cfg)
 }

@@ -30,8 +30,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Program states (SPEC §5), the values of `warden_program_state{state}`.
@@ -58,9 +57,9 @@ const REFRESH_BUCKETS: &[f64] = &[0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 12
 
 /// Fleet mode's series.
 struct FleetMetrics {
-    store_up: IntGauge,
-    leader: IntGauge,
-    leader_changes: IntCounter,
+    store_up: IntGaugeVec,
+    leader: IntGaugeVec,
+    leader_changes: IntCounterVec,
     records_rejected: IntCounterVec,
 }
 
@@ -70,36 +69,30 @@ const STORE_REJECTIONS: [&str; 4] = ["unreadable", "signature", "user", "replay"
 impl FleetMetrics {
     fn register(r: &Registry) -> FleetMetrics {
         FleetMetrics {
-            store_up: int_gauge(
+            store_up: gauge_vec(
                 r,
                 "warden_token_store_up",
                 "1 while the shared token store (Redis) answers, else 0.",
+                &["token"],
             ),
-            leader: int_gauge(
+            leader: gauge_vec(
                 r,
                 "warden_token_leader",
                 "1 while this warden holds the fleet lock and is the one that logs in.",
+                &["token"],
             ),
-            leader_changes: register(
+            leader_changes: counter_vec(
                 r,
-                IntCounter::new(
-                    "warden_token_leader_changes_total",
-                    "Times this warden started or stopped leading the fleet.",
-                )
-                .expect("valid metric"),
+                "warden_token_leader_changes_total",
+                "Times this warden started or stopped leading the fleet.",
+                &["token"],
             ),
-            records_rejected: {
-                let c = counter_vec(
-                    r,
-                    "warden_token_store_records_rejected_total",
-                    "Token records read from Redis that this warden refused to use, by reason.",
-                    &["reason"],
-                );
-                for reason in STORE_REJECTIONS {
-                    c.with_label_values(&[reason]);
-                }
-                c
-            },
+            records_rejected: counter_vec(
+                r,
+                "warden_token_store_records_rejected_total",
+                "Token records read from Redis that this warden refused to use, by reason.",
+                &["reason", "token"],
+            ),
         }
     }
 }
@@ -108,10 +101,13 @@ impl FleetMetrics {
 pub struct Metrics {
     registry: Registry,
     programs: Arc<ProgramTable>,
-    token_valid: IntGauge,
-    token_expiry: IntGauge,
+    /// The `token` label of every `warden_token_*` series this handle sets (SPEC §6, §9.1):
+    /// see [`Metrics::for_token`].
+    token: Arc<str>,
+    token_valid: IntGaugeVec,
+    token_expiry: IntGaugeVec,
     token_refreshes: IntCounterVec,
-    token_refresh_duration: Histogram,
+    token_refresh_duration: prometheus::HistogramVec,
     login_attempts: IntCounterVec,
     clock_skew: prometheus::GaugeVec,
     config_reloads: IntCounterVec,
@@ -140,8 +136,11 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T
     m
 }
 
-fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    register(r, IntGauge::new(name, help).expect("valid metric"))
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -154,33 +153,36 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let token_valid = int_gauge(
+        let token_valid = gauge_vec(
             &r,
             "warden_token_valid",
             "1 while the broker access token is known to be valid (its last validation \
              succeeded), else 0.",
+            &["token"],
         );
-        let token_expiry = int_gauge(
+        let token_expiry = gauge_vec(
             &r,
             "warden_token_expiry_timestamp_seconds",
             "Expected expiry of the current access token in unix seconds (a hint from the \
              daily expiry time; 0 when there is no token).",
+            &["token"],
         );
         let token_refreshes = counter_vec(
             &r,
             "warden_token_refreshes_total",
             "Completed token refreshes by result (success, failure) and source of the token \
              (totp, manual, command, env_file).",
-            &["result", "source"],
+            &["result", "source", "token"],
         );
         let token_refresh_duration = register(
             &r,
-            Histogram::with_opts(
+            prometheus::HistogramVec::new(
                 HistogramOpts::new(
                     "warden_token_refresh_duration_seconds",
                     "Time from the start of a token refresh to its outcome.",
                 )
                 .buckets(REFRESH_BUCKETS.to_vec()),
+                &["token"],
             )
             .expect("valid metric"),
         );
@@ -190,7 +192,7 @@ impl Metrics {
             "Attempts to obtain a new session by kind: totp (automated login with password and \
              TOTP), session (the kept broker web session, no credentials), manual (Kite \
              callback), command (the operator's script).",
-            &["kind"],
+            &["kind", "token"],
         );
         let clock_skew = register(
             &r,
@@ -249,14 +251,6 @@ impl Metrics {
         for result in ["success", "error"] {
             config_reloads.with_label_values(&[result]);
         }
-        for result in REFRESH_RESULTS {
-            for source in TOKEN_SOURCES {
-                token_refreshes.with_label_values(&[result, source]);
-            }
-        }
-        for kind in LOGIN_KINDS {
-            login_attempts.with_label_values(&[kind]);
-        }
         for channel in NOTIFY_CHANNELS {
             notify_failures.with_label_values(&[channel]);
         }
@@ -264,6 +258,7 @@ impl Metrics {
         Metrics {
             registry: r,
             programs: Arc::new(ProgramTable::default()),
+            token: Arc::from("kite"),
             token_valid,
             token_expiry,
             token_refreshes,
@@ -275,6 +270,45 @@ impl Metrics {
             notify_failures,
             fleet: Arc::new(OnceLock::new()),
             last_len: Arc::new(AtomicUsize::new(8192)),
+        }
+    }
+
+    /// The same metrics, with `token` = `name` on every `warden_token_*` series it sets; its
+    /// series start at 0. Each keeper gets its own (SPEC §9.1).
+    pub fn for_token(&self, name: &str) -> Metrics {
+        let m = Metrics {
+            token: Arc::from(name),
+            ..self.clone()
+        };
+        m.token_valid.with_label_values(&[name]).set(0);
+        m.token_expiry.with_label_values(&[name]).set(0);
+        m.token_refresh_duration.with_label_values(&[name]);
+        for result in REFRESH_RESULTS {
+            for source in TOKEN_SOURCES {
+                m.token_refreshes.with_label_values(&[result, source, name]);
+            }
+        }
+        for kind in LOGIN_KINDS {
+            m.login_attempts.with_label_values(&[kind, name]);
+        }
+        m
+    }
+
+    /// The token's series go (a reload removed the token).
+    pub fn remove_token(&self, name: &str) {
+        let _ = self.token_valid.remove_label_values(&[name]);
+        let _ = self.token_expiry.remove_label_values(&[name]);
+        let _ = self.token_refresh_duration.remove_label_values(&[name]);
+        let _ = self.clock_skew.remove_label_values(&[name]);
+        for result in REFRESH_RESULTS {
+            for source in TOKEN_SOURCES {
+                let _ = self
+                    .token_refreshes
+                    .remove_label_values(&[result, source, name]);
+            }
+        }
+        for kind in LOGIN_KINDS {
+            let _ = self.login_attempts.remove_label_values(&[kind, name]);
         }
     }
 
@@ -350,29 +384,37 @@ impl Metrics {
     }
 
     pub fn set_token_valid(&self, valid: bool) {
-        self.token_valid.set(i64::from(valid));
+        self.token_valid
+            .with_label_values(&[&self.token])
+            .set(i64::from(valid));
     }
 
     /// Unix seconds; `None` (no token) shows as 0.
     pub fn set_token_expiry(&self, unix_seconds: Option<i64>) {
-        self.token_expiry.set(unix_seconds.unwrap_or(0));
+        self.token_expiry
+            .with_label_values(&[&self.token])
+            .set(unix_seconds.unwrap_or(0));
     }
 
     /// One completed refresh: `result` is `success` or `failure`; `source` one of
     /// [`TOKEN_SOURCES`] (for a failure, the source that was tried).
     pub fn inc_refresh(&self, result: &str, source: &str) {
         self.token_refreshes
-            .with_label_values(&[result, source])
+            .with_label_values(&[result, source, &self.token])
             .inc();
     }
 
     pub fn observe_refresh_duration(&self, seconds: f64) {
-        self.token_refresh_duration.observe(seconds);
+        self.token_refresh_duration
+            .with_label_values(&[&self.token])
+            .observe(seconds);
     }
 
     /// `kind`: one of [`LOGIN_KINDS`].
     pub fn inc_login_attempt(&self, kind: &str) {
-        self.login_attempts.with_label_values(&[kind]).inc();
+        self.login_attempts
+            .with_label_values(&[kind, &self.token])
+            .inc();
     }
 
     /// `warden_clock_skew_seconds{token}`: local minus broker, in seconds.
@@ -395,23 +437,42 @@ impl Metrics {
             .get_or_init(|| FleetMetrics::register(&self.registry))
     }
 
+    /// The fleet metrics, with this token's counters present from the start (at 0).
+    fn token_fleet(&self) -> &FleetMetrics {
+        let f = self.fleet();
+        f.leader_changes.with_label_values(&[&self.token]);
+        for reason in STORE_REJECTIONS {
+            f.records_rejected.with_label_values(&[reason, &self.token]);
+        }
+        f
+    }
+
     pub fn set_token_store_up(&self, up: bool) {
-        self.fleet().store_up.set(i64::from(up));
+        self.token_fleet()
+            .store_up
+            .with_label_values(&[&self.token])
+            .set(i64::from(up));
     }
 
     pub fn set_token_leader(&self, leader: bool) {
-        self.fleet().leader.set(i64::from(leader));
+        self.token_fleet()
+            .leader
+            .with_label_values(&[&self.token])
+            .set(i64::from(leader));
     }
 
     pub fn inc_token_leader_changes(&self) {
-        self.fleet().leader_changes.inc();
+        self.token_fleet()
+            .leader_changes
+            .with_label_values(&[&self.token])
+            .inc();
     }
 
     /// `reason`: one of `STORE_REJECTIONS`.
     pub fn inc_token_store_record_rejected(&self, reason: &str) {
         self.fleet()
             .records_rejected
-            .with_label_values(&[reason])
+            .with_label_values(&[reason, &self.token])
             .inc();
     }
 

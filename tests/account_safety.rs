@@ -271,7 +271,8 @@ fn an_expiry_right_after_a_login_recovers_through_the_web_session() {
     assert_eq!(w.status()["token"]["source"], "session");
     let json = std::fs::read_to_string(w.dir.path().join(".warden/token.json")).unwrap();
     assert!(json.contains("\"source\": \"session\""), "{json}");
-    assert!(metrics(&w).contains("warden_token_login_attempts_total{kind=\"session\"} 1"));
+    assert!(metrics(&w)
+        .contains("warden_token_login_attempts_total{kind=\"session\",token=\"kite\"} 1"));
     assert_eq!(w.program("backend")["pid"], pid);
 }
 

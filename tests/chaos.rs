@@ -396,8 +396,8 @@ fn metric(addr: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-const ATTEMPTS_TOTP: &str = r#"warden_token_login_attempts_total{kind="totp"}"#;
-const ATTEMPTS_CMD: &str = r#"warden_token_login_attempts_total{kind="command"}"#;
+const ATTEMPTS_TOTP: &str = r#"warden_token_login_attempts_total{kind="totp",token="kite"}"#;
+const ATTEMPTS_CMD: &str = r#"warden_token_login_attempts_total{kind="command",token="command"}"#;
 
 struct Wardens<'a> {
     a: &'a Warden,

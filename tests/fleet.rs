@@ -270,9 +270,12 @@ fn three_wardens_log_in_once_and_after_expiry_once_more() {
     let metrics = |w: &Warden| http(&w.addr, "GET", "/metrics", &[], "").1;
     for (i, w) in ws.iter().enumerate() {
         let m = metrics(w);
-        assert!(m.contains("warden_token_store_up 1"), "{m}");
+        assert!(m.contains("warden_token_store_up{token=\"kite\"} 1"), "{m}");
         let want = if i == leader { 1 } else { 0 };
-        assert!(m.contains(&format!("warden_token_leader {want}")), "{m}");
+        assert!(
+            m.contains(&format!("warden_token_leader{{token=\"kite\"}} {want}")),
+            "{m}"
+        );
         assert!(m.contains("warden_token_leader_changes_total"), "{m}");
         let (code, body) = http(&w.addr, "GET", "/readyz", &[], "");
         assert_eq!(code, 200, "{body}");
@@ -422,8 +425,8 @@ fn without_redis_programs_keep_running_nobody_logs_in_and_the_fleet_resyncs_afte
     );
     for w in &ws {
         let m = http(&w.addr, "GET", "/metrics", &[], "").1;
-        assert!(m.contains("warden_token_store_up 0"), "{m}");
-        assert!(m.contains("warden_token_leader 0"), "{m}");
+        assert!(m.contains("warden_token_store_up{token=\"kite\"} 0"), "{m}");
+        assert!(m.contains("warden_token_leader{token=\"kite\"} 0"), "{m}");
         let (code, body) = http(&w.addr, "GET", "/readyz", &[], "");
         assert_eq!(
             code, 200,
@@ -831,7 +834,9 @@ mod trust {
     /// `warden_token_store_records_rejected_total{reason}` of one warden.
     pub(super) fn rejected(w: &Warden, reason: &str) -> u64 {
         let (_, m) = http(&w.addr, "GET", "/metrics", &[], "");
-        let series = format!("warden_token_store_records_rejected_total{{reason=\"{reason}\"}} ");
+        let series = format!(
+            "warden_token_store_records_rejected_total{{reason=\"{reason}\",token=\"kite\"}} "
+        );
         m.lines()
             .find_map(|l| l.strip_prefix(&series))
             .map(|v| v.trim().parse().unwrap())

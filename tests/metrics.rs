@@ -25,7 +25,7 @@ const SPEC: &[(&str, &str)] = &[
 
 /// A metrics instance with one program that has been through a bit of everything.
 fn exercised() -> Metrics {
-    let m = Metrics::new();
+    let m = Metrics::new().for_token("kite");
     m.init_program("backend", true);
     m.set_program_state("backend", "running");
     m.set_program_up("backend", true);
@@ -76,16 +76,22 @@ fn every_spec_metric_has_its_type_and_help() {
         ),
         Some(1.0)
     );
-    assert_eq!(value(&text, "warden_token_valid"), Some(1.0));
     assert_eq!(
-        value(&text, "warden_token_expiry_timestamp_seconds"),
+        value(&text, "warden_token_valid{token=\"kite\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "warden_token_expiry_timestamp_seconds{token=\"kite\"}"
+        ),
         Some(1_700_030_400.0)
     );
     assert_eq!(value(&text, "warden_zombies_reaped_total"), Some(1.0));
     assert_eq!(
         value(
             &text,
-            "warden_token_refreshes_total{result=\"success\",source=\"totp\"}"
+            "warden_token_refreshes_total{result=\"success\",source=\"totp\",token=\"kite\"}"
         ),
         Some(1.0)
     );
@@ -99,7 +105,7 @@ fn every_spec_metric_has_its_type_and_help() {
     assert_eq!(
         value(
             &text,
-            "warden_token_refresh_duration_seconds_bucket{le=\"5\"}"
+            "warden_token_refresh_duration_seconds_bucket{token=\"kite\",le=\"5\"}"
         ),
         Some(1.0)
     );
@@ -107,20 +113,20 @@ fn every_spec_metric_has_its_type_and_help() {
 
 #[test]
 fn dashboards_see_zeroes_before_anything_happens() {
-    let m = Metrics::new();
+    let m = Metrics::new().for_token("kite");
     m.init_program("web", false);
     let text = m.render();
     for series in [
         "warden_config_reloads_total{result=\"success\"}",
         "warden_config_reloads_total{result=\"error\"}",
-        "warden_token_refreshes_total{result=\"failure\",source=\"totp\"}",
-        "warden_token_refreshes_total{result=\"success\",source=\"env_file\"}",
-        "warden_token_login_attempts_total{kind=\"manual\"}",
+        "warden_token_refreshes_total{result=\"failure\",source=\"totp\",token=\"kite\"}",
+        "warden_token_refreshes_total{result=\"success\",source=\"env_file\",token=\"kite\"}",
+        "warden_token_login_attempts_total{kind=\"manual\",token=\"kite\"}",
         "warden_notify_failures_total{channel=\"webhook\"}",
         "warden_notify_failures_total{channel=\"telegram\"}",
         "warden_program_restarts_total{program=\"web\",reason=\"unhealthy\"}",
         "warden_program_up{program=\"web\"}",
-        "warden_token_valid",
+        "warden_token_valid{token=\"kite\"}",
         "warden_zombies_reaped_total",
     ] {
         assert_eq!(value(&text, series), Some(0.0), "{series}\n{text}");

@@ -32,7 +32,10 @@ fn cold_start_logs_in_once_and_the_backend_becomes_healthy() {
     assert!(!w.logs().contains(&token), "the token leaked into the log");
     let (_, metrics) = http(&w.addr, "GET", "/metrics", &[], "");
     assert!(!metrics.contains(&token));
-    assert!(metrics.contains("warden_token_valid 1"), "{metrics}");
+    assert!(
+        metrics.contains("warden_token_valid{token=\"kite\"} 1"),
+        "{metrics}"
+    );
     let status = w.status();
     assert_eq!(status["token"]["state"], "valid", "{status}");
     assert_eq!(status["token"]["user_id"], "AB1234");

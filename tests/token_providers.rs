@@ -179,20 +179,23 @@ fn broker_5xx_twice_then_success() {
     let w = Warden::start(&kite::config(&kite.addr, 5));
     wait_until("valid token", T, || w.status()["token"]["state"] == "valid");
     assert_eq!(
-        kite::metric(&w, r#"warden_token_login_attempts_total{kind="totp"}"#),
+        kite::metric(
+            &w,
+            r#"warden_token_login_attempts_total{kind="totp",token="kite"}"#
+        ),
         3.0
     );
     assert_eq!(
         kite::metric(
             &w,
-            r#"warden_token_refreshes_total{result="failure",source="totp"}"#
+            r#"warden_token_refreshes_total{result="failure",source="totp",token="kite"}"#
         ),
         2.0
     );
     assert_eq!(
         kite::metric(
             &w,
-            r#"warden_token_refreshes_total{result="success",source="totp"}"#
+            r#"warden_token_refreshes_total{result="success",source="totp",token="kite"}"#
         ),
         1.0
     );
@@ -209,7 +212,10 @@ fn a_broker_outage_never_exceeds_max_attempts() {
         w.status()["token"]["state"] == "needs_login"
     });
     assert_eq!(
-        kite::metric(&w, r#"warden_token_login_attempts_total{kind="totp"}"#),
+        kite::metric(
+            &w,
+            r#"warden_token_login_attempts_total{kind="totp",token="kite"}"#
+        ),
         2.0
     );
     // A refresh request is still held to the cap.
@@ -219,7 +225,10 @@ fn a_broker_outage_never_exceeds_max_attempts() {
         w.logs().contains("token refresh requested")
     });
     assert_eq!(
-        kite::metric(&w, r#"warden_token_login_attempts_total{kind="totp"}"#),
+        kite::metric(
+            &w,
+            r#"warden_token_login_attempts_total{kind="totp",token="kite"}"#
+        ),
         2.0
     );
     assert!(

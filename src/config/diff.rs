@@ -55,6 +55,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         ("supervisor", old.supervisor != new.supervisor),
         ("http", old.http != new.http),
         ("token", old.token != new.token),
+        ("tokens", old.tokens != new.tokens),
         ("notify", old.notify != new.notify),
     ];
     d.globals = sections

@@ -35,6 +35,19 @@ pub(crate) fn at(keys: &[&str]) -> KeyPath {
     keys.iter().map(|k| Seg::Key((*k).to_string())).collect()
 }
 
+/// The `[token]` path that `path` corresponds to: `tokens.NAME.rest` → `token.rest` (each
+/// `[tokens.NAME]` holds what `[token]` holds, SPEC §9.1); any other path is itself.
+pub(crate) fn as_lone_token(path: &[Seg]) -> std::borrow::Cow<'_, [Seg]> {
+    match path {
+        [Seg::Key(t), Seg::Key(_), rest @ ..] if t == "tokens" => {
+            let mut p = vec![Seg::Key("token".into())];
+            p.extend_from_slice(rest);
+            std::borrow::Cow::Owned(p)
+        }
+        _ => std::borrow::Cow::Borrowed(path),
+    }
+}
+
 /// `a.b.c`, `programs."api.v2".cwd`, `programs.web.command[1]`.
 pub(crate) fn render(path: &[Seg]) -> String {
     let mut out = String::new();

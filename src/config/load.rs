@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::expand::{self, Env};
 use super::keypath::{related, render, Found};
 use super::locate::{line_of, Locator};
-use super::schema::{Config, TokenProviderKind};
+use super::schema::{Config, TokenConfig, TokenProviderKind};
 use super::{env_file, secrets, typed, validate, ConfigError, Problem};
 
 /// Read, expand, resolve and validate a config file. On failure the error holds every problem
@@ -47,17 +47,13 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
     let expanded = expand::expand_tree(&mut root, env);
     let from_files = secrets::resolve_files(&mut root, &base);
     secrets::normalize_totp_secret(&mut root);
-    let expiry_given = root
-        .get("token")
-        .and_then(|t| t.as_table())
-        .is_some_and(|t| t.contains_key("expires_at"));
+    let expiry_given = expiry_given(&root);
     let (mut cfg, type_errors, unknown_keys) = typed::deserialize(root);
     resolve_paths(&mut cfg, &base);
+    name_tokens(&mut cfg);
     default_env_keys(&mut cfg);
     fyers_redirect_uri(&mut cfg);
-    if !expiry_given {
-        default_expiry(&mut cfg);
-    }
+    default_expiry(&mut cfg, &expiry_given);
     let env_file = resolve_env_file(&mut cfg);
     withhold_secret_vars(&mut cfg, secret_vars);
     cfg.source = abs;
@@ -108,10 +104,27 @@ fn syntax_message(raw: &str) -> String {
     format!("TOML syntax error: {one_line}{hint}")
 }
 
-/// A token without `env_key` gets its provider's (SPEC §9.2).
-fn default_env_keys(cfg: &mut Config) {
-    if let Some(t) = cfg.token.as_mut().filter(|t| t.env_key.is_empty()) {
-        t.env_key = t.provider.default_env_key().to_string();
+/// Every configured token with the key path of its table (`token` or `tokens.NAME`).
+fn tokens_mut(cfg: &mut Config) -> Vec<(Vec<String>, &mut TokenConfig)> {
+    let mut out: Vec<(Vec<String>, &mut TokenConfig)> = Vec::new();
+    if let Some(t) = cfg.token.as_mut() {
+        out.push((vec!["token".into()], t));
+    }
+    for (name, t) in cfg.tokens.iter_mut() {
+        out.push((vec!["tokens".into(), name.clone()], t));
+    }
+    out
+}
+
+/// SPEC §9.1: a lone `[token]` is named after its provider; `[tokens.NAME]` after NAME.
+fn name_tokens(cfg: &mut Config) {
+    if let Some(t) = cfg.token.as_mut() {
+        t.name = t.provider.name();
+        t.named = false;
+    }
+    for (name, t) in cfg.tokens.iter_mut() {
+        t.name = name.clone();
+        t.named = true;
     }
 }
 
@@ -119,44 +132,71 @@ fn default_env_keys(cfg: &mut Config) {
 /// one: warden's own callback, `{public_url}/fyers/callback`.
 fn fyers_redirect_uri(cfg: &mut Config) {
     let public_url = cfg.http.public_url();
-    if let Some(f) = cfg.token.as_mut().and_then(|t| t.fyers.as_mut()) {
-        f.redirect_uri = format!("{public_url}/fyers/callback");
+    for (_, t) in tokens_mut(cfg) {
+        if let Some(f) = t.fyers.as_mut() {
+            f.redirect_uri = format!("{public_url}/fyers/callback");
+        }
     }
+}
+
+/// Where the file sets `expires_at` (key paths of the token tables that have it).
+fn expiry_given(root: &toml::Table) -> Vec<Vec<String>> {
+    let has = |t: &toml::Value| t.as_table().is_some_and(|t| t.contains_key("expires_at"));
+    let mut out = Vec::new();
+    if root.get("token").is_some_and(has) {
+        out.push(vec!["token".to_string()]);
+    }
+    if let Some(tokens) = root.get("tokens").and_then(|t| t.as_table()) {
+        for (name, t) in tokens {
+            if has(t) {
+                out.push(vec!["tokens".to_string(), name.clone()]);
+            }
+        }
+    }
+    out
 }
 
 /// A token without `expires_at` gets its provider's daily death (SPEC §9.2): Upstox's tokens
 /// die at 03:30 IST, Kite's around 06:00 (the schema's default).
-fn default_expiry(cfg: &mut Config) {
-    if let Some(t) = cfg
-        .token
-        .as_mut()
-        .filter(|t| t.provider == TokenProviderKind::Upstox)
-    {
-        t.expires_at = "03:30".into();
+fn default_expiry(cfg: &mut Config, given: &[Vec<String>]) {
+    for (path, t) in tokens_mut(cfg) {
+        if t.provider == TokenProviderKind::Upstox && !given.contains(&path) {
+            t.expires_at = "03:30".into();
+        }
     }
 }
 
-/// The token's env file is resolved here, once (see [`env_file`]): a symlink is replaced by
+/// A token without `env_key` gets its provider's (SPEC §9.2).
+fn default_env_keys(cfg: &mut Config) {
+    for (_, t) in tokens_mut(cfg) {
+        if t.env_key.is_empty() {
+            t.env_key = t.provider.default_env_key().to_string();
+            t.env_key_defaulted = true;
+        }
+    }
+}
+
+/// Each token's env file is resolved here, once (see [`env_file`]): a symlink is replaced by
 /// the regular file it points at, and a link to anything else is a problem.
 fn resolve_env_file(cfg: &mut Config) -> Vec<Found> {
-    let Some(t) = cfg
-        .token
-        .as_mut()
-        .filter(|t| !t.env_file.as_os_str().is_empty())
-    else {
-        return Vec::new();
-    };
-    match env_file::resolve(&t.env_file) {
-        Ok(r) => {
-            t.env_file = r.path;
-            t.env_file_link = r.link;
-            Vec::new()
+    let mut found = Vec::new();
+    for (table, t) in tokens_mut(cfg) {
+        if t.env_file.as_os_str().is_empty() {
+            continue;
         }
-        Err(message) => vec![Found::new(
-            super::keypath::at(&["token", "env_file"]),
-            message,
-        )],
+        match env_file::resolve(&t.env_file) {
+            Ok(r) => {
+                t.env_file = r.path;
+                t.env_file_link = r.link;
+            }
+            Err(message) => {
+                let mut keys: Vec<&str> = table.iter().map(String::as_str).collect();
+                keys.push("env_file");
+                found.push(Found::new(super::keypath::at(&keys), message));
+            }
+        }
     }
+    found
 }
 
 /// SPEC §7.1: what each child must not inherit from warden's environment. Programs lose every
@@ -171,12 +211,16 @@ fn withhold_secret_vars(cfg: &mut Config, secret_vars: std::collections::BTreeMa
             .cloned()
             .collect();
     }
-    if let Some(c) = cfg.token.as_mut().and_then(|t| t.command.as_mut()) {
-        c.withheld_env = secret_vars
-            .iter()
-            .filter(|(_, key)| !key.starts_with("token.kite."))
-            .map(|(v, _)| v.clone())
-            .collect();
+    for (table, t) in tokens_mut(cfg) {
+        // The command keeps the credentials of its own token's Kite table only.
+        let own_kite = format!("{}.kite.", table.join("."));
+        if let Some(c) = t.command.as_mut() {
+            c.withheld_env = secret_vars
+                .iter()
+                .filter(|(_, key)| !key.starts_with(&own_kite))
+                .map(|(v, _)| v.clone())
+                .collect();
+        }
     }
     cfg.secret_vars = secret_vars;
 }
@@ -194,7 +238,7 @@ fn resolve_paths(cfg: &mut Config, base: &Path) {
     if !cfg.supervisor.state_dir.as_os_str().is_empty() {
         join(&mut cfg.supervisor.state_dir);
     }
-    if let Some(t) = &mut cfg.token {
+    for (_, t) in tokens_mut(cfg) {
         if !t.env_file.as_os_str().is_empty() {
             join(&mut t.env_file);
         }

@@ -23,6 +23,7 @@ mod load;
 mod locate;
 pub mod schema;
 mod secrets;
+mod several_tokens;
 mod token_times;
 mod typed;
 mod validate;

@@ -87,6 +87,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// Absent section: warden supervises programs and manages no token.
     pub token: Option<TokenConfig>,
+    /// `[tokens.NAME]`: several tokens, each kept by its own keeper (SPEC §9.1). Never
+    /// together with `[token]` (validation says so).
+    pub tokens: BTreeMap<String, TokenConfig>,
     pub notify: NotifyConfig,
     pub programs: BTreeMap<String, ProgramConfig>,
     /// The file this was read from (absolute). Set by the loader.
@@ -178,6 +181,13 @@ pub enum TokenProviderKind {
 }
 
 impl TokenProviderKind {
+    /// The provider's name as written in the config (`kite`, `command`, …): also the name of
+    /// a lone `[token]`. Derived from the variant's name, lowercased like serde's renaming, so
+    /// it stays right as providers are added.
+    pub fn name(self) -> String {
+        format!("{self:?}").to_ascii_lowercase()
+    }
+
     /// The env key a token of this provider is written under unless `env_key` says otherwise.
     pub fn default_env_key(self) -> &'static str {
         match self {
@@ -226,6 +236,67 @@ pub struct TokenConfig {
     /// by the regular file it points at, which is what warden writes and watches).
     #[serde(skip)]
     pub env_file_link: Option<PathBuf>,
+    /// The token's name (SPEC §9.1): NAME of `[tokens.NAME]`, or the provider's name for a
+    /// lone `[token]`. Set by the loader.
+    #[serde(skip)]
+    pub name: String,
+    /// `env_key` was not in the file: the loader gave it the provider's default.
+    #[serde(skip)]
+    pub env_key_defaulted: bool,
+    /// Declared as `[tokens.NAME]`: its state lives in `{state_dir}/tokens/NAME.json` (and
+    /// `NAME.login.json`) instead of `token.json` / `login.json`. Set by the loader.
+    #[serde(skip)]
+    pub named: bool,
+}
+
+impl TokenConfig {
+    /// What metrics, logs and the API call this token: its name, or its provider's when the
+    /// config was built by hand without one.
+    pub fn display_name(&self) -> String {
+        if self.name.is_empty() {
+            self.provider.name()
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// warden's own record of the token (SPEC §4, §9.1).
+    pub fn token_json_path(&self, state_dir: &std::path::Path) -> PathBuf {
+        if self.named {
+            state_dir.join("tokens").join(format!("{}.json", self.name))
+        } else {
+            state_dir.join("token.json")
+        }
+    }
+
+    /// The login safety memory of this token (SPEC §4).
+    pub fn login_json_path(&self, state_dir: &std::path::Path) -> PathBuf {
+        if self.named {
+            state_dir
+                .join("tokens")
+                .join(format!("{}.login.json", self.name))
+        } else {
+            state_dir.join("login.json")
+        }
+    }
+}
+
+impl Config {
+    /// Every token warden keeps, in order: the lone `[token]`, or each `[tokens.NAME]` by name.
+    /// A token with `provider = "none"` is included (it is configured, though nothing keeps it).
+    pub fn token_list(&self) -> Vec<&TokenConfig> {
+        match &self.token {
+            Some(t) => vec![t],
+            None => self.tokens.values().collect(),
+        }
+    }
+
+    /// The token called `name`, if there is one.
+    pub fn token_named(&self, name: &str) -> Option<&TokenConfig> {
+        self.token_list()
+            .into_iter()
+            .find(|t| t.display_name() == name)
+    }
 }
 
 impl Default for TokenConfig {
@@ -250,6 +321,9 @@ impl Default for TokenConfig {
             upstox: None,
             angelone: None,
             env_file_link: None,
+            name: String::new(),
+            env_key_defaulted: false,
+            named: false,
         }
     }
 }
@@ -617,6 +691,8 @@ pub struct ProgramConfig {
     pub health: Option<HealthConfig>,
     /// Variables warden read a secret from that this program may still inherit (SPEC §7.1).
     pub pass_env: Vec<String>,
+    /// The tokens whose changes this program gets (SPEC §9.1); `None`: every token.
+    pub tokens: Option<Vec<String>>,
     /// The variables removed from what this program inherits from warden's environment: every
     /// secret variable not in `pass_env`. Set by the loader, so a reload recomputes it.
     #[serde(skip)]
@@ -643,8 +719,18 @@ impl Default for ProgramConfig {
             reload_signal: SignalName(Signal::SIGHUP),
             health: None,
             pass_env: Vec::new(),
+            tokens: None,
             withheld_env: Vec::new(),
         }
+    }
+}
+
+impl ProgramConfig {
+    /// Does this program get the changes of the token called `name`?
+    pub fn uses_token(&self, name: &str) -> bool {
+        self.tokens
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|n| n == name))
     }
 }
 

@@ -32,11 +32,12 @@ pub(crate) const SECRET_KEYS: &[&[&str]] = &[
 ];
 
 pub(crate) fn is_secret(path: &[Seg]) -> bool {
+    let path = super::keypath::as_lone_token(path);
     SECRET_KEYS.iter().any(|keys| {
         keys.len() == path.len()
             && keys
                 .iter()
-                .zip(path)
+                .zip(path.iter())
                 .all(|(k, seg)| matches!(seg, Seg::Key(s) if s == k))
     })
 }
@@ -62,10 +63,33 @@ pub(crate) fn subject(path: &[Seg]) -> Vec<Seg> {
     secret_of_file_key(path).unwrap_or_else(|| path.to_vec())
 }
 
+/// Every secret key's path in this tree: those of `[token]` also under each `[tokens.NAME]`.
+fn secret_paths(root: &toml::Table) -> Vec<Vec<String>> {
+    let names: Vec<String> = root
+        .get("tokens")
+        .and_then(|t| t.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for keys in SECRET_KEYS {
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_string()).collect();
+        if keys[0] == "token" {
+            for name in &names {
+                let mut named = vec!["tokens".to_string(), name.clone()];
+                named.extend_from_slice(&keys[1..]);
+                out.push(named);
+            }
+        }
+        out.push(keys);
+    }
+    out
+}
+
 /// Replace every `X_file` of a secret key by `X` read from that file.
 pub(crate) fn resolve_files(root: &mut toml::Table, base: &Path) -> Vec<Found> {
     let mut found = Vec::new();
-    for keys in SECRET_KEYS {
+    for keys in secret_paths(root) {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (name, parents) = keys.split_last().expect("secret paths are not empty");
         let Some(table) = table_at(root, parents) else {
             continue;
@@ -141,7 +165,8 @@ pub(crate) fn resolve_files(root: &mut toml::Table, base: &Path) -> Vec<Found> {
 /// are not looked at.
 pub(crate) fn referenced_vars(root: &toml::Table) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
-    for keys in SECRET_KEYS {
+    for keys in secret_paths(root) {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (name, parents) = keys.split_last().expect("secret paths are not empty");
         let mut t = Some(root);
         for k in parents {
@@ -165,9 +190,13 @@ pub(crate) fn referenced_vars(root: &toml::Table) -> BTreeMap<String, String> {
 /// Base32 is case-insensitive and authenticator apps show secrets in groups with spaces:
 /// accept those forms and hand the rest of warden one canonical spelling.
 pub(crate) fn normalize_totp_secret(root: &mut toml::Table) {
-    for broker in ["kite", "dhan"] {
+    for keys in secret_paths(root) {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let Some((&"totp_secret", parents)) = keys.split_last() else {
+            continue;
+        };
         if let Some(toml::Value::String(s)) =
-            table_at(root, &["token", broker]).and_then(|t| t.get_mut("totp_secret"))
+            table_at(root, parents).and_then(|t| t.get_mut("totp_secret"))
         {
             *s = s
                 .chars()

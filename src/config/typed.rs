@@ -191,6 +191,7 @@ fn unknown_key_message(path: &[Seg]) -> String {
 /// The keys that the struct at `parent` accepts, read from the schema itself so that this
 /// list can never drift from it.
 fn known_keys(parent: &[Seg]) -> Option<&'static [&'static str]> {
+    let parent = super::keypath::as_lone_token(parent);
     let keys: Option<Vec<&str>> = parent
         .iter()
         .map(|s| match s {

@@ -21,6 +21,12 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
     if let Some(t) = &cfg.token {
         token(t, &mut v);
     }
+    for (name, t) in &cfg.tokens {
+        let mut found = Vec::new();
+        token(t, &mut found);
+        v.extend(super::several_tokens::relocate(name, found));
+    }
+    v.extend(super::several_tokens::problems(cfg));
     notify(&cfg.notify, &mut v);
     programs(&cfg.programs, &mut v);
     v
@@ -30,7 +36,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
 /// They never change an exit code; `warden check` prints them and `warden run` logs them.
 pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
     let mut v = Vec::new();
-    let broker_logins = cfg.token.as_ref().is_some_and(|t| {
+    let broker_logins = cfg.token_list().iter().any(|t| {
         matches!(
             t.provider,
             TokenProviderKind::Kite
@@ -75,6 +81,7 @@ pub(crate) fn warnings(cfg: &Config) -> Vec<Found> {
         }
     }
     v.extend(super::exposure::warnings(cfg));
+    v.extend(super::several_tokens::exposure_warnings(cfg));
     public_url_without_api_token(&cfg.http, &mut v);
     upstox_notifier_reachable(cfg, &mut v);
     v

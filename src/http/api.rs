@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use crate::control::{ControlError, Snapshot};
+use crate::control::{ControlError, Snapshot, TokenEntry};
 use crate::model::readiness::readiness;
 use crate::model::TokenState;
 use crate::present::not_ready_reason;
@@ -22,6 +22,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/programs/{name}/restart", post(restart))
         .route("/api/v1/token/refresh", post(refresh))
         .route("/api/v1/token/unblock", post(unblock))
+        .route("/api/v1/tokens/{name}/refresh", post(refresh_named))
+        .route("/api/v1/tokens/{name}/unblock", post(unblock_named))
 }
 
 async fn healthz() -> &'static str {
@@ -41,7 +43,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
 
 async fn readyz(State(st): State<AppState>) -> Response {
     let snap = st.views.snapshot();
-    let token = snap.token.as_ref().map(|t| t.state);
+    let token = snap.readiness_token_state();
     let ready = readiness(&snap.programs, token);
     // Fleet mode reports the shared store here without letting it decide readiness.
     let store = fleet_store(&snap);
@@ -74,19 +76,28 @@ fn fleet_store(snap: &Snapshot) -> Option<serde_json::Value> {
     serde_json::to_value(snap.store.as_ref()?).ok()
 }
 
+/// `token` (the only or first token) and `tokens` (every token by name, each the same shape;
+/// SPEC §9.1).
 async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
     let snap = st.views.snapshot();
     let programs: Vec<_> = snap.programs.values().collect();
-    let token = snap.token.as_ref().map(|tok| {
-        let mut t = serde_json::to_value(tok).unwrap_or_default();
-        if let Some(s) = fleet_store(&snap) {
-            t["store"] = s;
-        }
-        t
-    });
+    let tokens: serde_json::Map<String, serde_json::Value> = snap
+        .tokens
+        .iter()
+        .map(|(name, tok, store)| {
+            let mut t = serde_json::to_value(tok).unwrap_or_default();
+            if let Some(s) = store.as_ref().and_then(|s| serde_json::to_value(s).ok()) {
+                t["store"] = s;
+            }
+            t["name"] = name.clone().into();
+            (name.clone(), t)
+        })
+        .collect();
+    let token = tokens.values().next().cloned();
     Json(json!({
         "programs": programs,
         "token": token,
+        "tokens": tokens,
         "warden": {
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
@@ -140,19 +151,72 @@ async fn restart(
 }
 
 async fn refresh(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    refresh_token(st, headers, None).await
+}
+
+async fn refresh_named(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    refresh_token(st, headers, Some(name)).await
+}
+
+/// A token a request names (`None`: the only one): 404 for an unknown name; 400 naming the
+/// tokens when there are several and the request named none.
+fn pick_token(st: &AppState, name: Option<&str>) -> Result<TokenEntry, Box<Response>> {
+    st.control.token(name).map_err(|e| {
+        Box::new(match e {
+            ControlError::NoSuchToken(_) => {
+                (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()
+            }
+            ControlError::NameNeeded(names) => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({
+                    "error": format!(
+                        "this warden keeps several tokens ({}): use /api/v1/tokens/NAME/…",
+                        names.join(", ")
+                    ),
+                    "tokens": names,
+                })),
+            )
+                .into_response(),
+            ControlError::NoToken => conflict("no token provider is configured".into()),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "warden is shutting down"})),
+            )
+                .into_response(),
+        })
+    })
+}
+
+async fn refresh_token(st: AppState, headers: HeaderMap, name: Option<String>) -> Response {
     if !authorized(&st, &headers) {
         return unauthorized();
     }
+    let token = match pick_token(&st, name.as_deref()) {
+        Ok(t) => t,
+        // As before: with no token at all the request is accepted and does nothing.
+        Err(_) if name.is_none() && st.control.tokens().is_empty() => {
+            return (StatusCode::ACCEPTED, Json(json!({"refresh": "started"}))).into_response()
+        }
+        Err(r) => return *r,
+    };
     // A refresh request never lifts a credential block (SPEC §4.1): say so instead.
-    let blocked = st.views.snapshot().token.and_then(|t| t.blocked);
+    let blocked = token.status.borrow().blocked.clone();
     if let Some(reason) = blocked {
         return conflict(format!(
             "automated login is blocked: {reason}. A refresh request does not lift this; fix the cause, then `warden token unblock` (POST /api/v1/token/unblock), or log in manually"
         ));
     }
     // Accepted even while stopping, as before: the keeper's rules decide what happens.
-    let _ = st.control.refresh();
-    (StatusCode::ACCEPTED, Json(json!({"refresh": "started"}))).into_response()
+    let _ = st.control.refresh(&token);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"refresh": "started", "token": token.name})),
+    )
+        .into_response()
 }
 
 fn conflict(reason: String) -> Response {
@@ -163,14 +227,33 @@ fn conflict(reason: String) -> Response {
 const UNBLOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn unblock(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    unblock_token(st, headers, None).await
+}
+
+async fn unblock_named(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    unblock_token(st, headers, Some(name)).await
+}
+
+async fn unblock_token(st: AppState, headers: HeaderMap, name: Option<String>) -> Response {
     if !authorized(&st, &headers) {
         return unauthorized();
     }
-    let rx = match st.control.unblock() {
-        Ok(rx) => rx,
+    let token = match st.control.token(name.as_deref()) {
+        Ok(t) => t,
         Err(ControlError::NoToken) => {
             return conflict("no token provider is configured: nothing is blocked".into())
         }
+        Err(_) => match pick_token(&st, name.as_deref()) {
+            Err(r) => return *r,
+            Ok(t) => t,
+        },
+    };
+    let rx = match st.control.unblock(&token) {
+        Ok(rx) => rx,
         Err(_) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -30,10 +30,6 @@ pub struct AppState {
     pub api_token: Option<Secret>,
     /// Rendered by `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// Which callback completes a manual login; `None` when the token has none.
-    pub login: Option<login::LoginRoute>,
-    /// Manual-login `state`s: issued by `/login`, spent by `/kite/callback`.
-    pub login_states: std::sync::Arc<crate::token::login_state::LoginStates>,
 }
 
 #[derive(Debug, thiserror::Error)]

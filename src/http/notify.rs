@@ -35,14 +35,14 @@ fn answer(status: StatusCode, message: &str) -> Response {
 }
 
 async fn upstox_notify(State(st): State<AppState>, body: Bytes) -> Response {
-    if st.login.as_ref().is_none_or(|r| r.provider != "upstox") {
+    if !st.control.has_provider("upstox") {
         return answer(
             StatusCode::NOT_FOUND,
             "no token here is obtained from Upstox",
         );
     }
     let refused = |status, e: &dyn std::fmt::Display| answer(status, &format!("refused: {e}"));
-    match st.control.deliver_token(body.to_vec()).await {
+    match st.control.deliver_token("upstox", body.to_vec()).await {
         Ok(()) => answer(StatusCode::OK, "token accepted"),
         Err(ControlError::Delivery(e)) => {
             let status = match &e {

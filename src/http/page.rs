@@ -29,12 +29,25 @@ pub fn routes() -> Router<AppState> {
 
 async fn index(State(st): State<AppState>) -> Response {
     let snap = st.views.snapshot();
-    let programs: Vec<ProgramStatus> = snap.programs.into_values().collect();
+    let table = st.control.tokens();
+    let several = snap.tokens.len() > 1;
+    let tokens: Vec<TokenCard<'_>> = snap
+        .tokens
+        .iter()
+        .map(|(name, status, store)| {
+            let manual = table.iter().any(|t| &t.name == name && t.login.is_some());
+            TokenCard {
+                name: several.then_some(name.as_str()),
+                status,
+                store: store.as_ref(),
+                manual_login: manual,
+            }
+        })
+        .collect();
+    let programs: Vec<ProgramStatus> = snap.programs.clone().into_values().collect();
     let html = render(&Page {
         programs: &programs,
-        token: snap.token.as_ref(),
-        store: snap.store.as_ref(),
-        manual_login: st.login.is_some(),
+        tokens: &tokens,
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
     });
@@ -59,14 +72,21 @@ async fn index(State(st): State<AppState>) -> Response {
 /// What the page shows.
 pub struct Page<'a> {
     pub programs: &'a [ProgramStatus],
-    /// `None`: warden manages no token.
-    pub token: Option<&'a TokenStatus>,
-    /// Fleet mode: the shared store and this warden's role.
-    pub store: Option<&'a FleetStatus>,
-    /// `/login` works (a `[token.kite]` section is configured).
-    pub manual_login: bool,
+    /// Every token, in order (empty: warden manages no token).
+    pub tokens: &'a [TokenCard<'a>],
     pub now: Timestamp,
     pub version: &'a str,
+}
+
+/// One token's card.
+pub struct TokenCard<'a> {
+    /// `Some` with several tokens: the card's title, and its login goes to `/login/{name}`.
+    pub name: Option<&'a str>,
+    pub status: &'a TokenStatus,
+    /// Fleet mode: the shared store and this warden's role.
+    pub store: Option<&'a FleetStatus>,
+    /// Its manual login works (its broker table is configured).
+    pub manual_login: bool,
 }
 
 /// HTML-escape text for element content and quoted attribute values.
@@ -161,7 +181,7 @@ pub fn render(p: &Page<'_>) -> String {
         r#"<header><h1>warden</h1><p class="banner {banner_tone}" role="status">{}</p></header>"#,
         escape(&banner_text)
     );
-    token_card(&mut body, p);
+    token_cards(&mut body, p);
     programs_card(&mut body, p);
     let _ = write!(
         body,
@@ -200,10 +220,12 @@ pub fn render(p: &Page<'_>) -> String {
 /// Short phrases for the banner: what is not as it should be.
 fn attention(p: &Page<'_>) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(t) = p.token {
+    for card in p.tokens {
+        let t = card.status;
+        let which = card.name.map(|n| format!(" {n}")).unwrap_or_default();
         if t.state != TokenState::Valid {
             out.push(format!(
-                "token {}",
+                "token{which} {}",
                 token_state_str(t.state).replace('_', " ")
             ));
         }
@@ -228,12 +250,29 @@ fn attention(p: &Page<'_>) -> Vec<String> {
     out
 }
 
-fn token_card(out: &mut String, p: &Page<'_>) {
-    out.push_str(r#"<section class="card" id="token"><h2>Kite token</h2>"#);
-    let Some(t) = p.token else {
+fn token_cards(out: &mut String, p: &Page<'_>) {
+    if p.tokens.is_empty() {
+        out.push_str(r#"<section class="card" id="token"><h2>Kite token</h2>"#);
         out.push_str(r#"<p class="mute-text">warden manages no token (no <code>[token]</code> provider configured).</p></section>"#);
         return;
-    };
+    }
+    for card in p.tokens {
+        token_card(out, p, card);
+    }
+}
+
+fn token_card(out: &mut String, p: &Page<'_>, card: &TokenCard<'_>) {
+    let t = card.status;
+    match card.name {
+        None => out.push_str(r#"<section class="card" id="token"><h2>Kite token</h2>"#),
+        Some(n) => {
+            let n = escape(n);
+            let _ = write!(
+                out,
+                r#"<section class="card" id="token-{n}"><h2>Token {n}</h2>"#
+            );
+        }
+    }
     let state = token_state_str(t.state);
     let _ = write!(
         out,
@@ -250,10 +289,19 @@ fn token_card(out: &mut String, p: &Page<'_>) {
     }
     out.push_str("</div>");
     if login_needed(t.state) {
-        if p.manual_login {
-            out.push_str(
-                r#"<a class="login" href="/login">Log in with Kite</a><p class="hint">Opens Kite's login page; after the login you come back here with a fresh token.</p>"#,
-            );
+        if card.manual_login {
+            match card.name {
+                None => out.push_str(
+                    r#"<a class="login" href="/login">Log in with Kite</a><p class="hint">Opens Kite's login page; after the login you come back here with a fresh token.</p>"#,
+                ),
+                Some(n) => {
+                    let n = escape(n);
+                    let _ = write!(
+                        out,
+                        r#"<a class="login" href="/login/{n}">Log in {n}</a><p class="hint">Opens the broker's login page for {n}; after the login you come back here with a fresh token.</p>"#
+                    );
+                }
+            }
         } else {
             out.push_str(r#"<p class="hint">A new token is needed: run <code>warden token refresh</code> or fix the token command.</p>"#);
         }
@@ -291,7 +339,7 @@ fn token_card(out: &mut String, p: &Page<'_>) {
         };
         row(out, "Login", escape(mode).into_owned());
     }
-    if let Some(f) = p.store {
+    if let Some(f) = card.store {
         let role = match (f.up, f.role) {
             (false, _) => "store unreachable: keeping the last token, not logging in".to_string(),
             (true, Role::Leader) => format!("leader (fence {}): this warden logs in", f.fence),
@@ -485,14 +533,59 @@ mod tests {
     }
 
     fn page(programs: &[ProgramStatus], token: Option<&TokenStatus>) -> String {
+        with_store(programs, token, None)
+    }
+
+    fn with_store(
+        programs: &[ProgramStatus],
+        token: Option<&TokenStatus>,
+        store: Option<&FleetStatus>,
+    ) -> String {
+        let cards: Vec<TokenCard<'_>> = token
+            .into_iter()
+            .map(|status| TokenCard {
+                name: None,
+                status,
+                store,
+                manual_login: true,
+            })
+            .collect();
         render(&Page {
             programs,
-            token,
-            store: None,
-            manual_login: true,
+            tokens: &cards,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
         })
+    }
+
+    #[test]
+    fn several_tokens_each_get_a_card_and_their_own_login_button() {
+        let a = token(TokenState::Valid);
+        let b = token(TokenState::NeedsLogin);
+        let cards = [
+            TokenCard {
+                name: Some("a"),
+                status: &a,
+                store: None,
+                manual_login: true,
+            },
+            TokenCard {
+                name: Some("b"),
+                status: &b,
+                store: None,
+                manual_login: true,
+            },
+        ];
+        let html = render(&Page {
+            programs: &[],
+            tokens: &cards,
+            now: "2024-05-01T10:05:07Z".parse().unwrap(),
+            version: "0.0.0",
+        });
+        assert!(html.contains("<h2>Token a</h2>") && html.contains("<h2>Token b</h2>"));
+        assert!(html.contains(r#"<a class="login" href="/login/b">Log in b</a>"#));
+        assert!(!html.contains(r#"href="/login/a""#));
+        assert!(html.contains("token b needs login"), "{html}");
     }
 
     #[test]
@@ -584,27 +677,13 @@ mod tests {
             fence: 0,
             ..FleetStatus::default()
         };
-        let html = render(&Page {
-            programs: &[],
-            token: Some(&t),
-            store: Some(&store),
-            manual_login: true,
-            now: "2024-05-01T10:05:07Z".parse().unwrap(),
-            version: "0.0.0",
-        });
+        let html = with_store(&[], Some(&t), Some(&store));
         assert!(
             html.contains("a&lt;b · follower of host/1/&lt;x&gt;"),
             "{html}"
         );
         let down = FleetStatus { up: false, ..store };
-        let html = render(&Page {
-            programs: &[],
-            token: Some(&t),
-            store: Some(&down),
-            manual_login: true,
-            now: "2024-05-01T10:05:07Z".parse().unwrap(),
-            version: "0.0.0",
-        });
+        let html = with_store(&[], Some(&t), Some(&down));
         assert!(html.contains("store unreachable"), "{html}");
     }
 }

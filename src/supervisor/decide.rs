@@ -52,10 +52,10 @@ pub enum Event {
         sent: Instant,
         detail: String,
     },
-    /// The keeper finished its start-up check: programs that read the token may start.
-    TokenSettled,
-    /// A new token is in the env file.
-    TokenChanged { generation: u64 },
+    /// A keeper finished its start-up check: programs that read its token may start.
+    TokenSettled { token: String },
+    /// A new token is in the env file (`generation`: one sequence for all tokens).
+    TokenChanged { token: String, generation: u64 },
     /// Time passed: verification deadlines may have run out.
     Tick,
     /// A signal warden forwards to every running program (SPEC §7).
@@ -106,17 +106,19 @@ struct Record {
     gone: bool,
     /// A probe task runs for the current process.
     probing: bool,
-    /// Token generation the current process has (from its spawn or its last hand-over).
+    /// Token generation at the current process's spawn: it has every token written before.
     generation: u64,
+    /// Per token, the generation last handed over to the current process.
+    handed: BTreeMap<String, u64>,
     /// A token hand-over (signal or watch) that a probe has yet to confirm (SPEC §3.1).
     verification: Option<Verification>,
 }
 
 pub struct Core {
     records: BTreeMap<String, Record>,
-    /// A token keeper runs: programs that read the token wait for it to settle.
-    token_kept: bool,
-    token_settled: bool,
+    /// The tokens a keeper runs for: programs that read one wait for it to settle.
+    kept: BTreeSet<String>,
+    settled: BTreeSet<String>,
     verify_timeout: Duration,
 }
 
@@ -124,14 +126,30 @@ impl Core {
     pub fn new(verify_timeout: Duration) -> Core {
         Core {
             records: BTreeMap::new(),
-            token_kept: false,
-            token_settled: false,
+            kept: BTreeSet::new(),
+            settled: BTreeSet::new(),
             verify_timeout,
         }
     }
 
-    pub fn set_token_kept(&mut self, kept: bool) {
-        self.token_kept = kept;
+    /// A keeper now runs for the token `name` (at start, or added by a reload).
+    pub fn keep_token(&mut self, name: &str) {
+        self.kept.insert(name.to_string());
+    }
+
+    /// The token `name` was removed by a reload: nothing waits for it any more.
+    pub fn forget_token(&mut self, name: &str) {
+        self.kept.remove(name);
+        self.settled.remove(name);
+    }
+
+    /// Has every kept token this program uses settled (SPEC §9.1: one token's trouble never
+    /// holds up programs that do not use it)?
+    fn tokens_settled_for(&self, cfg: &ProgramConfig) -> bool {
+        self.kept
+            .iter()
+            .filter(|t| cfg.uses_token(t))
+            .all(|t| self.settled.contains(t))
     }
 
     pub fn set_verify_timeout(&mut self, timeout: Duration) {
@@ -150,6 +168,7 @@ impl Core {
                 gone: false,
                 probing: false,
                 generation: 0,
+                handed: BTreeMap::new(),
                 verification: None,
             },
         );
@@ -254,9 +273,7 @@ impl Core {
             })
             // Write the token before starting the programs that read it.
             .filter(|(_, r)| {
-                self.token_settled
-                    || !self.token_kept
-                    || r.cfg.on_token_change == OnTokenChange::None
+                r.cfg.on_token_change == OnTokenChange::None || self.tokens_settled_for(&r.cfg)
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -281,11 +298,11 @@ impl Core {
                 sent,
                 detail,
             } => self.on_health(now, &name, pid, health, sent, &detail),
-            Event::TokenSettled => {
-                self.token_settled = true;
+            Event::TokenSettled { token } => {
+                self.settled.insert(token);
                 Vec::new()
             }
-            Event::TokenChanged { generation } => self.hand_over(now, generation),
+            Event::TokenChanged { token, generation } => self.hand_over(now, &token, generation),
             Event::Tick => self.check_verifications(now),
             Event::Forward(sig) => self.forward(sig),
         }
@@ -322,6 +339,7 @@ impl Core {
             }
             ProgramEvent::Spawned { pid, generation } => {
                 r.generation = generation;
+                r.handed.clear();
                 r.verification = None;
                 r.probing = r.cfg.health.is_some();
                 out.push(Effect::StartProbe {
@@ -418,17 +436,24 @@ impl Core {
 
     /// Give running programs the new token (SPEC §3.1): reload signal or nothing (`watch`),
     /// then verify with a probe if they have a health check; or restart.
-    fn hand_over(&mut self, now: Now, generation: u64) -> Vec<Effect> {
+    fn hand_over(&mut self, now: Now, token: &str, generation: u64) -> Vec<Effect> {
         let mut out = Vec::new();
         let timeout = self.verify_timeout;
         for (name, r) in self.records.iter_mut() {
             let Some(pid) = r.status.running_pid() else {
                 continue;
             };
-            if r.gone || r.generation >= generation {
+            // Only the programs that use this token get it (SPEC §9.1). Generations are one
+            // sequence for all tokens, but two keepers' announcements may arrive out of order,
+            // so what was handed over is remembered per token.
+            if r.gone
+                || !r.cfg.uses_token(token)
+                || r.generation >= generation
+                || r.handed.get(token).is_some_and(|g| *g >= generation)
+            {
                 continue;
             }
-            r.generation = generation;
+            r.handed.insert(token.to_string(), generation);
             match r.cfg.on_token_change {
                 OnTokenChange::Signal => {
                     let signal = r.cfg.reload_signal.0;
@@ -558,13 +583,18 @@ mod tests {
     /// healthy.
     fn running_api(base: Instant) -> Core {
         let mut core = Core::new(T);
-        core.set_token_kept(true);
+        core.keep_token("kite");
         core.add(
             "api",
             program(OnTokenChange::Signal, true, &[]),
             at(base, 0).wall,
         );
-        core.handle(at(base, 0), Event::TokenSettled);
+        core.handle(
+            at(base, 0),
+            Event::TokenSettled {
+                token: "kite".into(),
+            },
+        );
         assert_eq!(core.start_ready(), vec![sent("api", Control::Start)]);
         core.handle(at(base, 1), state("api", ProgramState::Starting, Some(10)));
         let fx = core.handle(
@@ -593,7 +623,7 @@ mod tests {
     fn programs_start_after_their_dependencies_and_token_readers_after_the_keeper() {
         let base = Instant::now();
         let mut core = Core::new(T);
-        core.set_token_kept(true);
+        core.keep_token("kite");
         core.add(
             "db",
             program(OnTokenChange::None, false, &[]),
@@ -613,7 +643,12 @@ mod tests {
         assert_eq!(core.start_ready(), vec![], "Start is sent once");
         core.handle(at(base, 1), state("db", ProgramState::Running, Some(5)));
         assert_eq!(core.start_ready(), vec![], "api and job wait for the token");
-        core.handle(at(base, 2), Event::TokenSettled);
+        core.handle(
+            at(base, 2),
+            Event::TokenSettled {
+                token: "kite".into(),
+            },
+        );
         assert_eq!(
             core.start_ready(),
             vec![sent("api", Control::Start), sent("job", Control::Start)]
@@ -655,7 +690,13 @@ mod tests {
     fn a_signal_hand_over_is_verified_by_a_probe_sent_after_the_delivery() {
         let base = Instant::now();
         let mut core = running_api(base);
-        let fx = core.handle(at(base, 10), Event::TokenChanged { generation: 2 });
+        let fx = core.handle(
+            at(base, 10),
+            Event::TokenChanged {
+                token: "kite".into(),
+                generation: 2,
+            },
+        );
         assert_eq!(
             fx,
             vec![sent(
@@ -694,7 +735,13 @@ mod tests {
         assert_eq!(core.next_deadline(), None, "verified");
         assert_eq!(core.handle(at(base, 60), Event::Tick), vec![]);
         assert_eq!(
-            core.handle(at(base, 61), Event::TokenChanged { generation: 2 }),
+            core.handle(
+                at(base, 61),
+                Event::TokenChanged {
+                    token: "kite".into(),
+                    generation: 2
+                }
+            ),
             vec![],
             "a generation is handed over once"
         );
@@ -704,7 +751,13 @@ mod tests {
     fn no_2xx_within_verify_timeout_means_a_token_restart() {
         let base = Instant::now();
         let mut core = running_api(base);
-        core.handle(at(base, 10), Event::TokenChanged { generation: 2 });
+        core.handle(
+            at(base, 10),
+            Event::TokenChanged {
+                token: "kite".into(),
+                generation: 2,
+            },
+        );
         assert_eq!(core.handle(at(base, 39), Event::Tick), vec![]);
         assert_eq!(
             core.handle(at(base, 40), Event::Tick),
@@ -717,7 +770,13 @@ mod tests {
     fn a_program_that_stops_being_up_is_not_restarted_for_an_unverified_hand_over() {
         let base = Instant::now();
         let mut core = running_api(base);
-        core.handle(at(base, 10), Event::TokenChanged { generation: 2 });
+        core.handle(
+            at(base, 10),
+            Event::TokenChanged {
+                token: "kite".into(),
+                generation: 2,
+            },
+        );
         let fx = core.handle(at(base, 11), state("api", ProgramState::Exited, None));
         assert_eq!(
             fx,
@@ -807,7 +866,13 @@ mod tests {
                 ),
             );
         }
-        let fx = core.handle(at(base, 5), Event::TokenChanged { generation: 2 });
+        let fx = core.handle(
+            at(base, 5),
+            Event::TokenChanged {
+                token: "kite".into(),
+                generation: 2,
+            },
+        );
         assert_eq!(
             fx,
             vec![
@@ -833,5 +898,91 @@ mod tests {
         core.handle(at(base, 3), ev("api", ProgramEvent::Gone));
         assert_eq!(core.restart("api", RestartReason::Manual), None);
         assert!(core.live().is_empty());
+    }
+
+    /// Two tokens: `a` and `b`; `all` uses both, `only_b` lists `b` alone.
+    fn two_token_core(base: Instant) -> Core {
+        let mut core = Core::new(T);
+        core.keep_token("a");
+        core.keep_token("b");
+        for (name, tokens) in [("all", None), ("only_b", Some(vec!["b".to_string()]))] {
+            core.add(
+                name,
+                Arc::new(ProgramConfig {
+                    tokens,
+                    ..ProgramConfig::default()
+                }),
+                at(base, 0).wall,
+            );
+        }
+        core
+    }
+
+    fn spawn(core: &mut Core, base: Instant, name: &str, pid: i32, generation: u64) {
+        core.handle(at(base, 1), state(name, ProgramState::Running, Some(pid)));
+        core.handle(
+            at(base, 1),
+            ev(name, ProgramEvent::Spawned { pid, generation }),
+        );
+    }
+
+    #[test]
+    fn a_program_waits_only_for_the_tokens_it_uses() {
+        let base = Instant::now();
+        let mut core = two_token_core(base);
+        assert_eq!(core.start_ready(), vec![]);
+        core.handle(at(base, 1), Event::TokenSettled { token: "b".into() });
+        assert_eq!(core.start_ready(), vec![sent("only_b", Control::Start)]);
+        core.handle(at(base, 2), Event::TokenSettled { token: "a".into() });
+        assert_eq!(core.start_ready(), vec![sent("all", Control::Start)]);
+    }
+
+    #[test]
+    fn a_token_change_reaches_only_the_programs_that_use_it() {
+        let base = Instant::now();
+        let mut core = two_token_core(base);
+        spawn(&mut core, base, "all", 10, 0);
+        spawn(&mut core, base, "only_b", 11, 0);
+        let signal = |pid| Control::Signal {
+            signal: Signal::SIGHUP,
+            pid,
+        };
+        let fx = core.handle(
+            at(base, 5),
+            Event::TokenChanged {
+                token: "a".into(),
+                generation: 1,
+            },
+        );
+        assert_eq!(fx, vec![sent("all", signal(10))]);
+        let fx = core.handle(
+            at(base, 6),
+            Event::TokenChanged {
+                token: "b".into(),
+                generation: 2,
+            },
+        );
+        assert_eq!(
+            fx,
+            vec![sent("all", signal(10)), sent("only_b", signal(11))]
+        );
+    }
+
+    #[test]
+    fn announcements_of_two_tokens_arriving_out_of_order_both_hand_over() {
+        let base = Instant::now();
+        let mut core = two_token_core(base);
+        spawn(&mut core, base, "all", 10, 0);
+        let changed = |token: &str, generation| Event::TokenChanged {
+            token: token.into(),
+            generation,
+        };
+        assert_eq!(core.handle(at(base, 5), changed("a", 2)).len(), 1);
+        assert_eq!(
+            core.handle(at(base, 5), changed("b", 1)).len(),
+            1,
+            "b's token was written before a's but announced after: still new to the program"
+        );
+        assert_eq!(core.handle(at(base, 6), changed("b", 1)), vec![]);
     }
 }

@@ -20,14 +20,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use self::decide::{Core, Effect, Event, Now};
-use crate::config::{self, Config, ProgramConfig};
+use crate::config::{self, Config, ProgramConfig, TokenConfig, TokenProviderKind};
+use crate::control::{TokenEntry, TokenTable};
 use crate::health::{HealthEvent, ProbeHandle};
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyEvent};
 use crate::program::actor::ProgramActor;
 use crate::program::{Control, ProgramEvent, RestartReason};
 use crate::reaper::Reaper;
-use crate::token::keeper::{Keeper, KeeperEvent, KeeperHandle, KeeperMsg, KeeperSetup, Trigger};
+use crate::token::keeper::{
+    Keeper, KeeperEvent, KeeperHandle, KeeperMsg, KeeperSetup, TokenStatus, Trigger,
+};
 use std::sync::atomic::AtomicU64;
 
 /// Bursts of writes to the config file (editors write several times) become one reload.
@@ -53,9 +56,13 @@ pub struct Parts {
     pub listener: tokio::net::TcpListener,
     /// Signal numbers from `crate::signals::listen`, installed by the caller.
     pub signals: UnboundedReceiver<i32>,
-    /// The token keeper's peers; `None` when warden keeps no token.
-    pub token: Option<TokenParts>,
+    /// Builds the peers of one token's keeper (at start, and for a token a reload adds);
+    /// `None` when that token cannot be kept (the reason is logged by the factory).
+    pub token_parts: TokenPartsFactory,
 }
+
+/// See [`Parts::token_parts`].
+pub type TokenPartsFactory = Box<dyn FnMut(&TokenConfig) -> Option<TokenParts> + Send>;
 
 /// The broker client and, in fleet mode, the started fleet the keeper works with.
 pub struct TokenParts {
@@ -87,22 +94,58 @@ pub struct Supervisor {
     probe_client: crate::health::ProbeClient,
     metrics: Arc<Metrics>,
     notifier: Notifier,
+    /// One sequence for every keeper (program actors read it right before each spawn).
     token_generation: Arc<AtomicU64>,
-    keeper: Option<KeeperHandle>,
+    /// One keeper per token (SPEC §9.1), by name, with what front ends reach it by.
+    keepers: BTreeMap<String, (KeeperHandle, TokenEntry)>,
+    /// The front ends' view of `keepers`, republished when a reload changes the set.
+    token_table: watch::Sender<TokenTable>,
     keeper_tx: UnboundedSender<KeeperEvent>,
     keeper_rx: UnboundedReceiver<KeeperEvent>,
-    /// Taken when the keeper starts.
-    token_parts: Option<TokenParts>,
+    token_parts: TokenPartsFactory,
     listener: Option<tokio::net::TcpListener>,
     signals: Option<UnboundedReceiver<i32>>,
     health_tx: UnboundedSender<HealthEvent>,
     health_rx: UnboundedReceiver<HealthEvent>,
 }
 
+/// The longest of the tokens' `verify_timeout`s: the hand-over check is one per program.
 fn verify_timeout(cfg: &Config) -> Duration {
-    cfg.token
-        .as_ref()
-        .map_or(Duration::from_secs(30), |t| t.verify_timeout)
+    cfg.token_list()
+        .iter()
+        .map(|t| t.verify_timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// What front ends reach one token by: its status, its keeper, its manual login.
+fn token_entry(name: &str, t: &TokenConfig, handle: &KeeperHandle) -> TokenEntry {
+    let login = crate::token::provider::configured::manual_login_provider(t).map(|provider| {
+        crate::control::LoginRoute {
+            provider,
+            carries_state: provider != "dhan",
+        }
+    });
+    TokenEntry {
+        name: name.to_string(),
+        status: handle.status.clone(),
+        keeper: handle.tx.clone(),
+        login,
+        login_states: Arc::new(crate::token::login_state::LoginStates::new(
+            t.kite.as_ref(),
+            handle.fleet_store.clone(),
+        )),
+        store: handle.fleet.clone(),
+    }
+}
+
+/// Tokens a keeper runs for, by name (`provider = "none"` has none).
+fn kept_tokens(cfg: &Config) -> BTreeMap<String, TokenConfig> {
+    cfg.token_list()
+        .into_iter()
+        .filter(|t| t.provider != TokenProviderKind::None)
+        .map(|t| (t.display_name(), t.clone()))
+        .collect()
 }
 
 impl Supervisor {
@@ -117,17 +160,18 @@ impl Supervisor {
             notifier,
             listener,
             signals,
-            token,
+            token_parts,
         } = parts;
         let mut sup = Supervisor {
             core: Core::new(verify_timeout(&cfg)),
             metrics,
             notifier,
-            token_parts: token,
+            token_parts,
             listener: Some(listener),
             signals: Some(signals),
             token_generation: Arc::new(AtomicU64::new(0)),
-            keeper: None,
+            keepers: BTreeMap::new(),
+            token_table: watch::channel(Arc::new(Vec::new())).0,
             keeper_tx,
             keeper_rx,
             probe_client: crate::health::client(),
@@ -211,7 +255,14 @@ impl Supervisor {
                     }
                 }
                 Effect::TokenRejected { program } => {
-                    self.to_keeper(KeeperMsg::Trigger(Trigger::ProbeAuth(program)));
+                    // The program's tokens: each keeper validates before it logs in.
+                    let uses = self.core.config(&program).cloned();
+                    for (name, (k, _)) in &self.keepers {
+                        if uses.as_ref().is_none_or(|c| c.uses_token(name)) {
+                            let _ =
+                                k.tx.send(KeeperMsg::Trigger(Trigger::ProbeAuth(program.clone())));
+                        }
+                    }
                 }
                 Effect::Fatal { program } => {
                     tracing::error!(program = %program, "program is fatal");
@@ -330,14 +381,7 @@ impl Supervisor {
         for w in &new.warnings {
             tracing::warn!("{}", w.located(&path, ""));
         }
-        if new.token != self.cfg.token {
-            match &new.token {
-                Some(t) if self.keeper.is_some() => {
-                    self.to_keeper(KeeperMsg::Reconfigure(Box::new(t.clone())))
-                }
-                _ => tracing::warn!("[token] provider added or removed: restart warden to apply"),
-            }
-        }
+        self.reload_tokens(&new);
         let d = config::diff(&self.cfg, &new);
         tracing::info!(
             added = ?d.added, removed = ?d.removed, changed = ?d.changed,
@@ -384,40 +428,41 @@ impl Supervisor {
                 }
                 let _ = reply.send(ok);
             }
-            crate::control::Request::RefreshToken => self.request_refresh(Trigger::Api),
         }
     }
 
-    fn to_keeper(&self, msg: KeeperMsg) {
-        if let Some(k) = &self.keeper {
-            let _ = k.tx.send(msg);
-        }
-    }
-
+    /// SIGUSR1: every token.
     fn request_refresh(&self, t: Trigger) {
-        if self.keeper.is_none() {
+        if self.keepers.is_empty() {
             tracing::info!("token refresh requested, but no token provider is configured");
         }
-        self.to_keeper(KeeperMsg::Trigger(t));
+        for (k, _) in self.keepers.values() {
+            let _ = k.tx.send(KeeperMsg::Trigger(t.clone()));
+        }
     }
 
     fn on_keeper_event(&mut self, ev: KeeperEvent) {
         match ev {
-            KeeperEvent::Settled => {
-                self.handle(Event::TokenSettled);
+            KeeperEvent::Settled { token } => {
+                self.handle(Event::TokenSettled { token });
                 self.start_ready();
             }
-            KeeperEvent::TokenChanged { generation } => {
-                self.handle(Event::TokenChanged { generation })
+            KeeperEvent::TokenChanged { token, generation } => {
+                self.handle(Event::TokenChanged { token, generation })
             }
         }
     }
 
-    fn start_keeper(&mut self) {
-        let Some(tcfg) = self.cfg.token.clone() else {
-            return;
-        };
-        let Some(TokenParts { broker, fleet }) = self.token_parts.take() else {
+    /// A keeper for every token of the config, each its own task (SPEC §9.1).
+    fn start_keepers(&mut self) {
+        for (name, t) in kept_tokens(&self.cfg) {
+            self.start_keeper(name, t);
+        }
+        self.publish_tokens();
+    }
+
+    fn start_keeper(&mut self, name: String, tcfg: TokenConfig) {
+        let Some(TokenParts { broker, fleet }) = (self.token_parts)(&tcfg) else {
             return;
         };
         let config_dir = self
@@ -426,29 +471,97 @@ impl Supervisor {
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
+        let login_path = if tcfg.named {
+            format!("/login/{name}")
+        } else {
+            "/login".to_string()
+        };
+        let entry_cfg = tcfg.clone();
         let setup = KeeperSetup {
             fleet,
             cfg: tcfg,
             state_dir: self.cfg.supervisor.state_dir.clone(),
             config_dir,
-            login_url: format!("{}/login", self.cfg.http.public_url()),
+            login_url: format!("{}{login_path}", self.cfg.http.public_url()),
             reaper: self.reaper.clone(),
-            metrics: self.metrics.clone(),
+            metrics: Arc::new(self.metrics.for_token(&name)),
             notifier: self.notifier.clone(),
             generation: self.token_generation.clone(),
             clock: crate::token::clock::Clock::System,
             watch_env_file: true,
         };
-        self.keeper = Some(Keeper::spawn(setup, broker, self.keeper_tx.clone()));
-        self.core.set_token_kept(true);
+        let handle = Keeper::spawn(setup, broker, self.keeper_tx.clone());
+        let entry = token_entry(&name, &entry_cfg, &handle);
+        self.core.keep_token(&name);
+        self.keepers.insert(name, (handle, entry));
     }
 
-    /// Fleet mode: hand the lock over now, so a successor need not wait for its TTL.
-    fn release_fleet_lock(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
-        let k = self.keeper.as_ref().filter(|k| k.fleet.is_some())?;
-        let (done, rx) = tokio::sync::oneshot::channel();
-        k.tx.send(KeeperMsg::Shutdown(done)).ok()?;
-        Some(rx)
+    /// Give the front ends the current set of tokens.
+    fn publish_tokens(&self) {
+        let table: Vec<TokenEntry> = self.keepers.values().map(|(_, e)| e.clone()).collect();
+        self.token_table.send_replace(Arc::new(table));
+    }
+
+    /// Apply a reload to the tokens: each added one gets a keeper, each removed one loses its
+    /// keeper, each changed one is reconfigured; the others are not touched (SPEC §9.1).
+    fn reload_tokens(&mut self, new: &Config) {
+        let before = kept_tokens(&self.cfg);
+        let after = kept_tokens(new);
+        let mut changed_set = false;
+        for name in before.keys().filter(|n| !after.contains_key(*n)) {
+            if let Some((k, _)) = self.keepers.remove(name) {
+                tracing::info!(token = %name, "token removed from the config: its keeper stops");
+                // Fleet mode gives up the lock; dropping the last sender ends the keeper.
+                let (done, _) = tokio::sync::oneshot::channel();
+                let _ = k.tx.send(KeeperMsg::Shutdown(done));
+            }
+            self.core.forget_token(name);
+            self.metrics.remove_token(name);
+            changed_set = true;
+        }
+        for (name, t) in &after {
+            match before.get(name) {
+                None => {
+                    tracing::info!(token = %name, "token added to the config: starting its keeper");
+                    // Its keeper reads this warden's settings (state_dir, public_url) from the new
+                    // config, which is not in place yet.
+                    let old = std::mem::replace(&mut self.cfg, new.clone());
+                    self.start_keeper(name.clone(), t.clone());
+                    self.cfg = old;
+                    changed_set = true;
+                }
+                Some(old) if old != t => {
+                    if let Some((k, entry)) = self.keepers.get_mut(name) {
+                        let _ = k.tx.send(KeeperMsg::Reconfigure(Box::new(t.clone())));
+                        // The manual login follows the new settings (its broker, its key).
+                        *entry = token_entry(name, t, k);
+                        changed_set = true;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if changed_set {
+            self.publish_tokens();
+        }
+    }
+
+    /// Fleet mode: hand the locks over now, so a successor need not wait for their TTL.
+    fn release_fleet_locks(&self) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        self.keepers
+            .values()
+            .filter(|(k, _)| k.fleet.is_some())
+            .filter_map(|(k, _)| {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                k.tx.send(KeeperMsg::Shutdown(done)).ok()?;
+                Some(rx)
+            })
+            .collect()
+    }
+
+    /// The only or first token's status (sdnotify's summary line).
+    fn first_token_status(&self) -> Option<watch::Receiver<TokenStatus>> {
+        self.keepers.values().next().map(|(k, _)| k.status.clone())
     }
 
     /// Restart one program on request (HTTP, CLI). Leaves `fatal` with a fresh budget.
@@ -477,32 +590,17 @@ impl Supervisor {
                 None
             }
         };
-        self.start_keeper();
+        self.start_keepers();
         let (req_tx, mut requests) = unbounded_channel();
         let app = crate::http::AppState {
             views: crate::control::Views {
                 programs: self.view(),
-                token: self.keeper.as_ref().map(|k| k.status.clone()),
-                store: self.keeper.as_ref().and_then(|k| k.fleet.clone()),
+                tokens: self.token_table.subscribe(),
                 orphans: self.reaper.orphan_counter(),
             },
-            control: crate::control::Control::new(
-                req_tx,
-                self.keeper.as_ref().map(|k| k.tx.clone()),
-            ),
+            control: crate::control::Control::new(req_tx, self.token_table.subscribe()),
             api_token: self.cfg.http.api_token().cloned(),
             metrics: self.metrics.clone(),
-            login: self.cfg.token.as_ref().and_then(|t| {
-                let provider = crate::token::provider::configured::manual_login_provider(t)?;
-                Some(crate::http::login::LoginRoute {
-                    provider,
-                    carries_state: provider != "dhan",
-                })
-            }),
-            login_states: std::sync::Arc::new(crate::token::login_state::LoginStates::new(
-                self.cfg.token.as_ref().and_then(|t| t.kite.as_ref()),
-                self.keeper.as_ref().and_then(|k| k.fleet_store.clone()),
-            )),
         };
         if let Some(listener) = self.listener.take() {
             crate::http::serve(listener, &self.cfg.http.public_url, app)?;
@@ -513,11 +611,7 @@ impl Supervisor {
             env!("CARGO_PKG_VERSION")
         );
         self.start_ready();
-        crate::sdnotify::spawn(
-            self.view(),
-            self.keeper.as_ref().map(|k| k.status.clone()),
-            &self.cfg,
-        );
+        crate::sdnotify::spawn(self.view(), self.first_token_status(), &self.cfg);
         let mut reload_at: Option<Instant> = None;
         loop {
             let verify_at = self.core.next_deadline();
@@ -563,7 +657,7 @@ impl Supervisor {
     /// remaining actor SIGKILL its group at once, graceful stop under way or not.
     async fn shutdown(&mut self, signals: &mut UnboundedReceiver<i32>) {
         let deadline = Instant::now() + self.cfg.supervisor.shutdown_timeout;
-        let released = self.release_fleet_lock();
+        let released = self.release_fleet_locks();
         let mut killed_at: Option<Instant> = None;
         self.replacing.clear();
         let names: Vec<String> = self.entries.keys().cloned().collect();
@@ -619,9 +713,10 @@ impl Supervisor {
         }
         self.reaper.drain();
         tracing::info!("all programs stopped");
-        if let Some(rx) = released {
-            // Bounded: a keeper busy with a login must not hold the exit up.
-            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        // Bounded: a keeper busy with a login must not hold the exit up.
+        let released_by = Instant::now() + Duration::from_secs(2);
+        for rx in released {
+            let _ = tokio::time::timeout_at(released_by, rx).await;
         }
     }
 

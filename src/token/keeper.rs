@@ -90,10 +90,12 @@ pub enum KeeperMsg {
 /// What the keeper tells the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeeperEvent {
-    /// The start-up token check is done (valid token in place, or a person must act).
-    Settled,
-    /// A new token is in the env file; generation is its sequence number.
-    TokenChanged { generation: u64 },
+    /// The start-up token check of the token called `token` is done (valid token in place,
+    /// or a person must act).
+    Settled { token: String },
+    /// A new token is in the env file; generation is its sequence number (one sequence shared
+    /// by every keeper of this warden).
+    TokenChanged { token: String, generation: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +326,7 @@ impl<P: Provider> Keeper<P> {
         let coordination = Coordination::new(setup.fleet);
         let fleet_status = coordination.fleet().map(Fleet::status);
         let fleet_store = coordination.fleet().cloned();
-        let memory = LoginMemory::load(&setup.state_dir);
+        let memory = LoginMemory::load_file(setup.cfg.login_json_path(&setup.state_dir));
         let budget = AttemptBudget::from_config(&setup.cfg);
         let keeper = Keeper {
             provider,
@@ -419,7 +421,9 @@ impl<P: Provider> Keeper<P> {
             ),
         }
         self.startup().await;
-        let _ = self.events.send(KeeperEvent::Settled);
+        let _ = self.events.send(KeeperEvent::Settled {
+            token: self.cfg.display_name(),
+        });
         let mut next_check = Instant::now() + self.cfg.check_interval;
         // Fixed until it has fired (or the settings change): recomputed "next after now" at
         // every turn of the loop, a turn that lands on the refresh time itself (a validation

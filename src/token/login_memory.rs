@@ -110,7 +110,11 @@ impl LoginMemory {
     /// Read `{state_dir}/login.json`; a missing file is a fresh memory. An unreadable one
     /// blocks automated login (see [`Self::block`]) rather than forget what it held.
     pub fn load(state_dir: &Path) -> LoginMemory {
-        let path = Self::path_in(state_dir);
+        Self::load_file(Self::path_in(state_dir))
+    }
+
+    /// Read the memory at `path` (a named token's, SPEC §9.1), like [`Self::load`].
+    pub fn load_file(path: PathBuf) -> LoginMemory {
         let (doc, unreadable) = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<Doc>(&bytes) {
                 Ok(doc) if !doc.salt.is_empty() => (doc, None),

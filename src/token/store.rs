@@ -277,7 +277,24 @@ pub fn rewrite_env_file(path: &Path, key: &str, value: &str) -> Result<(), Store
     if value.contains('\0') {
         return Err(invalid("the value contains a NUL byte"));
     }
+    let lock = env_file_lock(path);
+    let _turn = lock.lock().unwrap_or_else(|e| e.into_inner());
     rewrite_env_file_checked(path, key, value, &mut |_| {})
+}
+
+/// The lock of one env file, shared by every keeper of this process (SPEC §9.1: two tokens
+/// may share an env file). A rewrite reads the file, changes one key and renames a new file
+/// over it; two at once would each keep the other's old value. Held only for the rewrite
+/// itself, never across an await.
+fn env_file_lock(path: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    locks.entry(path.to_path_buf()).or_default().clone()
 }
 
 /// How many times a rewrite starts over because another writer changed the file meanwhile.
@@ -460,12 +477,19 @@ pub fn token_json_path(state_dir: &Path) -> PathBuf {
 /// Store `rec` as `{state_dir}/token.json` (0600, atomically), creating `state_dir` (0700) if
 /// needed.
 pub fn write_token_json(state_dir: &Path, rec: &TokenRecord) -> Result<(), StoreError> {
+    write_token_json_file(&token_json_path(state_dir), rec)
+}
+
+/// Store `rec` as the token file `path` (`{state_dir}/token.json`, or a named token's
+/// `{state_dir}/tokens/NAME.json`), creating its directories (0700) if needed.
+pub fn write_token_json_file(path: &Path, rec: &TokenRecord) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(state_dir)
-        .map_err(io_err(state_dir, "create the state directory"))?;
+        .create(dir)
+        .map_err(io_err(dir, "create the state directory"))?;
     let mut doc = serde_json::json!({
         "access_token": rec.access_token.expose(),
         "user_id": rec.user_id,
@@ -487,11 +511,7 @@ pub fn write_token_json(state_dir: &Path, rec: &TokenRecord) -> Result<(), Store
     }
     let mut bytes = serde_json::to_vec_pretty(&doc).expect("a JSON value always serializes");
     bytes.push(b'\n');
-    atomic_write(
-        &token_json_path(state_dir),
-        &bytes,
-        FileMode::Exactly(0o600),
-    )
+    atomic_write(path, &bytes, FileMode::Exactly(0o600))
 }
 
 fn time_json(unix: i64) -> serde_json::Value {
@@ -504,7 +524,12 @@ fn time_json(unix: i64) -> serde_json::Value {
 /// Read `{state_dir}/token.json`. Missing → `None`; unreadable or malformed → an error saying
 /// which field is wrong (never its value).
 pub fn read_token_json(state_dir: &Path) -> Result<Option<TokenRecord>, StoreError> {
-    let path = token_json_path(state_dir);
+    read_token_json_file(&token_json_path(state_dir))
+}
+
+/// Read the token file `path` (see [`write_token_json_file`]) like [`read_token_json`].
+pub fn read_token_json_file(path: &Path) -> Result<Option<TokenRecord>, StoreError> {
+    let path = path.to_path_buf();
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -606,6 +631,35 @@ mod tests {
 
     fn rewrite(old: &str, key: &str, value: &str) -> String {
         String::from_utf8(rewrite_bytes(old.as_bytes(), key, value)).unwrap()
+    }
+
+    #[test]
+    fn concurrent_rewrites_of_two_keys_keep_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "# shared\n").unwrap();
+        let writers: Vec<_> = ["A_TOKEN", "B_TOKEN"]
+            .into_iter()
+            .map(|key| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        rewrite_env_file(&path, key, &format!("{key}-{i}")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(
+            read_env_value(&path, "A_TOKEN").unwrap().as_deref(),
+            Some("A_TOKEN-199")
+        );
+        assert_eq!(
+            read_env_value(&path, "B_TOKEN").unwrap().as_deref(),
+            Some("B_TOKEN-199")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::config::Config;
     .dir.display()
 )]
 pub struct NotWritable {
-    pub key: &'static str,
+    pub key: String,
     pub dir: PathBuf,
     pub what: &'static str,
     pub reason: String,
@@ -27,27 +27,41 @@ pub struct NotWritable {
 /// does not exist yet is fine when it could be created (its nearest existing parent is
 /// writable); nothing is created here.
 pub fn check(cfg: &Config) -> Vec<NotWritable> {
-    let Some(token) = &cfg.token else {
+    let tokens = cfg.token_list();
+    if tokens.is_empty() {
         return Vec::new();
-    };
+    }
     let mut problems = Vec::new();
-    let env_dir = match token.env_file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if let Err((reason, missing)) = probe(&env_dir, false) {
-        problems.push(NotWritable {
-            key: "token.env_file",
-            dir: env_dir,
-            what: "the env file (by a temp file renamed over it)",
-            reason,
-            missing,
-        });
+    let mut seen = Vec::new();
+    for token in tokens {
+        let env_dir = match token.env_file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        // Tokens sharing a directory: one check, one report.
+        if seen.contains(&env_dir) {
+            continue;
+        }
+        seen.push(env_dir.clone());
+        if let Err((reason, missing)) = probe(&env_dir, false) {
+            let key = if token.named {
+                format!("tokens.{}.env_file", token.name)
+            } else {
+                "token.env_file".to_string()
+            };
+            problems.push(NotWritable {
+                key,
+                dir: env_dir,
+                what: "the env file (by a temp file renamed over it)",
+                reason,
+                missing,
+            });
+        }
     }
     let state = &cfg.supervisor.state_dir;
     if let Err((reason, missing)) = probe(state, true) {
         problems.push(NotWritable {
-            key: "supervisor.state_dir",
+            key: "supervisor.state_dir".to_string(),
             dir: state.clone(),
             what: "token.json and login.json",
             reason,

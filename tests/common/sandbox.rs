@@ -337,8 +337,13 @@ impl ManualLoginStack {
 /// form (filled with the sandbox user and the TOTP code `totp`), Kite's redirect to warden's
 /// `/kite/callback`. Returns the callback's answer (302 to `/` on success).
 pub fn manual_login(warden: &str, totp: &str) -> Resp {
-    let r = request(warden, "GET", "/login", &[], "");
-    assert_eq!(r.status, 302, "/login: {}", r.body);
+    manual_login_from(warden, "/login", totp)
+}
+
+/// [`manual_login`] starting at `login_path` (`/login/NAME` for one of several tokens).
+pub fn manual_login_from(warden: &str, login_path: &str, totp: &str) -> Resp {
+    let r = request(warden, "GET", login_path, &[], "");
+    assert_eq!(r.status, 302, "{login_path}: {}", r.body);
     let mut url = r.header("location").unwrap().to_string();
     let mut cookie = String::new();
     for _ in 0..10 {

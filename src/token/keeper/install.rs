@@ -58,7 +58,9 @@ impl<P: Provider> Keeper<P> {
             )?;
         }
         self.check_env_file_mode();
-        if let Err(e) = store::write_token_json(&self.state_dir, &rec) {
+        if let Err(e) =
+            store::write_token_json_file(&self.cfg.token_json_path(&self.state_dir), &rec)
+        {
             // The env file has it, which is what programs need; token.json only saves a
             // validation at the next start.
             tracing::warn!("the new token is in place, but {e}");
@@ -92,7 +94,10 @@ impl<P: Provider> Keeper<P> {
             if announce {
                 tracing::info!(source = source.as_str(), generation, "new token in place");
                 self.notifier.notify(refreshed);
-                let _ = self.events.send(KeeperEvent::TokenChanged { generation });
+                let _ = self.events.send(KeeperEvent::TokenChanged {
+                    token: self.cfg.display_name(),
+                    generation,
+                });
             }
         }
         Ok(())

@@ -34,9 +34,9 @@ pub(super) fn blocked_message(reason: &str) -> String {
 }
 
 impl<P: Provider> Keeper<P> {
-    /// The token's name in metrics (one token per warden: its provider).
-    fn token_name(&self) -> &'static str {
-        self.provider.name()
+    /// The token's name in metrics (SPEC §9.1).
+    fn token_name(&self) -> String {
+        self.cfg.display_name()
     }
 
     /// The keyed fingerprint of the credentials automation would submit.
@@ -245,7 +245,7 @@ impl<P: Provider> Keeper<P> {
         let skew = clock_guard::check(probe.clock);
         match &skew {
             Ok(Some(s)) | Err(ClockError::Skewed { skew: s }) => {
-                self.metrics.set_clock_skew(self.token_name(), *s)
+                self.metrics.set_clock_skew(&self.token_name(), *s)
             }
             _ => {}
         }

@@ -26,15 +26,13 @@ impl<P: Provider> Keeper<P> {
         }
         self.check_env_file_mode();
         store::remove_stale_temp_files(&self.cfg.env_file);
-        store::remove_stale_temp_files(&store::token_json_path(&self.state_dir));
+        let token_json = self.cfg.token_json_path(&self.state_dir);
+        store::remove_stale_temp_files(&token_json);
         store::remove_stale_temp_files(self.memory.path());
-        let stored = match store::read_token_json(&self.state_dir) {
+        let stored = match store::read_token_json_file(&token_json) {
             Ok(rec) => rec,
             Err(e) => {
-                tracing::warn!(
-                    "ignoring {}: {e}",
-                    store::token_json_path(&self.state_dir).display()
-                );
+                tracing::warn!("ignoring {}: {e}", token_json.display());
                 None
             }
         };
