@@ -9,7 +9,7 @@
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{oneshot, watch};
 
-use crate::model::{ProgramsView, TokenStatus};
+use crate::model::{HeldNotification, ProgramsView, TokenStatus};
 use crate::reaper::OrphanCounter;
 use crate::token::fleet::FleetStatus;
 use crate::token::keeper::{CallbackError, KeeperMsg};
@@ -129,6 +129,8 @@ pub struct Views {
     /// Fleet mode only: the shared store and this warden's role.
     pub store: Option<watch::Receiver<FleetStatus>>,
     pub orphans: OrphanCounter,
+    /// Notifications held by quiet hours or a non-trading day.
+    pub held: watch::Receiver<Vec<HeldNotification>>,
 }
 
 /// Everything a front end shows, taken at one moment.
@@ -138,6 +140,7 @@ pub struct Snapshot {
     pub token: Option<TokenStatus>,
     pub store: Option<FleetStatus>,
     pub orphans_reaped: u64,
+    pub held: Vec<HeldNotification>,
 }
 
 impl Views {
@@ -147,6 +150,7 @@ impl Views {
             token: self.token.as_ref().map(|t| t.borrow().clone()),
             store: self.store.as_ref().map(|s| s.borrow().clone()),
             orphans_reaped: self.orphans.get(),
+            held: self.held.borrow().clone(),
         }
     }
 }

@@ -78,7 +78,9 @@ async fn each_event_arrives_as_json() {
     assert!(n.is_enabled());
 
     n.notify(NotifyEvent::TokenNeedsLogin {
+        token: "kite".into(),
         login_url: "http://127.0.0.1:9180/login".into(),
+        reason: "manual login mode".into(),
     });
     let (path, body) = sink.next().await;
     assert_eq!(path, "/hook");
@@ -92,7 +94,9 @@ async fn each_event_arrives_as_json() {
     );
 
     n.notify(NotifyEvent::TokenRefreshFailed {
+        token: "kite".into(),
         reason: "TOTP rejected".into(),
+        retry_in_secs: None,
     });
     let (_, body) = sink.next().await;
     assert_eq!(body["event"], "token_refresh_failed");
@@ -100,6 +104,7 @@ async fn each_event_arrives_as_json() {
     assert!(body["text"].as_str().unwrap().contains("TOTP rejected"));
 
     n.notify(NotifyEvent::TokenRefreshed {
+        token: "kite".into(),
         user_id: Some("AB1234".into()),
         expires_at: None,
     });
@@ -129,8 +134,12 @@ async fn repeats_are_suppressed_per_event_and_program() {
     n.notify(fatal("backend")); // suppressed
     n.clone().notify(fatal("backend")); // clones share the dedup state
     n.notify(fatal("frontend")); // another program: sent
-    n.notify(NotifyEvent::TokenRefreshFailed { reason: "x".into() }); // another event: sent
-                                                                      // Delivery is in order, so a duplicate would arrive before these.
+    n.notify(NotifyEvent::TokenRefreshFailed {
+        token: "kite".into(),
+        reason: "x".into(),
+        retry_in_secs: Some(30),
+    }); // another event: sent
+        // Delivery is in order, so a duplicate would arrive before these.
     assert_eq!(sink.next().await.1["program"], "backend");
     assert_eq!(sink.next().await.1["program"], "frontend");
     assert_eq!(sink.next().await.1["event"], "token_refresh_failed");
@@ -166,7 +175,9 @@ async fn telegram_gets_chat_id_and_text() {
     };
     let n = Notifier::new(&cfg);
     n.notify(NotifyEvent::TokenNeedsLogin {
+        token: "kite".into(),
         login_url: "http://box/login".into(),
+        reason: "manual login mode".into(),
     });
     let (path, body) = sink.next().await;
     assert_eq!(path, "/tg/bot123:ABC-secret/sendMessage");
@@ -182,6 +193,7 @@ async fn webhook_and_telegram_both_receive() {
         telegram_bot_token: Secret::new("9:T"),
         telegram_chat_id: "42".into(),
         telegram_api_base: sink.url(""),
+        ..Default::default()
     };
     Notifier::new(&cfg).notify(fatal("backend"));
     let mut paths = vec![sink.next().await.0, sink.next().await.0];

@@ -37,6 +37,7 @@ async fn index(State(st): State<AppState>) -> Response {
         manual_login: st.login.is_some(),
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
+        held: &snap.held,
     });
     (
         [
@@ -67,6 +68,8 @@ pub struct Page<'a> {
     pub manual_login: bool,
     pub now: Timestamp,
     pub version: &'a str,
+    /// Notifications held by quiet hours or a non-trading day.
+    pub held: &'a [crate::model::HeldNotification],
 }
 
 /// HTML-escape text for element content and quoted attribute values.
@@ -162,6 +165,7 @@ pub fn render(p: &Page<'_>) -> String {
         escape(&banner_text)
     );
     token_card(&mut body, p);
+    super::held_card::render(&mut body, p.held);
     programs_card(&mut body, p);
     let _ = write!(
         body,
@@ -492,6 +496,7 @@ mod tests {
             manual_login: true,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
+            held: &[],
         })
     }
 
@@ -591,6 +596,7 @@ mod tests {
             manual_login: true,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
+            held: &[],
         });
         assert!(
             html.contains("a&lt;b · follower of host/1/&lt;x&gt;"),
@@ -604,6 +610,7 @@ mod tests {
             manual_login: true,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
+            held: &[],
         });
         assert!(html.contains("store unreachable"), "{html}");
     }

@@ -237,6 +237,9 @@ impl Supervisor {
             ProgramEvent::State { state, .. } => {
                 self.metrics.set_program_state(&name, state.as_str());
                 self.metrics.set_program_up(&name, state.is_up());
+                if *state == crate::model::ProgramState::Running {
+                    self.notifier.program_recovered(&name);
+                }
             }
             ProgramEvent::Restarting { reason } => {
                 tracing::debug!(program = %name, reason = reason.as_str(), "restarting");
@@ -485,6 +488,7 @@ impl Supervisor {
                 token: self.keeper.as_ref().map(|k| k.status.clone()),
                 store: self.keeper.as_ref().and_then(|k| k.fleet.clone()),
                 orphans: self.reaper.orphan_counter(),
+                held: self.notifier.held_view(),
             },
             control: crate::control::Control::new(
                 req_tx,

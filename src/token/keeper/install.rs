@@ -80,6 +80,7 @@ impl<P: Provider> Keeper<P> {
         self.metrics.set_token_expiry(Some(rec.expires_at));
         let source = rec.source;
         let refreshed = NotifyEvent::TokenRefreshed {
+            token: self.token_name().to_string(),
             user_id: Some(rec.user_id.clone()).filter(|u| !u.is_empty()),
             expires_at: Some(rec.expires_at),
         };

@@ -34,8 +34,8 @@ pub(super) fn blocked_message(reason: &str) -> String {
 }
 
 impl<P: Provider> Keeper<P> {
-    /// The token's name in metrics (one token per warden: its provider).
-    fn token_name(&self) -> &'static str {
+    /// The token's name in metrics and notifications (one token per warden: its provider).
+    pub(super) fn token_name(&self) -> &'static str {
         self.provider.name()
     }
 
@@ -81,7 +81,9 @@ impl<P: Provider> Keeper<P> {
         );
         self.publish_block();
         self.notifier.notify(NotifyEvent::TokenRefreshFailed {
+            token: self.token_name().to_string(),
             reason: msg.clone(),
+            retry_in_secs: None,
         });
         self.needs_login(blocked_message(&msg));
     }
