@@ -489,6 +489,16 @@ impl Notifier {
         queue(tx, &self.shared, Outgoing { event: ev, note });
     }
 
+    /// The token is valid (however it became so): its problems still held are dropped.
+    pub fn token_valid(&self, token: &str) {
+        let mut held = self.shared.held();
+        let dropped = held.drop_where(|e| e.needs_person() && e.token() == Some(token));
+        if !dropped.is_empty() {
+            log_dropped(&dropped, &format!("token {token} is valid again"));
+            self.shared.held_changed(&held);
+        }
+    }
+
     /// A program left `fatal`: a `program_fatal` still held for it is dropped.
     pub fn program_recovered(&self, program: &str) {
         let mut held = self.shared.held();

@@ -272,3 +272,115 @@ async fn server_errors_are_retried_once_client_errors_never() {
         "more than one retry"
     );
 }
+
+/// A wall clock the test sets (seconds since the epoch).
+fn settable_clock(at: &str) -> (Arc<std::sync::atomic::AtomicI64>, warden::notify::WallClock) {
+    let secs = Arc::new(std::sync::atomic::AtomicI64::new(ist(at).as_second()));
+    let read = secs.clone();
+    let clock: warden::notify::WallClock =
+        Arc::new(move || jiff::Timestamp::from_second(read.load(Ordering::Relaxed)).unwrap());
+    (secs, clock)
+}
+
+/// `"2026-12-12 12:00"` in IST (a Saturday).
+fn ist(s: &str) -> jiff::Timestamp {
+    let dt: jiff::civil::DateTime = s.parse().unwrap();
+    dt.to_zoned(jiff::tz::TimeZone::get("Asia/Kolkata").unwrap())
+        .unwrap()
+        .timestamp()
+}
+
+fn login(reason: &str) -> NotifyEvent {
+    NotifyEvent::TokenNeedsLogin {
+        token: "kite".into(),
+        login_url: "http://box/login".into(),
+        reason: reason.into(),
+    }
+}
+
+#[tokio::test]
+async fn outside_trading_days_events_are_held_collapsed_and_resolved() {
+    let mut sink = Sink::start().await;
+    let (secs, clock) = settable_clock("2026-12-12 12:00");
+    let cfg = NotifyConfig {
+        quiet_hours: "22:00-08:30".into(),
+        trading_days_only: true,
+        ..webhook(&sink.url("/hook"))
+    };
+    let n = Notifier::with_options(
+        &cfg,
+        warden::notify::NotifierOptions {
+            clock: Some(clock),
+            ..Default::default()
+        },
+    );
+    let held = n.held_view();
+    n.notify(login("first"));
+    n.notify(login("second"));
+    n.notify(NotifyEvent::TokenRefreshFailed {
+        token: "kite".into(),
+        reason: "timeout".into(),
+        retry_in_secs: Some(60),
+    });
+    n.notify(fatal("backend"));
+    n.notify(fatal("worker"));
+    let list = held.borrow().clone();
+    assert_eq!(list.len(), 4, "{list:?}");
+    // Problems wait for 90 minutes before Monday's open (quiet hours end later, at 08:30).
+    assert!(list.iter().all(|h| h.send_at == ist("2026-12-14 07:45")
+        && h.reason == "not_a_trading_day"
+        && h.send_at_local == "Mon 07:45 IST"));
+    let l = list
+        .iter()
+        .find(|h| h.event == "token_needs_login")
+        .unwrap();
+    assert_eq!(
+        (l.count, l.summary.as_str()),
+        (2, "token kite needs a login: second")
+    );
+
+    // Good news for the token drops its problems (and waits itself, until quiet hours end);
+    // a program that runs again drops its fatal.
+    n.notify(NotifyEvent::TokenRefreshed {
+        token: "kite".into(),
+        user_id: None,
+        expires_at: None,
+    });
+    n.program_recovered("worker");
+    let list = held.borrow().clone();
+    let mut events: Vec<_> = list
+        .iter()
+        .map(|h| (h.event, h.send_at_local.as_str()))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("program_fatal", "Mon 07:45 IST"),
+            ("token_refreshed", "Mon 08:30 IST")
+        ]
+    );
+    assert!(sink.rx.try_recv().is_err(), "nothing was sent");
+
+    // Monday 07:50: quiet, but the session opens in 85 minutes. A new problem goes out at once,
+    // and one of a kind already held goes out in its place, saying since when it waited.
+    secs.store(ist("2026-12-14 07:50").as_second(), Ordering::Relaxed);
+    n.notify(login("third"));
+    n.notify(fatal("backend"));
+    let (_, body) = sink.next().await;
+    assert_eq!(body["event"], "token_needs_login");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("third") && !text.contains("held since"),
+        "{text}"
+    );
+    let (_, body) = sink.next().await;
+    assert_eq!(body["program"], "backend");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.ends_with("(held since Sat 12:00 IST: not a trading day)"),
+        "{text}"
+    );
+    let events: Vec<_> = held.borrow().iter().map(|h| h.event).collect();
+    assert_eq!(events, ["token_refreshed"]);
+}

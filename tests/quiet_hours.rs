@@ -73,7 +73,9 @@ fn now_secs() -> u64 {
 }
 
 fn rfc3339(secs: u64) -> String {
-    jiff::Timestamp::from_second(secs as i64).unwrap().to_string()
+    jiff::Timestamp::from_second(secs as i64)
+        .unwrap()
+        .to_string()
 }
 
 fn notify_section(sink: &Sink, quiet: &str) -> String {
@@ -124,7 +126,10 @@ fn a_login_needed_in_quiet_hours_is_held_resolved_by_a_login_and_survives_a_rest
         "{h}"
     );
     let page = http(&w.addr, "GET", "/", &[], "").1;
-    assert!(page.contains(r#"<section class="card" id="held">"#), "{page}");
+    assert!(
+        page.contains(r#"<section class="card" id="held">"#),
+        "{page}"
+    );
     assert!(page.contains("<strong>held until "), "{page}");
     // The decision is taken when the event happens: had it been sent, it would be here by now.
     std::thread::sleep(Duration::from_millis(500));
@@ -165,7 +170,10 @@ fn a_login_needed_in_quiet_hours_is_held_resolved_by_a_login_and_survives_a_rest
     let body = &got[0].1;
     assert_eq!(body["event"], "token_refreshed");
     let text = body["text"].as_str().unwrap();
-    assert!(text.contains("token kite") && text.contains("(held since "), "{text}");
+    assert!(
+        text.contains("token kite") && text.contains("(held since "),
+        "{text}"
+    );
     wait_until("nothing held any more", T, || held(&w2).is_empty());
     assert!(!w2.dir.path().join(".warden/notify-held.json").exists());
 }

@@ -19,6 +19,9 @@ impl<P: Provider> Keeper<P> {
             s.next_refresh_at = rfc3339(next.as_second());
         });
         self.metrics.set_token_valid(state == TokenState::Valid);
+        if state == TokenState::Valid {
+            self.notifier.token_valid(self.token_name());
+        }
     }
 
     /// Keep the status page's warning about a group- or world-readable env file current (the
