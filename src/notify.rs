@@ -320,13 +320,15 @@ impl Shared {
         self.held_changed.notify_one();
     }
 
-    /// Remember that `key` went out now, for the dedup window.
-    fn mark_sent(&self, key: (&'static str, Option<&str>)) -> bool {
+    /// Remember that `key` went out now, for the dedup window. Returns false (and records
+    /// nothing) for a repeat within the window, unless `held`: an event that waited was never
+    /// sent, so it is no repeat.
+    fn mark_sent(&self, key: (&'static str, Option<&str>), held: bool) -> bool {
         let mut last = self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let key = (key.0, key.1.map(str::to_string));
         if let Some(at) = last.get(&key) {
-            if now.duration_since(*at) < self.window {
+            if now.duration_since(*at) < self.window && !held {
                 return false;
             }
         }
@@ -481,7 +483,7 @@ impl Notifier {
                 self.shared.held_changed(&held);
             }
         }
-        if !self.shared.mark_sent(ev.key()) {
+        if !self.shared.mark_sent(ev.key(), earlier.is_some()) {
             tracing::debug!(event = ev.name(), "notification suppressed (sent recently)");
             return;
         }
@@ -573,7 +575,7 @@ async fn release_held(tx: mpsc::Sender<Outgoing>, shared: Arc<Shared>) {
                 held_since = %h.first_at,
                 "sending a held notification"
             );
-            shared.mark_sent(h.event.key());
+            shared.mark_sent(h.event.key(), true);
             let note = Some(h.note(&shared.policy.tz));
             queue(
                 &tx,
