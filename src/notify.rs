@@ -282,7 +282,8 @@ struct Shared {
     metrics: OnceLock<Metrics>,
     webhook: bool,
     telegram: bool,
-    policy: SendPolicy,
+    /// Replaced by a config reload.
+    policy: Mutex<SendPolicy>,
     held: Mutex<Held>,
     held_view: watch::Sender<Vec<HeldNotification>>,
     /// Wakes the release task when something is held.
@@ -296,7 +297,7 @@ impl std::fmt::Debug for Shared {
             .field("window", &self.window)
             .field("webhook", &self.webhook)
             .field("telegram", &self.telegram)
-            .field("policy", &self.policy)
+            .field("policy", &self.policy())
             .finish_non_exhaustive()
     }
 }
@@ -309,6 +310,13 @@ impl Shared {
         }
     }
 
+    fn policy(&self) -> SendPolicy {
+        self.policy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -316,7 +324,7 @@ impl Shared {
     /// After a change to the held events: write them down and show them.
     fn held_changed(&self, held: &Held) {
         held.save();
-        self.held_view.send_replace(held.notices(&self.policy.tz));
+        self.held_view.send_replace(held.notices(&self.policy().tz));
         self.held_changed.notify_one();
     }
 
@@ -392,11 +400,7 @@ impl Notifier {
         } else {
             Held::default()
         };
-        let now = clock();
-        held.reschedule(|ev| match window::decide(ev, now, &policy) {
-            Decision::SendNow => (now, None),
-            Decision::Hold { until, reason } => (until, Some(reason)),
-        });
+        reschedule(&mut held, &policy, clock());
         if !held.is_empty() {
             tracing::info!(
                 count = held.items().len(),
@@ -411,7 +415,7 @@ impl Notifier {
             metrics: OnceLock::new(),
             webhook: webhook.is_some(),
             telegram: telegram.is_some(),
-            policy,
+            policy: Mutex::new(policy),
             held: Mutex::new(held),
             held_view,
             held_changed: tokio::sync::Notify::new(),
@@ -453,7 +457,8 @@ impl Notifier {
     pub fn notify(&self, ev: NotifyEvent) {
         let Some(tx) = &self.tx else { return };
         let now = (self.shared.clock)();
-        let decision = window::decide(&ev, now, &self.shared.policy);
+        let policy = self.shared.policy();
+        let decision = window::decide(&ev, now, &policy);
         let mut earlier = None;
         {
             let mut held = self.shared.held();
@@ -487,8 +492,33 @@ impl Notifier {
             tracing::debug!(event = ev.name(), "notification suppressed (sent recently)");
             return;
         }
-        let note = earlier.map(|h| h.note(&self.shared.policy.tz));
+        let note = earlier.map(|h| h.note(&policy.tz));
         queue(tx, &self.shared, Outgoing { event: ev, note });
+    }
+
+    /// A config reload: new quiet hours, time zone, trading-days rule and lead apply at once,
+    /// to held events too. The channels (webhook, Telegram) are fixed at start.
+    pub fn reconfigure(&self, old: &NotifyConfig, new: &NotifyConfig) {
+        let channels = |c: &NotifyConfig| {
+            (
+                c.webhook_url.clone(),
+                c.telegram_bot_token.clone(),
+                c.telegram_chat_id.clone(),
+                c.telegram_api_base.clone(),
+            )
+        };
+        if channels(old) != channels(new) {
+            tracing::warn!("[notify] channels changed: restart warden to apply them");
+        }
+        let policy = SendPolicy::from_config(new);
+        if policy == self.shared.policy() {
+            return;
+        }
+        *self.shared.policy.lock().unwrap_or_else(|p| p.into_inner()) = policy.clone();
+        tracing::info!("[notify] quiet hours and trading days applied");
+        let mut held = self.shared.held();
+        reschedule(&mut held, &policy, (self.shared.clock)());
+        self.shared.held_changed(&held);
     }
 
     /// The token is valid (however it became so): its problems still held are dropped.
@@ -530,6 +560,14 @@ impl Notifier {
     pub fn failures(&self, channel: Channel) -> u64 {
         self.shared.failures[channel as usize].load(Ordering::Relaxed)
     }
+}
+
+/// Work out each held event's time again under `policy` (at start, after a reload).
+fn reschedule(held: &mut Held, policy: &SendPolicy, now: Timestamp) {
+    held.reschedule(|ev| match window::decide(ev, now, policy) {
+        Decision::SendNow => (now, None),
+        Decision::Hold { until, reason } => (until, Some(reason)),
+    });
 }
 
 fn log_dropped(dropped: &[HeldEvent], why: &str) {
@@ -576,7 +614,7 @@ async fn release_held(tx: mpsc::Sender<Outgoing>, shared: Arc<Shared>) {
                 "sending a held notification"
             );
             shared.mark_sent(h.event.key(), true);
-            let note = Some(h.note(&shared.policy.tz));
+            let note = Some(h.note(&shared.policy().tz));
             queue(
                 &tx,
                 &shared,

@@ -384,3 +384,38 @@ async fn outside_trading_days_events_are_held_collapsed_and_resolved() {
     let events: Vec<_> = held.borrow().iter().map(|h| h.event).collect();
     assert_eq!(events, ["token_refreshed"]);
 }
+
+#[tokio::test]
+async fn a_reload_without_quiet_hours_releases_what_is_held() {
+    let mut sink = Sink::start().await;
+    let (_secs, clock) = settable_clock("2026-12-12 12:00");
+    let quiet = NotifyConfig {
+        trading_days_only: true,
+        ..webhook(&sink.url("/hook"))
+    };
+    let n = Notifier::with_options(
+        &quiet,
+        warden::notify::NotifierOptions {
+            clock: Some(clock),
+            ..Default::default()
+        },
+    );
+    n.notify(login("on a Saturday"));
+    assert_eq!(n.held_view().borrow().len(), 1);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sink.rx.recv())
+            .await
+            .is_err(),
+        "held on a Saturday"
+    );
+    let open = webhook(&sink.url("/hook"));
+    n.reconfigure(&quiet, &open);
+    let (_, body) = sink.next().await;
+    assert_eq!(body["event"], "token_needs_login");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.ends_with("(held since Sat 12:00 IST: not a trading day)"),
+        "{text}"
+    );
+    wait_for(|| n.held_view().borrow().is_empty()).await;
+}

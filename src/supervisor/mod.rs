@@ -341,6 +341,7 @@ impl Supervisor {
                 _ => tracing::warn!("[token] provider added or removed: restart warden to apply"),
             }
         }
+        self.notifier.reconfigure(&self.cfg.notify, &new.notify);
         let d = config::diff(&self.cfg, &new);
         tracing::info!(
             added = ?d.added, removed = ?d.removed, changed = ?d.changed,
