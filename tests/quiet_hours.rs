@@ -183,9 +183,9 @@ fn a_held_notification_goes_out_when_quiet_hours_end_and_not_before() {
     let sink = Sink::start();
     let port = free_port();
     let kite = KiteSandbox::with().redirect_to_warden(port).start();
-    // Quiet hours from an hour ago until 12 s from now, to the second.
+    // Quiet hours from an hour ago until 15 s from now, to the second.
     let now = now_secs();
-    let end = now + 12;
+    let end = now + 15;
     let quiet = format!("{}-{}", clock(now - 3600), clock(end));
     let w = Warden::start(&format!(
         "{}\n{}",
@@ -204,7 +204,7 @@ fn a_held_notification_goes_out_when_quiet_hours_end_and_not_before() {
 
     wait_until(
         "the held event delivered",
-        Duration::from_secs(12 + 20),
+        Duration::from_secs(15 + 20),
         || !sink.received().is_empty(),
     );
     let got = sink.received();

@@ -348,7 +348,7 @@ pub struct NotifyConfig {
     pub telegram_chat_id: String,
     /// Where the Telegram Bot API lives (tests point it at a local sink).
     pub telegram_api_base: String,
-    /// `"22:00-07:00"` in `timezone`: nothing is sent inside (README "Quiet hours"). Empty: none.
+    /// `"22:00-07:00"` in `timezone`: nothing is sent inside (docs/notify.md). Empty: none.
     pub quiet_hours: String,
     /// IANA name for `quiet_hours` and the trading days.
     pub timezone: String,
