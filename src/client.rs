@@ -691,6 +691,7 @@ pub fn render_status(status: &Value, now: Timestamp) -> String {
     let t = &status["token"];
     if t.is_null() {
         out.push_str("token: not managed\n");
+        out.push_str(&held_lines(status));
         return out;
     }
     let tokens = tokens_of(status);
@@ -698,9 +699,10 @@ pub fn render_status(status: &Value, now: Timestamp) -> String {
         for (name, t) in tokens {
             out.push_str(&token_lines(&format!("token {name}"), t, now));
         }
-        return out;
+    } else {
+        out.push_str(&token_lines("token", t, now));
     }
-    out.push_str(&token_lines("token", t, now));
+    out.push_str(&held_lines(status));
     out
 }
 
@@ -723,6 +725,22 @@ fn token_lines(label: &str, t: &Value, now: Timestamp) -> String {
         out.push_str(&format!("store: {s}\n"));
     }
     out
+}
+
+/// `held until Tue 07:45 IST: token kite needs a login: …`, one line per held notification.
+fn held_lines(status: &Value) -> String {
+    status["held_notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            format!(
+                "held until {}: {}\n",
+                h["send_at_local"].as_str().unwrap_or("?"),
+                h["summary"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
 }
 
 /// Fleet mode: `redis up, leader (fence 3)` / `redis DOWN, ...` / `redis up, follower of ID`.
@@ -864,6 +882,21 @@ mod tests {
         );
         assert!(out.contains("token: needs_login\n"), "{out}");
         assert!(out.contains("last error: a manual Kite login is needed"));
+        assert!(!out.contains("held until"), "{out}");
+    }
+
+    #[test]
+    fn held_notifications_follow_the_token_line() {
+        let now: Timestamp = "2026-05-01T10:05:07Z".parse().unwrap();
+        let held = json!([{"send_at_local": "Tue 07:45 IST",
+            "summary": "token kite needs a login: a manual Kite login is needed"}]);
+        let line =
+            "held until Tue 07:45 IST: token kite needs a login: a manual Kite login is needed\n";
+        let with_token = json!({"programs": [], "token": {"state": "needs_login"},
+            "held_notifications": held});
+        assert!(render_status(&with_token, now).ends_with(line));
+        let without = json!({"programs": [], "token": null, "held_notifications": held});
+        assert!(render_status(&without, now).ends_with(line));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{oneshot, watch};
 
-use crate::model::{ProgramsView, TokenState, TokenStatus};
+use crate::model::{HeldNotification, ProgramsView, TokenState, TokenStatus};
 use crate::reaper::OrphanCounter;
 use crate::token::fleet::FleetStatus;
 use crate::token::keeper::{CallbackError, DeliveryError, KeeperMsg, Trigger};
@@ -242,6 +242,8 @@ pub struct Views {
     /// Every token warden keeps (empty when none).
     pub tokens: watch::Receiver<TokenTable>,
     pub orphans: OrphanCounter,
+    /// Notifications held by quiet hours or a non-trading day.
+    pub held: watch::Receiver<Vec<HeldNotification>>,
 }
 
 /// Everything a front end shows, taken at one moment.
@@ -255,6 +257,7 @@ pub struct Snapshot {
     /// Fleet mode: the first token's shared store.
     pub store: Option<FleetStatus>,
     pub orphans_reaped: u64,
+    pub held: Vec<HeldNotification>,
 }
 
 impl Snapshot {
@@ -288,6 +291,7 @@ impl Views {
             store: tokens.first().and_then(|(_, _, s)| s.clone()),
             tokens,
             orphans_reaped: self.orphans.get(),
+            held: self.held.borrow().clone(),
         }
     }
 }

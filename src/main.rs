@@ -238,7 +238,13 @@ async fn compose(
 ) -> anyhow::Result<warden::supervisor::Parts> {
     let metrics = Arc::new(warden::metrics::Metrics::new());
     reaper.set_metrics(metrics.clone());
-    let notifier = warden::notify::Notifier::new(&cfg.notify);
+    let notifier = warden::notify::Notifier::with_options(
+        &cfg.notify,
+        warden::notify::NotifierOptions {
+            state_dir: Some(cfg.supervisor.state_dir.clone()),
+            ..Default::default()
+        },
+    );
     notifier.set_metrics(&metrics);
     let (sig_tx, signals) = tokio::sync::mpsc::unbounded_channel();
     warden::signals::listen(sig_tx).context("cannot install signal handlers")?;

@@ -1,25 +1,40 @@
 //! Tell a person when something needs them (SPEC §3 `[notify]`): a JSON webhook (Slack and
 //! Mattermost show its `text`) and, optionally, a Telegram message.
 //!
-//! [`Notifier::notify`] never blocks and never awaits the network: it applies the dedup rule
-//! and hands the event to a background task on the current tokio runtime, which owns the HTTP
-//! client (built on the first send, so an idle warden never loads TLS roots) and delivers with
-//! a short timeout and at most one retry. A failure is logged without the URL (webhook URLs and
-//! bot tokens are secrets) and counted per channel ([`Notifier::failures`] and, when wired,
-//! `warden_notify_failures_total{channel}`).
+//! [`Notifier::notify`] never blocks and never awaits the network: it decides whether the event
+//! may go out now ([`window::decide`]: quiet hours, trading days, the lead before a session),
+//! applies the dedup rule and hands the event to a background task on the current tokio
+//! runtime, which owns the HTTP client (built on the first send, so an idle warden never loads
+//! TLS roots) and delivers with a short timeout and at most one retry. A failure is logged
+//! without the URL (webhook URLs and bot tokens are secrets) and counted per channel
+//! ([`Notifier::failures`] and, when wired, `warden_notify_failures_total{channel}`).
 //!
-//! Dedup: the same (event, program) is sent at most once per window (10 minutes by default),
-//! so a flapping token or a crash loop does not flood a phone.
+//! Dedup: the same (event, token or program) is sent at most once per window (10 minutes by
+//! default), so a flapping token or a crash loop does not flood a phone. An event outside its
+//! window is held instead ([`held`]): collapsed per kind, dropped when the problem is over,
+//! persisted in the state directory, and released by a second task when its time comes.
+
+mod event;
+mod held;
+mod session;
+pub mod window;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{NotifyConfig, Secret};
 use crate::metrics::Metrics;
+use crate::model::HeldNotification;
+pub use event::NotifyEvent;
+use event::Outgoing;
+use held::{Held, HeldEvent};
+use window::{Decision, SendPolicy};
 
 /// The SPEC's repeat limit.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
@@ -29,100 +44,9 @@ const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Events waiting for delivery; beyond this they are dropped (and counted as failures).
 const QUEUE: usize = 32;
 const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
-
-/// Something a person should know about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotifyEvent {
-    /// Automated refresh is impossible or exhausted: someone must log in at `login_url`.
-    TokenNeedsLogin { login_url: String },
-    /// A login request waits for a person's approval on their phone (Upstox): `ask` says
-    /// what to do; `login_url` is the manual login, the other way in. Sent as
-    /// `token_needs_login`.
-    TokenAwaitingApproval { ask: String, login_url: String },
-    /// A refresh failed; `reason` must not contain secrets.
-    TokenRefreshFailed { reason: String },
-    /// A new token is in place. `expires_at` in unix seconds.
-    TokenRefreshed {
-        user_id: Option<String>,
-        expires_at: Option<i64>,
-    },
-    /// A program is in state `fatal`: warden stopped restarting it.
-    ProgramFatal { program: String },
-}
-
-impl NotifyEvent {
-    /// The `event` field.
-    pub fn name(&self) -> &'static str {
-        match self {
-            NotifyEvent::TokenNeedsLogin { .. } => "token_needs_login",
-            NotifyEvent::TokenAwaitingApproval { .. } => "token_needs_login",
-            NotifyEvent::TokenRefreshFailed { .. } => "token_refresh_failed",
-            NotifyEvent::TokenRefreshed { .. } => "token_refreshed",
-            NotifyEvent::ProgramFatal { .. } => "program_fatal",
-        }
-    }
-
-    pub fn program(&self) -> Option<&str> {
-        match self {
-            NotifyEvent::ProgramFatal { program } => Some(program),
-            _ => None,
-        }
-    }
-
-    pub fn login_url(&self) -> Option<&str> {
-        match self {
-            NotifyEvent::TokenNeedsLogin { login_url } => Some(login_url),
-            NotifyEvent::TokenAwaitingApproval { login_url, .. } => Some(login_url),
-            _ => None,
-        }
-    }
-
-    /// A sentence for a human, prefixed with the host so several machines can share a channel.
-    pub fn text(&self, host: &str) -> String {
-        let body = match self {
-            NotifyEvent::TokenNeedsLogin { login_url } => format!(
-                "the Kite access token needs a manual login. Open {login_url} to log in; \
-                 the programs get the new token automatically."
-            ),
-            NotifyEvent::TokenAwaitingApproval { ask, login_url } => format!(
-                "the access token needs a person: {ask}. (Or log in at {login_url}.) The \
-                 programs get the new token automatically."
-            ),
-            NotifyEvent::TokenRefreshFailed { reason } => {
-                format!("the Kite access token refresh failed: {reason}")
-            }
-            NotifyEvent::TokenRefreshed {
-                user_id,
-                expires_at,
-            } => {
-                let mut s = String::from("new Kite access token in place");
-                if let Some(u) = user_id {
-                    s.push_str(&format!(" for {u}"));
-                }
-                if let Some(ts) = expires_at.and_then(|t| jiff::Timestamp::from_second(t).ok()) {
-                    s.push_str(&format!(", expected to expire at {ts}"));
-                }
-                s.push('.');
-                s
-            }
-            NotifyEvent::ProgramFatal { program } => format!(
-                "program {program} is fatal: it kept failing and is no longer restarted. Fix \
-                 it, then run `warden restart {program}` (or change its config)."
-            ),
-        };
-        format!("warden on {host}: {body}")
-    }
-
-    /// The webhook body: `{"event","text","login_url","program"}`, null where not applicable.
-    pub fn to_json(&self, host: &str) -> serde_json::Value {
-        serde_json::json!({
-            "event": self.name(),
-            "text": self.text(host),
-            "login_url": self.login_url(),
-            "program": self.program(),
-        })
-    }
-}
+/// The release task looks at the wall clock at least this often, so a clock that jumps
+/// (suspend, NTP) delays a held event by at most this much.
+const RELEASE_RECHECK: Duration = Duration::from_secs(30);
 
 /// A delivery channel, the `channel` label of `warden_notify_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,15 +64,29 @@ impl Channel {
     }
 }
 
-/// Hands events to the delivery task. Cheap to clone; all clones share dedup and counters.
+/// Hands events to the delivery task. Cheap to clone; all clones share dedup, held events
+/// and counters.
 #[derive(Clone, Debug)]
 pub struct Notifier {
     /// `None` when no channel is configured (or there was no runtime): `notify` is a no-op.
-    tx: Option<mpsc::Sender<NotifyEvent>>,
+    tx: Option<mpsc::Sender<Outgoing>>,
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+/// Wall-clock time for the hold rules: the system clock, or a simulated one in tests.
+pub type WallClock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// How a [`Notifier`] is set up beyond `[notify]`.
+#[derive(Clone, Default)]
+pub struct NotifierOptions {
+    /// `None`: [`DEFAULT_DEDUP_WINDOW`].
+    pub dedup_window: Option<Duration>,
+    /// Where held events are kept across restarts; `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// `None`: the system clock.
+    pub clock: Option<WallClock>,
+}
+
 struct Shared {
     window: Duration,
     last_sent: Mutex<HashMap<(&'static str, Option<String>), Instant>>,
@@ -156,6 +94,24 @@ struct Shared {
     metrics: OnceLock<Metrics>,
     webhook: bool,
     telegram: bool,
+    /// Replaced by a config reload.
+    policy: Mutex<SendPolicy>,
+    held: Mutex<Held>,
+    held_view: watch::Sender<Vec<HeldNotification>>,
+    /// Wakes the release task when something is held.
+    held_changed: tokio::sync::Notify,
+    clock: WallClock,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("window", &self.window)
+            .field("webhook", &self.webhook)
+            .field("telegram", &self.telegram)
+            .field("policy", &self.policy())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -164,6 +120,41 @@ impl Shared {
         if let Some(m) = self.metrics.get() {
             m.inc_notify_failure(channel.as_str());
         }
+    }
+
+    fn policy(&self) -> SendPolicy {
+        self.policy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After a change to the held events: write them down and show them.
+    fn held_changed(&self, held: &Held) {
+        held.save();
+        self.held_view.send_replace(held.notices(&self.policy().tz));
+        self.held_changed.notify_one();
+    }
+
+    /// Remember that `key` went out now, for the dedup window. Returns false (and records
+    /// nothing) for a repeat within the window, unless `held`: an event that waited was never
+    /// sent, so it is no repeat.
+    fn mark_sent(&self, key: (&'static str, Option<&str>), held: bool) -> bool {
+        let mut last = self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let key = (key.0, key.1.map(str::to_string));
+        if let Some(at) = last.get(&key) {
+            if now.duration_since(*at) < self.window && !held {
+                return false;
+            }
+        }
+        last.retain(|_, at| now.duration_since(*at) < self.window);
+        last.insert(key, now);
+        true
     }
 }
 
@@ -176,13 +167,25 @@ struct Targets {
 }
 
 impl Notifier {
-    /// A notifier for `cfg` with the SPEC's 10-minute dedup window. Call inside a tokio runtime.
+    /// A notifier for `cfg` with the SPEC's 10-minute dedup window, holding events in memory
+    /// only. Call inside a tokio runtime.
     pub fn new(cfg: &NotifyConfig) -> Notifier {
-        Notifier::with_dedup_window(cfg, DEFAULT_DEDUP_WINDOW)
+        Notifier::with_options(cfg, NotifierOptions::default())
     }
 
     /// Like [`Notifier::new`] with another dedup window (tests use a short one).
     pub fn with_dedup_window(cfg: &NotifyConfig, window: Duration) -> Notifier {
+        Notifier::with_options(
+            cfg,
+            NotifierOptions {
+                dedup_window: Some(window),
+                ..NotifierOptions::default()
+            },
+        )
+    }
+
+    /// The full set-up: held events kept in `state_dir`, a clock of the caller's choice.
+    pub fn with_options(cfg: &NotifyConfig, opts: NotifierOptions) -> Notifier {
         let webhook = (!cfg.webhook_url.expose().trim().is_empty())
             .then(|| Secret::new(cfg.webhook_url.expose().trim()));
         let telegram = (!cfg.telegram_bot_token.is_empty()
@@ -200,16 +203,38 @@ impl Notifier {
             );
             (Secret::new(url), cfg.telegram_chat_id.trim().to_string())
         });
+        let enabled = webhook.is_some() || telegram.is_some();
+        let clock = opts.clock.unwrap_or_else(|| Arc::new(Timestamp::now));
+        let policy = SendPolicy::from_config(cfg);
+        // Without a channel nothing is ever sent, so nothing is held either.
+        let mut held = if enabled {
+            Held::load(opts.state_dir.as_deref())
+        } else {
+            Held::default()
+        };
+        reschedule(&mut held, &policy, clock());
+        if !held.is_empty() {
+            tracing::info!(
+                count = held.items().len(),
+                "notifications held before the restart are kept"
+            );
+        }
+        let (held_view, _) = watch::channel(held.notices(&policy.tz));
         let shared = Arc::new(Shared {
-            window,
+            window: opts.dedup_window.unwrap_or(DEFAULT_DEDUP_WINDOW),
             last_sent: Mutex::new(HashMap::new()),
             failures: Default::default(),
             metrics: OnceLock::new(),
             webhook: webhook.is_some(),
             telegram: telegram.is_some(),
+            policy: Mutex::new(policy),
+            held: Mutex::new(held),
+            held_view,
+            held_changed: tokio::sync::Notify::new(),
+            clock,
         });
         let mut tx = None;
-        if webhook.is_some() || telegram.is_some() {
+        if enabled {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     let (sender, rx) = mpsc::channel(QUEUE);
@@ -219,6 +244,7 @@ impl Notifier {
                         host: hostname(),
                     };
                     rt.spawn(deliver_all(rx, targets, shared.clone()));
+                    rt.spawn(release_held(sender.clone(), shared.clone()));
                     tx = Some(sender);
                 }
                 Err(_) => tracing::error!("notifications disabled: no tokio runtime to send from"),
@@ -237,43 +263,189 @@ impl Notifier {
         self.tx.is_some()
     }
 
-    /// Queue `ev` for delivery unless the same (event, program) was queued within the dedup
-    /// window. Returns at once.
+    /// Send `ev` now, or hold it until its window opens (see [`window`]). A send is skipped
+    /// when the same (event, token or program) went out within the dedup window. Returns at
+    /// once.
     pub fn notify(&self, ev: NotifyEvent) {
         let Some(tx) = &self.tx else { return };
-        let key = (ev.name(), ev.program().map(str::to_string));
+        let now = (self.shared.clock)();
+        let policy = self.shared.policy();
+        let decision = window::decide(&ev, now, &policy);
+        let mut earlier = None;
         {
-            let mut last = self
-                .shared
-                .last_sent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            if let Some(at) = last.get(&key) {
-                if now.duration_since(*at) < self.shared.window {
-                    tracing::debug!(event = key.0, "notification suppressed (sent recently)");
+            let mut held = self.shared.held();
+            let mut changed = self.drop_resolved(&mut held, &ev);
+            match decision {
+                Decision::Hold { until, reason } => {
+                    tracing::info!(
+                        event = ev.name(),
+                        subject = ev.key().1.unwrap_or(""),
+                        send_at = %until,
+                        "notification held ({})",
+                        reason.phrase()
+                    );
+                    held.hold(ev, now, until, reason);
+                    self.shared.held_changed(&held);
                     return;
                 }
-            }
-            last.retain(|_, at| now.duration_since(*at) < self.shared.window);
-            last.insert(key, now);
-        }
-        if tx.try_send(ev).is_err() {
-            tracing::warn!("notification dropped: the delivery queue is full");
-            for (on, ch) in [
-                (self.shared.webhook, Channel::Webhook),
-                (self.shared.telegram, Channel::Telegram),
-            ] {
-                if on {
-                    self.shared.failed(ch);
+                Decision::SendNow => {
+                    // A newer one of a kind already held goes out now, in its place.
+                    if let Some(h) = held.take(&ev) {
+                        earlier = Some(h);
+                        changed = true;
+                    }
                 }
             }
+            if changed {
+                self.shared.held_changed(&held);
+            }
         }
+        if !self.shared.mark_sent(ev.key(), earlier.is_some()) {
+            tracing::debug!(event = ev.name(), "notification suppressed (sent recently)");
+            return;
+        }
+        let note = earlier.map(|h| h.note(&policy.tz));
+        queue(tx, &self.shared, Outgoing { event: ev, note });
+    }
+
+    /// A config reload: new quiet hours, time zone, trading-days rule and lead apply at once,
+    /// to held events too. The channels (webhook, Telegram) are fixed at start.
+    pub fn reconfigure(&self, old: &NotifyConfig, new: &NotifyConfig) {
+        let channels = |c: &NotifyConfig| {
+            (
+                c.webhook_url.clone(),
+                c.telegram_bot_token.clone(),
+                c.telegram_chat_id.clone(),
+                c.telegram_api_base.clone(),
+            )
+        };
+        if channels(old) != channels(new) {
+            tracing::warn!("[notify] channels changed: restart warden to apply them");
+        }
+        let policy = SendPolicy::from_config(new);
+        if policy == self.shared.policy() {
+            return;
+        }
+        *self.shared.policy.lock().unwrap_or_else(|p| p.into_inner()) = policy.clone();
+        tracing::info!("[notify] quiet hours and trading days applied");
+        let mut held = self.shared.held();
+        reschedule(&mut held, &policy, (self.shared.clock)());
+        self.shared.held_changed(&held);
+    }
+
+    /// The token is valid (however it became so): its problems still held are dropped.
+    pub fn token_valid(&self, token: &str) {
+        let mut held = self.shared.held();
+        let dropped = held.drop_where(|e| e.needs_person() && e.token() == Some(token));
+        if !dropped.is_empty() {
+            log_dropped(&dropped, &format!("token {token} is valid again"));
+            self.shared.held_changed(&held);
+        }
+    }
+
+    /// A program left `fatal`: a `program_fatal` still held for it is dropped.
+    pub fn program_recovered(&self, program: &str) {
+        let mut held = self.shared.held();
+        let dropped = held.drop_where(|e| e.program() == Some(program));
+        if !dropped.is_empty() {
+            log_dropped(&dropped, &format!("program {program} runs again"));
+            self.shared.held_changed(&held);
+        }
+    }
+
+    fn drop_resolved(&self, held: &mut Held, ev: &NotifyEvent) -> bool {
+        let dropped = held.drop_where(|h| ev.resolves(h));
+        if dropped.is_empty() {
+            return false;
+        }
+        let token = ev.token().unwrap_or("");
+        log_dropped(&dropped, &format!("token {token} is valid again"));
+        true
+    }
+
+    /// The held events, soonest first (what `/api/v1/status` and the status page show).
+    pub fn held_view(&self) -> watch::Receiver<Vec<HeldNotification>> {
+        self.shared.held_view.subscribe()
     }
 
     /// Deliveries that failed on `channel` so far (after the retry).
     pub fn failures(&self, channel: Channel) -> u64 {
         self.shared.failures[channel as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Work out each held event's time again under `policy` (at start, after a reload).
+fn reschedule(held: &mut Held, policy: &SendPolicy, now: Timestamp) {
+    held.reschedule(|ev| match window::decide(ev, now, policy) {
+        Decision::SendNow => (now, None),
+        Decision::Hold { until, reason } => (until, Some(reason)),
+    });
+}
+
+fn log_dropped(dropped: &[HeldEvent], why: &str) {
+    for h in dropped {
+        tracing::info!(
+            event = h.event.name(),
+            held_since = %h.first_at,
+            "held notification dropped: {why}"
+        );
+    }
+}
+
+fn queue(tx: &mpsc::Sender<Outgoing>, shared: &Shared, out: Outgoing) {
+    if tx.try_send(out).is_err() {
+        tracing::warn!("notification dropped: the delivery queue is full");
+        for (on, ch) in [
+            (shared.webhook, Channel::Webhook),
+            (shared.telegram, Channel::Telegram),
+        ] {
+            if on {
+                shared.failed(ch);
+            }
+        }
+    }
+}
+
+/// Sends each held event when its time comes. Sleeps until the next one is due (or
+/// [`RELEASE_RECHECK`]), and wakes early when something new is held.
+async fn release_held(tx: mpsc::Sender<Outgoing>, shared: Arc<Shared>) {
+    loop {
+        let now = (shared.clock)();
+        let (due, next) = {
+            let mut held = shared.held();
+            let due = held.take_due(now);
+            if !due.is_empty() {
+                shared.held_changed(&held);
+            }
+            (due, held.next_due())
+        };
+        for h in due {
+            tracing::info!(
+                event = h.event.name(),
+                held_since = %h.first_at,
+                "sending a held notification"
+            );
+            shared.mark_sent(h.event.key(), true);
+            let note = Some(h.note(&shared.policy().tz));
+            queue(
+                &tx,
+                &shared,
+                Outgoing {
+                    event: h.event,
+                    note,
+                },
+            );
+        }
+        let wait = match next {
+            Some(at) => Duration::try_from(now.duration_until(at))
+                .unwrap_or_default()
+                .min(RELEASE_RECHECK),
+            None => RELEASE_RECHECK,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.held_changed.notified() => {}
+        }
     }
 }
 
@@ -285,7 +457,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-async fn deliver_all(mut rx: mpsc::Receiver<NotifyEvent>, t: Targets, shared: Arc<Shared>) {
+async fn deliver_all(mut rx: mpsc::Receiver<Outgoing>, t: Targets, shared: Arc<Shared>) {
     let mut client: Option<reqwest::Client> = None;
     while let Some(ev) = rx.recv().await {
         let client = match &client {
@@ -404,62 +576,6 @@ fn describe(e: reqwest::Error, t: &Targets) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_shape_per_event() {
-        let cases = [
-            (
-                NotifyEvent::TokenNeedsLogin {
-                    login_url: "http://h/login".into(),
-                },
-                "token_needs_login",
-                Some("http://h/login"),
-                None,
-            ),
-            (
-                NotifyEvent::TokenRefreshFailed {
-                    reason: "broker said no".into(),
-                },
-                "token_refresh_failed",
-                None,
-                None,
-            ),
-            (
-                NotifyEvent::TokenRefreshed {
-                    user_id: Some("AB1234".into()),
-                    expires_at: Some(1_700_000_000),
-                },
-                "token_refreshed",
-                None,
-                None,
-            ),
-            (
-                NotifyEvent::ProgramFatal {
-                    program: "backend".into(),
-                },
-                "program_fatal",
-                None,
-                Some("backend"),
-            ),
-        ];
-        for (ev, name, url, program) in cases {
-            let j = ev.to_json("box");
-            assert_eq!(j.as_object().unwrap().len(), 4);
-            assert_eq!(j["event"], name);
-            assert_eq!(j["login_url"].as_str(), url);
-            assert_eq!(j["program"].as_str(), program);
-            assert!(j["text"].as_str().unwrap().starts_with("warden on box: "));
-        }
-        let text = NotifyEvent::TokenRefreshed {
-            user_id: Some("AB1234".into()),
-            expires_at: Some(1_700_000_000),
-        }
-        .text("box");
-        assert!(
-            text.contains("AB1234") && text.contains("2023-11-14T22:13:20Z"),
-            "{text}"
-        );
-    }
 
     #[tokio::test]
     async fn errors_never_show_the_url() {

@@ -78,7 +78,9 @@ async fn each_event_arrives_as_json() {
     assert!(n.is_enabled());
 
     n.notify(NotifyEvent::TokenNeedsLogin {
+        token: "kite".into(),
         login_url: "http://127.0.0.1:9180/login".into(),
+        reason: "manual login mode".into(),
     });
     let (path, body) = sink.next().await;
     assert_eq!(path, "/hook");
@@ -92,7 +94,9 @@ async fn each_event_arrives_as_json() {
     );
 
     n.notify(NotifyEvent::TokenRefreshFailed {
+        token: "kite".into(),
         reason: "TOTP rejected".into(),
+        retry_in_secs: None,
     });
     let (_, body) = sink.next().await;
     assert_eq!(body["event"], "token_refresh_failed");
@@ -100,6 +104,7 @@ async fn each_event_arrives_as_json() {
     assert!(body["text"].as_str().unwrap().contains("TOTP rejected"));
 
     n.notify(NotifyEvent::TokenRefreshed {
+        token: "kite".into(),
         user_id: Some("AB1234".into()),
         expires_at: None,
     });
@@ -129,8 +134,12 @@ async fn repeats_are_suppressed_per_event_and_program() {
     n.notify(fatal("backend")); // suppressed
     n.clone().notify(fatal("backend")); // clones share the dedup state
     n.notify(fatal("frontend")); // another program: sent
-    n.notify(NotifyEvent::TokenRefreshFailed { reason: "x".into() }); // another event: sent
-                                                                      // Delivery is in order, so a duplicate would arrive before these.
+    n.notify(NotifyEvent::TokenRefreshFailed {
+        token: "kite".into(),
+        reason: "x".into(),
+        retry_in_secs: Some(30),
+    }); // another event: sent
+        // Delivery is in order, so a duplicate would arrive before these.
     assert_eq!(sink.next().await.1["program"], "backend");
     assert_eq!(sink.next().await.1["program"], "frontend");
     assert_eq!(sink.next().await.1["event"], "token_refresh_failed");
@@ -166,7 +175,9 @@ async fn telegram_gets_chat_id_and_text() {
     };
     let n = Notifier::new(&cfg);
     n.notify(NotifyEvent::TokenNeedsLogin {
+        token: "kite".into(),
         login_url: "http://box/login".into(),
+        reason: "manual login mode".into(),
     });
     let (path, body) = sink.next().await;
     assert_eq!(path, "/tg/bot123:ABC-secret/sendMessage");
@@ -182,6 +193,7 @@ async fn webhook_and_telegram_both_receive() {
         telegram_bot_token: Secret::new("9:T"),
         telegram_chat_id: "42".into(),
         telegram_api_base: sink.url(""),
+        ..Default::default()
     };
     Notifier::new(&cfg).notify(fatal("backend"));
     let mut paths = vec![sink.next().await.0, sink.next().await.0];
@@ -259,4 +271,151 @@ async fn server_errors_are_retried_once_client_errors_never() {
             .is_err(),
         "more than one retry"
     );
+}
+
+/// A wall clock the test sets (seconds since the epoch).
+fn settable_clock(at: &str) -> (Arc<std::sync::atomic::AtomicI64>, warden::notify::WallClock) {
+    let secs = Arc::new(std::sync::atomic::AtomicI64::new(ist(at).as_second()));
+    let read = secs.clone();
+    let clock: warden::notify::WallClock =
+        Arc::new(move || jiff::Timestamp::from_second(read.load(Ordering::Relaxed)).unwrap());
+    (secs, clock)
+}
+
+/// `"2026-12-12 12:00"` in IST (a Saturday).
+fn ist(s: &str) -> jiff::Timestamp {
+    let dt: jiff::civil::DateTime = s.parse().unwrap();
+    dt.to_zoned(jiff::tz::TimeZone::get("Asia/Kolkata").unwrap())
+        .unwrap()
+        .timestamp()
+}
+
+fn login(reason: &str) -> NotifyEvent {
+    NotifyEvent::TokenNeedsLogin {
+        token: "kite".into(),
+        login_url: "http://box/login".into(),
+        reason: reason.into(),
+    }
+}
+
+#[tokio::test]
+async fn outside_trading_days_events_are_held_collapsed_and_resolved() {
+    let mut sink = Sink::start().await;
+    let (secs, clock) = settable_clock("2026-12-12 12:00");
+    let cfg = NotifyConfig {
+        quiet_hours: "22:00-08:30".into(),
+        trading_days_only: true,
+        ..webhook(&sink.url("/hook"))
+    };
+    let n = Notifier::with_options(
+        &cfg,
+        warden::notify::NotifierOptions {
+            clock: Some(clock),
+            ..Default::default()
+        },
+    );
+    let held = n.held_view();
+    n.notify(login("first"));
+    n.notify(login("second"));
+    n.notify(NotifyEvent::TokenRefreshFailed {
+        token: "kite".into(),
+        reason: "timeout".into(),
+        retry_in_secs: Some(60),
+    });
+    n.notify(fatal("backend"));
+    n.notify(fatal("worker"));
+    let list = held.borrow().clone();
+    assert_eq!(list.len(), 4, "{list:?}");
+    // Problems wait for 90 minutes before Monday's open (quiet hours end later, at 08:30).
+    assert!(list.iter().all(|h| h.send_at == ist("2026-12-14 07:45")
+        && h.reason == "not_a_trading_day"
+        && h.send_at_local == "Mon 07:45 IST"));
+    let l = list
+        .iter()
+        .find(|h| h.event == "token_needs_login")
+        .unwrap();
+    assert_eq!(
+        (l.count, l.summary.as_str()),
+        (2, "token kite needs a login: second")
+    );
+
+    // Good news for the token drops its problems (and waits itself, until quiet hours end);
+    // a program that runs again drops its fatal.
+    n.notify(NotifyEvent::TokenRefreshed {
+        token: "kite".into(),
+        user_id: None,
+        expires_at: None,
+    });
+    n.program_recovered("worker");
+    let list = held.borrow().clone();
+    let mut events: Vec<_> = list
+        .iter()
+        .map(|h| (h.event, h.send_at_local.as_str()))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("program_fatal", "Mon 07:45 IST"),
+            ("token_refreshed", "Mon 08:30 IST")
+        ]
+    );
+    assert!(sink.rx.try_recv().is_err(), "nothing was sent");
+
+    // Monday 07:50: quiet, but the session opens in 85 minutes. A new problem goes out at once,
+    // and one of a kind already held goes out in its place, saying since when it waited.
+    secs.store(ist("2026-12-14 07:50").as_second(), Ordering::Relaxed);
+    n.notify(login("third"));
+    n.notify(fatal("backend"));
+    let (_, body) = sink.next().await;
+    assert_eq!(body["event"], "token_needs_login");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("third") && !text.contains("held since"),
+        "{text}"
+    );
+    let (_, body) = sink.next().await;
+    assert_eq!(body["program"], "backend");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.ends_with("(held since Sat 12:00 IST: not a trading day)"),
+        "{text}"
+    );
+    let events: Vec<_> = held.borrow().iter().map(|h| h.event).collect();
+    assert_eq!(events, ["token_refreshed"]);
+}
+
+#[tokio::test]
+async fn a_reload_without_quiet_hours_releases_what_is_held() {
+    let mut sink = Sink::start().await;
+    let (_secs, clock) = settable_clock("2026-12-12 12:00");
+    let quiet = NotifyConfig {
+        trading_days_only: true,
+        ..webhook(&sink.url("/hook"))
+    };
+    let n = Notifier::with_options(
+        &quiet,
+        warden::notify::NotifierOptions {
+            clock: Some(clock),
+            ..Default::default()
+        },
+    );
+    n.notify(login("on a Saturday"));
+    assert_eq!(n.held_view().borrow().len(), 1);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sink.rx.recv())
+            .await
+            .is_err(),
+        "held on a Saturday"
+    );
+    let open = webhook(&sink.url("/hook"));
+    n.reconfigure(&quiet, &open);
+    let (_, body) = sink.next().await;
+    assert_eq!(body["event"], "token_needs_login");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.ends_with("(held since Sat 12:00 IST: not a trading day)"),
+        "{text}"
+    );
+    wait_for(|| n.held_view().borrow().is_empty()).await;
 }

@@ -21,6 +21,7 @@ mod exposure;
 mod keypath;
 mod load;
 mod locate;
+mod quiet_hours;
 pub mod schema;
 mod secrets;
 mod several_tokens;
@@ -32,6 +33,7 @@ mod validate_fyers_tests;
 
 pub use diff::{diff, ConfigDiff};
 pub use load::load;
+pub use quiet_hours::QuietHours;
 pub use schema::*;
 pub use token_times::parse_hhmm;
 

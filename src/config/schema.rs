@@ -574,7 +574,7 @@ impl Default for CommandProviderConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct NotifyConfig {
     pub webhook_url: Secret,
@@ -582,6 +582,30 @@ pub struct NotifyConfig {
     pub telegram_chat_id: String,
     /// Where the Telegram Bot API lives (tests point it at a local sink).
     pub telegram_api_base: String,
+    /// `"22:00-07:00"` in `timezone`: nothing is sent inside (docs/notify.md). Empty: none.
+    pub quiet_hours: String,
+    /// IANA name for `quiet_hours` and the trading days.
+    pub timezone: String,
+    /// Send only on trading days (weekends are quiet all day).
+    pub trading_days_only: bool,
+    /// A held event that needs a person goes out once the next session opens within this.
+    #[serde(with = "duration")]
+    pub lead: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            webhook_url: Secret::default(),
+            telegram_bot_token: Secret::default(),
+            telegram_chat_id: String::new(),
+            telegram_api_base: String::new(),
+            quiet_hours: String::new(),
+            timezone: "Asia/Kolkata".into(),
+            trading_days_only: false,
+            lead: d(90 * 60),
+        }
+    }
 }
 
 /// argv: given as an array, or as a string split like a POSIX shell would (no shell runs).

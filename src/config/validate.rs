@@ -723,6 +723,29 @@ fn notify(n: &NotifyConfig, v: &mut Vec<Found>) {
             push(v, &["notify", "telegram_api_base"], e);
         }
     }
+    if !n.quiet_hours.trim().is_empty() {
+        if let Err(e) = super::QuietHours::parse(&n.quiet_hours) {
+            push(v, &["notify", "quiet_hours"], e);
+        }
+    }
+    if jiff::tz::TimeZone::get(&n.timezone).is_err() {
+        push(
+            v,
+            &["notify", "timezone"],
+            format!(
+                "unknown time zone {:?}: use an IANA name like \"Asia/Kolkata\"",
+                n.timezone
+            ),
+        );
+    }
+    if n.lead > Duration::from_secs(24 * 3600) {
+        push(
+            v,
+            &["notify", "lead"],
+            "must be at most \"24h\": it is how long before a session opens a held problem \
+             is sent anyway",
+        );
+    }
 }
 
 fn programs(programs: &BTreeMap<String, ProgramConfig>, v: &mut Vec<Found>) {
@@ -1618,5 +1641,30 @@ mod tests {
         problem_at(bad, "notify.webhook_url");
         no_leak(bad, "HOOK-SECRET-7");
         ok("[notify]\nwebhook_url = \"https://hooks.slack.com/services/x\"\n");
+    }
+
+    #[test]
+    fn quiet_hours_timezone_and_lead_are_checked() {
+        problem_at("[notify]\nquiet_hours = \"22:00\"\n", "notify.quiet_hours");
+        problem_at(
+            "[notify]\nquiet_hours = \"07:00-07:00\"\n",
+            "notify.quiet_hours",
+        );
+        problem_at("[notify]\ntimezone = \"Mars/Olympus\"\n", "notify.timezone");
+        problem_at("[notify]\nlead = \"25h\"\n", "notify.lead");
+        problem_at(
+            "[notify]\ntrading_days_only = \"yes\"\n",
+            "notify.trading_days_only",
+        );
+        let c = ok(
+            "[notify]\nquiet_hours = \"22:00-07:00\"\ntimezone = \"UTC\"\n\
+                    trading_days_only = true\nlead = \"45m\"\n",
+        );
+        assert!(c.notify.quiet().is_some() && c.notify.trading_days_only);
+        assert_eq!(c.notify.lead, std::time::Duration::from_secs(45 * 60));
+        let d = ok("[notify]\n");
+        assert_eq!(d.notify.quiet(), None);
+        assert_eq!(d.notify.timezone, "Asia/Kolkata");
+        assert_eq!(d.notify.lead, std::time::Duration::from_secs(90 * 60));
     }
 }

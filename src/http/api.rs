@@ -103,6 +103,7 @@ async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
             "version": env!("CARGO_PKG_VERSION"),
             "orphans_reaped": snap.orphans_reaped,
         },
+        "held_notifications": snap.held,
     }))
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod guard;
+mod held_card;
 pub mod listener;
 pub mod login;
 pub mod notify;

@@ -50,6 +50,7 @@ async fn index(State(st): State<AppState>) -> Response {
         tokens: &tokens,
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
+        held: &snap.held,
     });
     (
         [
@@ -76,6 +77,8 @@ pub struct Page<'a> {
     pub tokens: &'a [TokenCard<'a>],
     pub now: Timestamp,
     pub version: &'a str,
+    /// Notifications held by quiet hours or a non-trading day.
+    pub held: &'a [crate::model::HeldNotification],
 }
 
 /// One token's card.
@@ -182,6 +185,7 @@ pub fn render(p: &Page<'_>) -> String {
         escape(&banner_text)
     );
     token_cards(&mut body, p);
+    super::held_card::render(&mut body, p.held);
     programs_card(&mut body, p);
     let _ = write!(
         body,
@@ -555,6 +559,7 @@ mod tests {
             tokens: &cards,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
+            held: &[],
         })
     }
 
@@ -581,6 +586,7 @@ mod tests {
             tokens: &cards,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
+            held: &[],
         });
         assert!(html.contains("<h2>Token a</h2>") && html.contains("<h2>Token b</h2>"));
         assert!(html.contains(r#"<a class="login" href="/login/b">Log in b</a>"#));

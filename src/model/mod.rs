@@ -6,11 +6,13 @@
 //! typed ([`jiff::Timestamp`]) and become RFC 3339 strings only when serialized, exactly as
 //! `/api/v1/status` has always shown them.
 
+pub mod held;
 pub mod program;
 pub mod readiness;
 pub mod time;
 pub mod token;
 
+pub use held::HeldNotification;
 pub use program::{ExitStatus, Health, ProgramState, ProgramStatus, ProgramsView};
 pub use readiness::Readiness;
 pub use token::{TokenState, TokenStatus};

@@ -288,6 +288,9 @@ impl Supervisor {
             ProgramEvent::State { state, .. } => {
                 self.metrics.set_program_state(&name, state.as_str());
                 self.metrics.set_program_up(&name, state.is_up());
+                if *state == crate::model::ProgramState::Running {
+                    self.notifier.program_recovered(&name);
+                }
             }
             ProgramEvent::Restarting { reason } => {
                 tracing::debug!(program = %name, reason = reason.as_str(), "restarting");
@@ -382,6 +385,7 @@ impl Supervisor {
             tracing::warn!("{}", w.located(&path, ""));
         }
         self.reload_tokens(&new);
+        self.notifier.reconfigure(&self.cfg.notify, &new.notify);
         let d = config::diff(&self.cfg, &new);
         tracing::info!(
             added = ?d.added, removed = ?d.removed, changed = ?d.changed,
@@ -597,6 +601,7 @@ impl Supervisor {
                 programs: self.view(),
                 tokens: self.token_table.subscribe(),
                 orphans: self.reaper.orphan_counter(),
+                held: self.notifier.held_view(),
             },
             control: crate::control::Control::new(req_tx, self.token_table.subscribe()),
             api_token: self.cfg.http.api_token().cloned(),

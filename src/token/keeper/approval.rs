@@ -41,9 +41,11 @@ impl<P: Provider> Keeper<P> {
         self.coordination.share_needs_login(&reason);
         self.set_state(TokenState::NeedsLogin, Some(reason.clone()));
         if self.coordination.announces() {
-            self.notifier.notify(NotifyEvent::TokenAwaitingApproval {
-                ask: reason,
+            // A person is needed (to tap Approve, or to log in by hand instead).
+            self.notifier.notify(NotifyEvent::TokenNeedsLogin {
+                token: self.token_name(),
                 login_url: self.login_url.clone(),
+                reason,
             });
         }
         true

@@ -19,6 +19,9 @@ impl<P: Provider> Keeper<P> {
             s.next_refresh_at = rfc3339(next.as_second());
         });
         self.metrics.set_token_valid(state == TokenState::Valid);
+        if state == TokenState::Valid {
+            self.notifier.token_valid(&self.token_name());
+        }
     }
 
     /// Keep the status page's warning about a group- or world-readable env file current (the
@@ -84,6 +87,7 @@ impl<P: Provider> Keeper<P> {
         self.metrics.set_token_expiry(Some(rec.expires_at));
         let source = rec.source;
         let refreshed = NotifyEvent::TokenRefreshed {
+            token: self.token_name().to_string(),
             user_id: Some(rec.user_id.clone()).filter(|u| !u.is_empty()),
             expires_at: Some(rec.expires_at),
         };

@@ -35,7 +35,7 @@ pub(super) fn blocked_message(reason: &str) -> String {
 
 impl<P: Provider> Keeper<P> {
     /// The token's name in metrics (SPEC §9.1).
-    fn token_name(&self) -> String {
+    pub(super) fn token_name(&self) -> String {
         self.cfg.display_name()
     }
 
@@ -81,7 +81,9 @@ impl<P: Provider> Keeper<P> {
         );
         self.publish_block();
         self.notifier.notify(NotifyEvent::TokenRefreshFailed {
+            token: self.token_name().to_string(),
             reason: msg.clone(),
+            retry_in_secs: None,
         });
         self.needs_login(blocked_message(&msg));
     }

@@ -19,7 +19,9 @@ impl<P: Provider> Keeper<P> {
         tracing::warn!("token refresh failed ({msg}); retrying in {wait:?}");
         self.retry_at = Some(Instant::now() + wait);
         self.notifier.notify(NotifyEvent::TokenRefreshFailed {
+            token: self.token_name().to_string(),
             reason: msg.clone(),
+            retry_in_secs: Some(wait.as_secs()),
         });
         self.set_state(TokenState::Expired, Some(msg));
     }
@@ -42,10 +44,12 @@ impl<P: Provider> Keeper<P> {
             tracing::warn!("a person must log in: {reason}; open {}", self.login_url);
         }
         self.coordination.share_needs_login(&reason);
-        self.set_state(TokenState::NeedsLogin, Some(reason));
+        self.set_state(TokenState::NeedsLogin, Some(reason.clone()));
         if self.coordination.announces() {
             self.notifier.notify(NotifyEvent::TokenNeedsLogin {
+                token: self.token_name().to_string(),
                 login_url: self.login_url.clone(),
+                reason,
             });
         }
     }
