@@ -21,6 +21,7 @@ mod exposure;
 mod keypath;
 mod load;
 mod locate;
+mod market_rules;
 pub mod schema;
 mod secrets;
 mod token_times;
@@ -29,6 +30,7 @@ mod validate;
 
 pub use diff::{diff, ConfigDiff};
 pub use load::load;
+pub use market_rules::{parse_market_date, parse_market_time};
 pub use schema::*;
 pub use token_times::parse_hhmm;
 

@@ -88,6 +88,8 @@ pub struct Config {
     /// Absent section: warden supervises programs and manages no token.
     pub token: Option<TokenConfig>,
     pub notify: NotifyConfig,
+    /// The exchange's trading sessions (README "Market hours"); NSE's by default.
+    pub market: MarketConfig,
     pub programs: BTreeMap<String, ProgramConfig>,
     /// The file this was read from (absolute). Set by the loader.
     #[serde(skip)]
@@ -348,6 +350,45 @@ pub struct NotifyConfig {
     pub telegram_chat_id: String,
     /// Where the Telegram Bot API lives (tests point it at a local sink).
     pub telegram_api_base: String,
+}
+
+/// `[market]`: when the exchange trades. Strings here; `crate::market::calendar` parses them
+/// (the loader has checked them, `config::market_rules`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MarketConfig {
+    pub timezone: String,
+    /// "HH:MM" in `timezone`.
+    pub open: String,
+    /// "HH:MM" in `timezone`, after `open`.
+    pub close: String,
+    /// Dates ("YYYY-MM-DD") without a regular session, in addition to the built-in NSE list.
+    pub holidays: Vec<String>,
+    /// `false` drops the built-in NSE holidays: only `holidays` count.
+    pub builtin_holidays: bool,
+    /// Sessions outside the regular ones (Muhurat trading), even on a holiday or weekend.
+    pub extra_sessions: Vec<ExtraSession>,
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        MarketConfig {
+            timezone: "Asia/Kolkata".into(),
+            open: "09:15".into(),
+            close: "15:30".into(),
+            holidays: Vec::new(),
+            builtin_holidays: true,
+            extra_sessions: Vec::new(),
+        }
+    }
+}
+
+/// One `[[market.extra_sessions]]` entry: `{date = "2026-11-08", open = "18:00", close = "19:15"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExtraSession {
+    pub date: String,
+    pub open: String,
+    pub close: String,
 }
 
 /// argv: given as an array, or as a string split like a POSIX shell would (no shell runs).

@@ -207,6 +207,7 @@ fn known_keys(parent: &[Seg]) -> Option<&'static [&'static str]> {
         ["token", "kite"] => fields_of::<KiteConfig>(),
         ["token", "command"] => fields_of::<CommandProviderConfig>(),
         ["notify"] => fields_of::<NotifyConfig>(),
+        ["market"] => fields_of::<MarketConfig>(),
         ["programs", _] => fields_of::<ProgramConfig>(),
         ["programs", _, "health"] => fields_of::<HealthConfig>(),
         _ => return None,

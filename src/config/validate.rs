@@ -20,6 +20,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
         token(t, &mut v);
     }
     notify(&cfg.notify, &mut v);
+    super::market_rules::market(&cfg.market, &mut v);
     programs(&cfg.programs, &mut v);
     v
 }
