@@ -129,6 +129,8 @@ pub struct Views {
     /// Fleet mode only: the shared store and this warden's role.
     pub store: Option<watch::Receiver<FleetStatus>>,
     pub orphans: OrphanCounter,
+    /// Market hours and each token's continuity; `None` where nothing tracks them.
+    pub market: Option<watch::Receiver<crate::market::tracker::MarketView>>,
 }
 
 /// Everything a front end shows, taken at one moment.
@@ -138,6 +140,7 @@ pub struct Snapshot {
     pub token: Option<TokenStatus>,
     pub store: Option<FleetStatus>,
     pub orphans_reaped: u64,
+    pub market: Option<crate::market::tracker::MarketView>,
 }
 
 impl Views {
@@ -147,6 +150,7 @@ impl Views {
             token: self.token.as_ref().map(|t| t.borrow().clone()),
             store: self.store.as_ref().map(|s| s.borrow().clone()),
             orphans_reaped: self.orphans.get(),
+            market: self.market.as_ref().map(|m| m.borrow().clone()),
         }
     }
 }

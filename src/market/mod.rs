@@ -2,6 +2,9 @@
 //! while the market was open ([`continuity`], [`strip_file`], [`tracker`]).
 
 pub mod calendar;
+pub mod continuity;
 pub mod nse_holidays;
+pub mod strip_file;
+pub mod tracker;
 
 pub use calendar::{MarketCalendar, Session};

@@ -97,6 +97,8 @@ pub struct Supervisor {
     signals: Option<UnboundedReceiver<i32>>,
     health_tx: UnboundedSender<HealthEvent>,
     health_rx: UnboundedReceiver<HealthEvent>,
+    /// `[market]` as a calendar; a reload sends the new one to its followers.
+    market: watch::Sender<crate::market::MarketCalendar>,
 }
 
 fn verify_timeout(cfg: &Config) -> Duration {
@@ -133,6 +135,7 @@ impl Supervisor {
             probe_client: crate::health::client(),
             health_tx,
             health_rx,
+            market: watch::channel(crate::market::MarketCalendar::from_config(&cfg.market)).0,
             cfg,
             reaper,
             events_tx,
@@ -330,6 +333,10 @@ impl Supervisor {
         for w in &new.warnings {
             tracing::warn!("{}", w.located(&path, ""));
         }
+        if new.market != self.cfg.market {
+            self.market
+                .send_replace(crate::market::MarketCalendar::from_config(&new.market));
+        }
         if new.token != self.cfg.token {
             match &new.token {
                 Some(t) if self.keeper.is_some() => {
@@ -443,6 +450,23 @@ impl Supervisor {
         self.core.set_token_kept(true);
     }
 
+    /// Follow the token against the market calendar (README "Market hours").
+    fn start_market_tracker(&self) -> watch::Receiver<crate::market::tracker::MarketView> {
+        let tokens = match (&self.cfg.token, &self.keeper) {
+            (Some(t), Some(k)) => vec![(
+                crate::token::provider::configured::token_name(t).to_string(),
+                k.status.clone(),
+            )],
+            _ => Vec::new(),
+        };
+        crate::market::tracker::spawn(crate::market::tracker::TrackerSetup {
+            calendar: self.market.subscribe(),
+            tokens,
+            state_dir: self.cfg.supervisor.state_dir.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
     /// Fleet mode: hand the lock over now, so a successor need not wait for its TTL.
     fn release_fleet_lock(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let k = self.keeper.as_ref().filter(|k| k.fleet.is_some())?;
@@ -478,6 +502,7 @@ impl Supervisor {
             }
         };
         self.start_keeper();
+        let market = self.start_market_tracker();
         let (req_tx, mut requests) = unbounded_channel();
         let app = crate::http::AppState {
             views: crate::control::Views {
@@ -485,6 +510,7 @@ impl Supervisor {
                 token: self.keeper.as_ref().map(|k| k.status.clone()),
                 store: self.keeper.as_ref().and_then(|k| k.fleet.clone()),
                 orphans: self.reaper.orphan_counter(),
+                market: Some(market),
             },
             control: crate::control::Control::new(
                 req_tx,

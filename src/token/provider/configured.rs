@@ -39,6 +39,15 @@ pub fn manual_login_provider(cfg: &TokenConfig) -> Option<&'static str> {
     }
 }
 
+/// The token's name (the `token` label of its metrics): what [`Configured::name`] answers for
+/// this config.
+pub fn token_name(cfg: &TokenConfig) -> &'static str {
+    match cfg.provider {
+        TokenProviderKind::Command => "command",
+        TokenProviderKind::Kite | TokenProviderKind::None => "kite",
+    }
+}
+
 /// The configured provider. Both are kept so a reload can switch between them; Kite also
 /// validates the command's tokens.
 pub struct Configured<B: Broker = KiteBroker> {
