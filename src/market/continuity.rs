@@ -20,6 +20,7 @@ pub const STRIP_DAYS: usize = 7;
 
 /// One trading day of one token.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DayTotals {
     /// Market-open time warden was running and knew the token's state.
     pub watched_ms: u64,
