@@ -87,6 +87,7 @@ async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "programs": programs,
         "token": token,
+        "market": snap.market,
         "warden": {
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),

@@ -5,6 +5,7 @@ pub mod api;
 pub mod guard;
 pub mod listener;
 pub mod login;
+pub mod market_card;
 pub mod page;
 pub mod rate_limit;
 

@@ -35,6 +35,7 @@ async fn index(State(st): State<AppState>) -> Response {
         token: snap.token.as_ref(),
         store: snap.store.as_ref(),
         manual_login: st.login.is_some(),
+        market: snap.market.as_ref(),
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
     });
@@ -65,6 +66,8 @@ pub struct Page<'a> {
     pub store: Option<&'a FleetStatus>,
     /// `/login` works (a `[token.kite]` section is configured).
     pub manual_login: bool,
+    /// Market hours and each token's 7-day strip.
+    pub market: Option<&'a crate::market::tracker::MarketView>,
     pub now: Timestamp,
     pub version: &'a str,
 }
@@ -162,6 +165,9 @@ pub fn render(p: &Page<'_>) -> String {
         escape(&banner_text)
     );
     token_card(&mut body, p);
+    if let Some(m) = p.market {
+        super::market_card::render(&mut body, m);
+    }
     programs_card(&mut body, p);
     let _ = write!(
         body,
@@ -178,7 +184,7 @@ pub fn render(p: &Page<'_>) -> String {
 <meta http-equiv="refresh" content="{REFRESH_SECS}">
 <meta name="robots" content="noindex">
 <title>{title}</title>
-<style>{STYLE}</style>
+<style>{STYLE}{MARKET_STYLE}</style>
 </head>
 <body data-now="{now}">
 <main>
@@ -194,6 +200,7 @@ pub fn render(p: &Page<'_>) -> String {
             "warden · needs attention"
         },
         now = p.now,
+        MARKET_STYLE = super::market_card::STYLE,
     )
 }
 
@@ -490,6 +497,7 @@ mod tests {
             token,
             store: None,
             manual_login: true,
+            market: None,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
         })
@@ -589,6 +597,7 @@ mod tests {
             token: Some(&t),
             store: Some(&store),
             manual_login: true,
+            market: None,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
         });
@@ -602,6 +611,7 @@ mod tests {
             token: Some(&t),
             store: Some(&down),
             manual_login: true,
+            market: None,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
         });
