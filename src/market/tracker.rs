@@ -1,5 +1,6 @@
 //! The running side of [`Continuity`]: follows each token's status, ticks once a second, keeps
-//! `warden_market_open` and `warden_token_invalid_market_seconds_total{token}` current,
+//! `warden_market_open`, `warden_market_next_open_timestamp_seconds` and
+//! `warden_token_invalid_market_seconds_total{token}` current,
 //! publishes a [`MarketView`] for the status page and API, and saves the per-day totals to
 //! `{state_dir}/market.json`.
 
@@ -48,6 +49,7 @@ pub struct TokenContinuity {
 #[derive(Clone)]
 struct MarketMetrics {
     open: IntGauge,
+    next_open: IntGauge,
     invalid_seconds: CounterVec,
 }
 
@@ -56,6 +58,12 @@ impl MarketMetrics {
         let open = IntGauge::new(
             "warden_market_open",
             "1 while the market is open by the [market] calendar, else 0.",
+        )
+        .expect("valid metric");
+        let next_open = IntGauge::new(
+            "warden_market_next_open_timestamp_seconds",
+            "When the next session opens (unix seconds; while open, the one after this); 0 \
+             when none is within about a year.",
         )
         .expect("valid metric");
         let invalid_seconds = CounterVec::new(
@@ -68,6 +76,7 @@ impl MarketMetrics {
         .expect("valid metric");
         for c in [
             Box::new(open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(next_open.clone()),
             Box::new(invalid_seconds.clone()),
         ] {
             if let Err(e) = r.register(c) {
@@ -76,6 +85,7 @@ impl MarketMetrics {
         }
         MarketMetrics {
             open,
+            next_open,
             invalid_seconds,
         }
     }
@@ -161,6 +171,12 @@ async fn run(setup: TrackerSetup, view: watch::Sender<MarketView>) {
         let today = ledger.calendar().date_of(now);
         ledger.prune(today);
         series.open.set(i64::from(ledger.calendar().is_open(now)));
+        series.next_open.set(
+            ledger
+                .calendar()
+                .next_open(now)
+                .map_or(0, |t| t.as_second()),
+        );
         for token in ledger.tokens().map(str::to_string).collect::<Vec<_>>() {
             let total = ledger.invalid_total_ms(&token);
             let before = exported.insert(token.clone(), total).unwrap_or(0);
