@@ -140,7 +140,16 @@ impl MarketCalendar {
             .filter(|s| s.open < s.close)
             .collect();
         out.sort_by_key(|s| s.open);
-        out
+        // An extra session overlapping the regular one (or another) is one stretch of trading:
+        // merged, so that no second is counted twice.
+        let mut merged: Vec<Session> = Vec::with_capacity(out.len());
+        for s in out {
+            match merged.last_mut() {
+                Some(last) if s.open <= last.close => last.close = last.close.max(s.close),
+                _ => merged.push(s),
+            }
+        }
+        merged
     }
 
     /// The session `at` is inside, if any.
@@ -338,6 +347,27 @@ mod tests {
             c.next_open(ist(2026, 11, 7, 12, 0)),
             Some(ist(2026, 11, 8, 18, 0))
         );
+    }
+
+    #[test]
+    fn overlapping_sessions_are_one_stretch() {
+        let c = MarketCalendar::nse().with_extra_session(
+            date(2026, 12, 7),
+            time(15, 0, 0, 0),
+            time(16, 0, 0, 0),
+        );
+        let s = c.sessions_on(date(2026, 12, 7));
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].open, s[0].close),
+            (ist(2026, 12, 7, 9, 15), ist(2026, 12, 7, 16, 0))
+        );
+        let open: Vec<_> = c
+            .open_time_between(ist(2026, 12, 7, 0, 0), ist(2026, 12, 8, 0, 0))
+            .into_iter()
+            .map(|(_, d)| d.as_mins())
+            .collect();
+        assert_eq!(open, [6 * 60 + 45]);
     }
 
     #[test]
