@@ -187,7 +187,7 @@ async fn run(setup: TrackerSetup, view: watch::Sender<MarketView>) {
                     .inc_by((total - before) as f64 / 1000.0);
             }
         }
-        let next = current_view(&ledger, now, &series);
+        let next = current_view(&ledger, now);
         view.send_if_modified(|v| {
             let changed = *v != next;
             *v = next;
@@ -211,7 +211,7 @@ fn ledger_history(ledger: &Continuity) -> strip_file::History {
         .collect()
 }
 
-fn current_view(ledger: &Continuity, now: Timestamp, series: &MarketMetrics) -> MarketView {
+fn current_view(ledger: &Continuity, now: Timestamp) -> MarketView {
     let cal = ledger.calendar();
     let today = cal.date_of(now);
     MarketView {
@@ -223,10 +223,7 @@ fn current_view(ledger: &Continuity, now: Timestamp, series: &MarketMetrics) -> 
             .tokens()
             .map(|t| {
                 let c = TokenContinuity {
-                    invalid_market_seconds_total: series
-                        .invalid_seconds
-                        .with_label_values(&[t])
-                        .get(),
+                    invalid_market_seconds_total: ledger.invalid_total_ms(t) as f64 / 1000.0,
                     strip: ledger.strip(t, today),
                 };
                 (t.to_string(), c)
