@@ -118,6 +118,12 @@ impl MarketCalendar {
         self.holidays.contains(&date)
     }
 
+    /// True when any holiday is listed in `year`: a year without one is most likely a year
+    /// whose exchange calendar nobody has entered yet.
+    pub fn lists_holidays_in(&self, year: i16) -> bool {
+        self.holidays.iter().any(|d| d.year() == year)
+    }
+
     /// True when `date` has at least one session (a Muhurat-only day counts).
     pub fn is_trading_day(&self, date: Date) -> bool {
         self.has_regular_session(date) || self.extra.contains_key(&date)
@@ -409,6 +415,18 @@ mod tests {
             c.trading_days_through(date(2026, 12, 28), 3),
             [date(2026, 12, 23), date(2026, 12, 24), date(2026, 12, 28)]
         );
+    }
+
+    #[test]
+    fn knows_which_years_have_holidays() {
+        let c = MarketCalendar::nse();
+        assert!(c.lists_holidays_in(2026));
+        assert!(!c.lists_holidays_in(2027));
+        let m = MarketConfig {
+            holidays: vec!["2027-01-26".into()],
+            ..MarketConfig::default()
+        };
+        assert!(MarketCalendar::from_config(&m).lists_holidays_in(2027));
     }
 
     #[test]

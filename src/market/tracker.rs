@@ -114,6 +114,7 @@ async fn run(setup: TrackerSetup, view: watch::Sender<MarketView>) {
         metrics,
     } = setup;
     let series = MarketMetrics::register(metrics.registry());
+    warn_about_missing_holidays(&calendar.borrow(), Timestamp::now());
     let file = strip_file::path(&state_dir);
     let mut ledger = Continuity::new(calendar.borrow_and_update().clone());
     match strip_file::read(&file) {
@@ -201,6 +202,21 @@ async fn run(setup: TrackerSetup, view: watch::Sender<MarketView>) {
             }
             last_save = tokio::time::Instant::now();
         }
+    }
+}
+
+/// A month ahead of a year without any holiday (2027 is not built in): say so once at start.
+fn warn_about_missing_holidays(calendar: &MarketCalendar, now: Timestamp) {
+    let soon = now
+        .checked_add(jiff::SignedDuration::from_hours(31 * 24))
+        .unwrap_or(now);
+    let year = calendar.date_of(soon).year();
+    if !calendar.lists_holidays_in(year) {
+        tracing::warn!(
+            "[market] lists no trading holiday in {year}: the built-in NSE list does not cover \
+             it yet; add that year's holidays from the exchange's circular to [market] holidays \
+             (until then those days count as trading days)"
+        );
     }
 }
 
