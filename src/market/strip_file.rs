@@ -90,6 +90,9 @@ pub fn write(path: &Path, history: &History) -> Result<(), StripFileError> {
         path: path.to_path_buf(),
         source,
     };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
     let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
     let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(&json)?;
@@ -109,7 +112,7 @@ mod tests {
     #[test]
     fn round_trips_and_tolerates_absence() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path());
+        let p = path(&dir.path().join("state"));
         assert!(read(&p).unwrap().is_empty());
         let mut h = History::new();
         h.entry("kite".into()).or_default().insert(
@@ -121,7 +124,9 @@ mod tests {
         );
         write(&p, &h).unwrap();
         assert_eq!(read(&p).unwrap(), h);
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
     }
 

@@ -151,6 +151,7 @@ async fn run(setup: TrackerSetup, view: watch::Sender<MarketView>) {
     let mut exported: BTreeMap<String, u64> = BTreeMap::new();
     let mut saved = ledger_history(&ledger);
     let mut last_save = tokio::time::Instant::now();
+    let mut write_failing = false;
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut calendar_open = true;
@@ -197,8 +198,19 @@ async fn run(setup: TrackerSetup, view: watch::Sender<MarketView>) {
         let history = ledger_history(&ledger);
         if history != saved && (transition || last_save.elapsed() >= SAVE_EVERY) {
             match strip_file::write(&file, &history) {
-                Ok(()) => saved = history,
-                Err(e) => tracing::warn!("{e}"),
+                Ok(()) => {
+                    if write_failing {
+                        tracing::info!("{} written again", file.display());
+                    }
+                    write_failing = false;
+                    saved = history;
+                }
+                // Said once per streak: a read-only state_dir would otherwise log every 15 s.
+                Err(e) if !write_failing => {
+                    tracing::warn!("{e}; the market strip will not survive a restart");
+                    write_failing = true;
+                }
+                Err(_) => {}
             }
             last_save = tokio::time::Instant::now();
         }
