@@ -91,7 +91,13 @@ pub fn write(path: &Path, history: &History) -> Result<(), StripFileError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        // 0700, as the token store makes it: the state directory also holds token.json.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
     let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
     let written = std::fs::File::create(&tmp).and_then(|mut f| {
@@ -124,6 +130,12 @@ mod tests {
         );
         write(&p, &h).unwrap();
         assert_eq!(read(&p).unwrap(), h);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("state"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
         let names: Vec<_> = std::fs::read_dir(dir.path().join("state"))
             .unwrap()
             .collect();
