@@ -37,7 +37,7 @@ pub fn render(out: &mut String, m: &MarketView) {
         out.push_str("</ol></div>");
     }
     out.push_str(
-        r#"<p class="hint">Each cell is a trading day: green when the token was valid the whole time the market was open, else the time it was not; grey when warden was not running.</p></section>"#,
+        r#"<p class="hint">One cell per trading day: ✓ valid all session, red: time not valid while open, grey: not watched.</p></section>"#,
     );
 }
 
