@@ -158,7 +158,7 @@ fn invalid_seconds_grow_while_the_market_is_open_and_stop_when_the_token_is_vali
 }
 
 #[test]
-fn a_closed_market_counts_nothing() {
+fn a_closed_market_counts_nothing_until_a_reload_opens_it() {
     // A one-minute session twelve hours away from now: closed, whatever the day.
     let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
     let m = (i32::from(now.hour()) * 60 + i32::from(now.minute()) + 12 * 60) % (24 * 60);
@@ -188,4 +188,16 @@ fn a_closed_market_counts_nothing() {
         st["market"]["tokens"]["kite"]["invalid_market_seconds_total"], 0.0,
         "{st}"
     );
+
+    // A reload that opens the market now: applied at once, and the seconds start to count.
+    let (open_now, _) = market_open_now();
+    let config = config[..config.find("[market]").unwrap()].to_string() + &open_now;
+    w.write_config(&config);
+    w.signal(libc::SIGHUP);
+    wait_until("warden_market_open 1 after the reload", T, || {
+        market_metrics(&w).0 == Some(1.0)
+    });
+    wait_until("seconds lost once open", T, || {
+        market_metrics(&w).1.is_some_and(|s| s >= 1.0)
+    });
 }
