@@ -9,7 +9,7 @@
 pub const NSE_HOLIDAYS: &[(i16, i8, i8, &str)] = &[
     // NSE circular CMTR72260 (12 January 2026): an extra closure.
     (2026, 1, 15, "Municipal Corporation Election, Maharashtra"),
-    // NSE "Holidays for trading" 2026, equity segment.
+    // NSE "Holidays for trading" 2026, equity segment (docs/config.md: where it was read).
     (2026, 1, 26, "Republic Day"),
     (2026, 3, 3, "Holi"),
     (2026, 3, 26, "Shri Ram Navami"),
