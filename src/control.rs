@@ -244,6 +244,8 @@ pub struct Views {
     pub orphans: OrphanCounter,
     /// Notifications held by quiet hours or a non-trading day.
     pub held: watch::Receiver<Vec<HeldNotification>>,
+    /// Market hours and each token's continuity; `None` where nothing tracks them.
+    pub market: Option<watch::Receiver<crate::market::tracker::MarketView>>,
 }
 
 /// Everything a front end shows, taken at one moment.
@@ -258,6 +260,7 @@ pub struct Snapshot {
     pub store: Option<FleetStatus>,
     pub orphans_reaped: u64,
     pub held: Vec<HeldNotification>,
+    pub market: Option<crate::market::tracker::MarketView>,
 }
 
 impl Snapshot {
@@ -292,6 +295,7 @@ impl Views {
             tokens,
             orphans_reaped: self.orphans.get(),
             held: self.held.borrow().clone(),
+            market: self.market.as_ref().map(|m| m.borrow().clone()),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod log_sink;
 pub mod logs;
+pub mod market;
 pub mod metrics;
 pub mod model;
 pub mod notify;

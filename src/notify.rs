@@ -322,12 +322,27 @@ impl Notifier {
         if channels(old) != channels(new) {
             tracing::warn!("[notify] channels changed: restart warden to apply them");
         }
-        let policy = SendPolicy::from_config(new);
+        let mut policy = SendPolicy::from_config(new);
+        policy.calendar = self.shared.policy().calendar;
         if policy == self.shared.policy() {
             return;
         }
         *self.shared.policy.lock().unwrap_or_else(|p| p.into_inner()) = policy.clone();
         tracing::info!("[notify] quiet hours and trading days applied");
+        let mut held = self.shared.held();
+        reschedule(&mut held, &policy, (self.shared.clock)());
+        self.shared.held_changed(&held);
+    }
+
+    /// The exchange calendar (`[market]`) decides what a trading day and a session are; held
+    /// events are rescheduled under it.
+    pub fn set_calendar(&self, calendar: crate::market::MarketCalendar) {
+        let mut policy = self.shared.policy();
+        if policy.calendar.as_ref() == Some(&calendar) {
+            return;
+        }
+        policy.calendar = Some(calendar);
+        *self.shared.policy.lock().unwrap_or_else(|p| p.into_inner()) = policy.clone();
         let mut held = self.shared.held();
         reschedule(&mut held, &policy, (self.shared.clock)());
         self.shared.held_changed(&held);

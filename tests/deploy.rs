@@ -18,7 +18,7 @@ use common::{skip, BIN};
 use serde_json::Value;
 
 /// SPEC §6, exactly. `true` marks histograms (their series end in _bucket, _sum, _count).
-const SPEC_METRICS: [(&str, bool); 13] = [
+const SPEC_METRICS: [(&str, bool); 16] = [
     ("warden_program_up", false),
     ("warden_program_state", false),
     ("warden_program_restarts_total", false),
@@ -32,6 +32,10 @@ const SPEC_METRICS: [(&str, bool); 13] = [
     ("warden_config_reloads_total", false),
     ("warden_zombies_reaped_total", false),
     ("warden_build_info", false),
+    // Market hours (issue 16; docs/metrics.md).
+    ("warden_market_open", false),
+    ("warden_market_next_open_timestamp_seconds", false),
+    ("warden_token_invalid_market_seconds_total", false),
 ];
 
 /// Secret files the configs may reference; `warden check` gets a dummy for each.

@@ -21,6 +21,7 @@ mod exposure;
 mod keypath;
 mod load;
 mod locate;
+mod market_rules;
 mod quiet_hours;
 pub mod schema;
 mod secrets;
@@ -33,6 +34,7 @@ mod validate_fyers_tests;
 
 pub use diff::{diff, ConfigDiff};
 pub use load::load;
+pub use market_rules::{parse_market_date, parse_market_time};
 pub use quiet_hours::QuietHours;
 pub use schema::*;
 pub use token_times::parse_hhmm;

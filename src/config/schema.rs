@@ -91,6 +91,8 @@ pub struct Config {
     /// together with `[token]` (validation says so).
     pub tokens: BTreeMap<String, TokenConfig>,
     pub notify: NotifyConfig,
+    /// The exchange's trading sessions (README "Market hours"); NSE's by default.
+    pub market: MarketConfig,
     pub programs: BTreeMap<String, ProgramConfig>,
     /// The file this was read from (absolute). Set by the loader.
     #[serde(skip)]
@@ -606,6 +608,45 @@ impl Default for NotifyConfig {
             lead: d(90 * 60),
         }
     }
+}
+
+/// `[market]`: when the exchange trades. Strings here; `crate::market::calendar` parses them
+/// (the loader has checked them, `config::market_rules`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MarketConfig {
+    pub timezone: String,
+    /// "HH:MM" in `timezone`.
+    pub open: String,
+    /// "HH:MM" in `timezone`, after `open`.
+    pub close: String,
+    /// Dates ("YYYY-MM-DD") without a regular session, in addition to the built-in NSE list.
+    pub holidays: Vec<String>,
+    /// `false` drops the built-in NSE holidays: only `holidays` count.
+    pub builtin_holidays: bool,
+    /// Sessions outside the regular ones (Muhurat trading), even on a holiday or weekend.
+    pub extra_sessions: Vec<ExtraSession>,
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        MarketConfig {
+            timezone: "Asia/Kolkata".into(),
+            open: "09:15".into(),
+            close: "15:30".into(),
+            holidays: Vec::new(),
+            builtin_holidays: true,
+            extra_sessions: Vec::new(),
+        }
+    }
+}
+
+/// One `[[market.extra_sessions]]` entry: `{date = "2026-11-08", open = "18:00", close = "19:15"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExtraSession {
+    pub date: String,
+    pub open: String,
+    pub close: String,
 }
 
 /// argv: given as an array, or as a string split like a POSIX shell would (no shell runs).

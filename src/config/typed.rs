@@ -211,6 +211,7 @@ fn known_keys(parent: &[Seg]) -> Option<&'static [&'static str]> {
         ["token", "dhan"] => fields_of::<DhanConfig>(),
         ["token", "angelone"] => fields_of::<AngelOneConfig>(),
         ["notify"] => fields_of::<NotifyConfig>(),
+        ["market"] => fields_of::<MarketConfig>(),
         ["programs", _] => fields_of::<ProgramConfig>(),
         ["programs", _, "health"] => fields_of::<HealthConfig>(),
         _ => return None,

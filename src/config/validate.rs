@@ -28,6 +28,7 @@ pub(crate) fn validate(cfg: &Config) -> Vec<Found> {
     }
     v.extend(super::several_tokens::problems(cfg));
     notify(&cfg.notify, &mut v);
+    super::market_rules::market(&cfg.market, &mut v);
     programs(&cfg.programs, &mut v);
     v
 }

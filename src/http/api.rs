@@ -98,6 +98,7 @@ async fn status(State(st): State<AppState>) -> Json<serde_json::Value> {
         "programs": programs,
         "token": token,
         "tokens": tokens,
+        "market": snap.market,
         "warden": {
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),

@@ -6,6 +6,7 @@ pub mod guard;
 mod held_card;
 pub mod listener;
 pub mod login;
+pub mod market_card;
 pub mod notify;
 pub mod page;
 pub mod rate_limit;

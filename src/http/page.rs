@@ -48,6 +48,7 @@ async fn index(State(st): State<AppState>) -> Response {
     let html = render(&Page {
         programs: &programs,
         tokens: &tokens,
+        market: snap.market.as_ref(),
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
         held: &snap.held,
@@ -75,6 +76,8 @@ pub struct Page<'a> {
     pub programs: &'a [ProgramStatus],
     /// Every token, in order (empty: warden manages no token).
     pub tokens: &'a [TokenCard<'a>],
+    /// Market hours and each token's 7-day strip.
+    pub market: Option<&'a crate::market::tracker::MarketView>,
     pub now: Timestamp,
     pub version: &'a str,
     /// Notifications held by quiet hours or a non-trading day.
@@ -186,6 +189,9 @@ pub fn render(p: &Page<'_>) -> String {
     );
     token_cards(&mut body, p);
     super::held_card::render(&mut body, p.held);
+    if let Some(m) = p.market {
+        super::market_card::render(&mut body, m);
+    }
     programs_card(&mut body, p);
     let _ = write!(
         body,
@@ -202,7 +208,7 @@ pub fn render(p: &Page<'_>) -> String {
 <meta http-equiv="refresh" content="{REFRESH_SECS}">
 <meta name="robots" content="noindex">
 <title>{title}</title>
-<style>{STYLE}</style>
+<style>{STYLE}{MARKET_STYLE}</style>
 </head>
 <body data-now="{now}">
 <main>
@@ -218,6 +224,7 @@ pub fn render(p: &Page<'_>) -> String {
             "warden · needs attention"
         },
         now = p.now,
+        MARKET_STYLE = super::market_card::STYLE,
     )
 }
 
@@ -557,6 +564,7 @@ mod tests {
         render(&Page {
             programs,
             tokens: &cards,
+            market: None,
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
             held: &[],
@@ -587,6 +595,7 @@ mod tests {
             now: "2024-05-01T10:05:07Z".parse().unwrap(),
             version: "0.0.0",
             held: &[],
+            market: None,
         });
         assert!(html.contains("<h2>Token a</h2>") && html.contains("<h2>Token b</h2>"));
         assert!(html.contains(r#"<a class="login" href="/login/b">Log in b</a>"#));

@@ -1,9 +1,9 @@
 //! Trading sessions, as far as notifications need them: is a day a trading day, and when does
 //! its session open and close.
 //!
-//! [`session_on`] is the one seam: a stand-in (Monday to Friday, 09:15–15:30 in the
-//! notification time zone, no holidays) until the market calendar (`[market]`, with the NSE
-//! holidays) takes its place. Everything else in the notifier derives from it.
+//! [`session_on`] is the stand-in (Monday to Friday, 09:15–15:30 in the
+//! notification time zone, no holidays) used until the supervisor hands the notifier the
+//! market calendar (`[market]`, with the NSE holidays): `window::SendPolicy::session`.
 
 use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;

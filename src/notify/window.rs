@@ -15,7 +15,7 @@ use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
-use super::session::session_on;
+use super::session::{session_on, Session};
 use super::NotifyEvent;
 use crate::config::{NotifyConfig, QuietHours};
 
@@ -29,6 +29,9 @@ pub struct SendPolicy {
     pub tz: TimeZone,
     pub trading_days_only: bool,
     pub lead: Duration,
+    /// The exchange calendar (`[market]`: holidays, extra sessions); `None` until the
+    /// supervisor hands it over, when weekdays 09:15–15:30 stand in.
+    pub calendar: Option<crate::market::MarketCalendar>,
 }
 
 impl SendPolicy {
@@ -38,6 +41,19 @@ impl SendPolicy {
             tz: cfg.time_zone(),
             trading_days_only: cfg.trading_days_only,
             lead: cfg.lead,
+            calendar: None,
+        }
+    }
+
+    /// The first session on `date` (a day in the notification time zone), `None` when it is
+    /// not a trading day.
+    fn session(&self, date: Date) -> Option<Session> {
+        match &self.calendar {
+            Some(c) => c.sessions_on(date).first().map(|s| Session {
+                open: s.open,
+                close: s.close,
+            }),
+            None => session_on(date, &self.tz),
         }
     }
 
@@ -54,7 +70,7 @@ impl SendPolicy {
     /// Why the window is closed at `t`, `None` when it is open.
     pub fn closed_because(&self, t: Timestamp) -> Option<HoldReason> {
         let (date, time) = self.local(t);
-        if self.trading_days_only && session_on(date, &self.tz).is_none() {
+        if self.trading_days_only && self.session(date).is_none() {
             return Some(HoldReason::NotATradingDay);
         }
         match self.quiet {
@@ -69,7 +85,7 @@ impl SendPolicy {
         let lead = jiff::SignedDuration::try_from(self.lead).unwrap_or_default();
         [date, date.tomorrow().unwrap_or(date)]
             .into_iter()
-            .filter_map(|d| session_on(d, &self.tz))
+            .filter_map(|d| self.session(d))
             .any(|s| s.open.checked_sub(lead).is_ok_and(|from| from <= t) && t < s.close)
     }
 
@@ -103,7 +119,7 @@ impl SendPolicy {
                 candidates.extend(at(q.end));
             }
             if needs_person {
-                if let Some(s) = session_on(d, &self.tz) {
+                if let Some(s) = self.session(d) {
                     candidates.extend(s.open.checked_sub(lead).ok());
                 }
             }
@@ -188,7 +204,24 @@ mod tests {
             tz: ist(),
             trading_days_only,
             lead: Duration::from_secs(90 * 60),
+            calendar: None,
         }
+    }
+
+    #[test]
+    fn with_the_market_calendar_an_exchange_holiday_is_no_trading_day() {
+        // 2026-12-25 (a Friday) is an NSE trading holiday; the stand-in would call it one.
+        let mut p = policy("", true);
+        assert_eq!(p.closed_because(at("2026-12-25 10:00")), None);
+        p.calendar = Some(crate::market::MarketCalendar::nse());
+        assert_eq!(
+            p.closed_because(at("2026-12-25 10:00")),
+            Some(HoldReason::NotATradingDay)
+        );
+        assert_eq!(p.closed_because(at("2026-12-24 10:00")), None);
+        // A person is needed: the lead before Monday's session, not before the holiday's.
+        assert!(!p.session_near(at("2026-12-25 08:30")));
+        assert!(p.session_near(at("2026-12-28 08:30")));
     }
 
     /// `"2026-12-07 07:50"` in IST (2026-12-07 is a Monday).

@@ -107,6 +107,8 @@ pub struct Supervisor {
     signals: Option<UnboundedReceiver<i32>>,
     health_tx: UnboundedSender<HealthEvent>,
     health_rx: UnboundedReceiver<HealthEvent>,
+    /// `[market]` as a calendar; a reload sends the new one to its followers.
+    market: watch::Sender<crate::market::MarketCalendar>,
 }
 
 /// The longest of the tokens' `verify_timeout`s: the hand-over check is one per program.
@@ -177,6 +179,7 @@ impl Supervisor {
             probe_client: crate::health::client(),
             health_tx,
             health_rx,
+            market: watch::channel(crate::market::MarketCalendar::from_config(&cfg.market)).0,
             cfg,
             reaper,
             events_tx,
@@ -386,6 +389,11 @@ impl Supervisor {
         }
         self.reload_tokens(&new);
         self.notifier.reconfigure(&self.cfg.notify, &new.notify);
+        if new.market != self.cfg.market {
+            let calendar = crate::market::MarketCalendar::from_config(&new.market);
+            self.notifier.set_calendar(calendar.clone());
+            self.market.send_replace(calendar);
+        }
         let d = config::diff(&self.cfg, &new);
         tracing::info!(
             added = ?d.added, removed = ?d.removed, changed = ?d.changed,
@@ -500,6 +508,22 @@ impl Supervisor {
         self.keepers.insert(name, (handle, entry));
     }
 
+    /// Follow the tokens against the market calendar (README "Market hours"). The tokens are
+    /// those kept at start; one added by a reload is followed from the next start.
+    fn start_market_tracker(&self) -> watch::Receiver<crate::market::tracker::MarketView> {
+        let tokens = self
+            .keepers
+            .iter()
+            .map(|(name, (k, _))| (name.clone(), k.status.clone()))
+            .collect();
+        crate::market::tracker::spawn(crate::market::tracker::TrackerSetup {
+            calendar: self.market.subscribe(),
+            tokens,
+            state_dir: self.cfg.supervisor.state_dir.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
     /// Give the front ends the current set of tokens.
     fn publish_tokens(&self) {
         let table: Vec<TokenEntry> = self.keepers.values().map(|(_, e)| e.clone()).collect();
@@ -595,6 +619,8 @@ impl Supervisor {
             }
         };
         self.start_keepers();
+        self.notifier.set_calendar(self.market.borrow().clone());
+        let market = self.start_market_tracker();
         let (req_tx, mut requests) = unbounded_channel();
         let app = crate::http::AppState {
             views: crate::control::Views {
@@ -602,6 +628,7 @@ impl Supervisor {
                 tokens: self.token_table.subscribe(),
                 orphans: self.reaper.orphan_counter(),
                 held: self.notifier.held_view(),
+                market: Some(market),
             },
             control: crate::control::Control::new(req_tx, self.token_table.subscribe()),
             api_token: self.cfg.http.api_token().cloned(),

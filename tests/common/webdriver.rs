@@ -117,6 +117,19 @@ impl Browser {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
 
+    /// A phone's viewport (`width` CSS px; headless windows are never narrower than 500 px),
+    /// through chromedriver's DevTools endpoint.
+    pub fn emulate_phone(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                "width": width, "height": height, "deviceScaleFactor": 3, "mobile": true}}),
+            ),
+        );
+    }
+
     pub fn go(&self, url: &str) {
         self.cmd("POST", "/url", Some(json!({"url": url})));
     }
