@@ -2,6 +2,7 @@
 //! Kite login callback. Handlers read snapshots and send commands; they never own state.
 
 pub mod api;
+pub mod events;
 pub mod guard;
 pub mod listener;
 pub mod login;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub login: Option<login::LoginRoute>,
     /// Manual-login `state`s: issued by `/login`, spent by `/kite/callback`.
     pub login_states: std::sync::Arc<crate::token::login_state::LoginStates>,
+    /// The event history: `/api/v1/events` and the page's card.
+    pub events: events::EventsState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     api::routes()
         .merge(login::routes())
         .merge(page::routes())
+        .merge(events::routes())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             login_limit,

@@ -38,6 +38,7 @@ async fn index(State(st): State<AppState>) -> Response {
         now: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
     });
+    let html = super::events::with_card(html, &super::events::recent_card(&st.events).await);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -9,6 +9,7 @@
 //! channel; the supervisor never reads its own published view.
 
 pub mod decide;
+mod history;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct Parts {
     pub signals: UnboundedReceiver<i32>,
     /// The token keeper's peers; `None` when warden keeps no token.
     pub token: Option<TokenParts>,
+    /// The event history (issue 16), already wired to the notifier.
+    pub journal: crate::journal::Journal,
 }
 
 /// The broker client and, in fleet mode, the started fleet the keeper works with.
@@ -97,6 +100,7 @@ pub struct Supervisor {
     signals: Option<UnboundedReceiver<i32>>,
     health_tx: UnboundedSender<HealthEvent>,
     health_rx: UnboundedReceiver<HealthEvent>,
+    journal: crate::journal::Journal,
 }
 
 fn verify_timeout(cfg: &Config) -> Duration {
@@ -118,6 +122,7 @@ impl Supervisor {
             listener,
             signals,
             token,
+            journal,
         } = parts;
         let mut sup = Supervisor {
             core: Core::new(verify_timeout(&cfg)),
@@ -140,6 +145,7 @@ impl Supervisor {
             entries: BTreeMap::new(),
             replacing: BTreeMap::new(),
             view,
+            journal,
         };
         let programs: Vec<_> = sup
             .cfg
@@ -215,6 +221,7 @@ impl Supervisor {
                 }
                 Effect::Fatal { program } => {
                     tracing::error!(program = %program, "program is fatal");
+                    crate::journal::programs::fatal(&self.journal, &program);
                     self.notifier.notify(NotifyEvent::ProgramFatal { program });
                 }
             }
@@ -233,6 +240,7 @@ impl Supervisor {
     }
 
     fn on_program_event(&mut self, name: String, ev: ProgramEvent) {
+        history::record(&self.journal, &name, &ev);
         match &ev {
             ProgramEvent::State { state, .. } => {
                 self.metrics.set_program_state(&name, state.as_str());
@@ -322,6 +330,7 @@ impl Supervisor {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("config reload rejected, nothing changed:\n{e}");
+                crate::journal::reloads::rejected(&self.journal, &e);
                 self.metrics.inc_config_reload(false);
                 return;
             }
@@ -343,6 +352,7 @@ impl Supervisor {
             added = ?d.added, removed = ?d.removed, changed = ?d.changed,
             "config reloaded from {}", path.display()
         );
+        crate::journal::reloads::reloaded(&self.journal, &d.added, &d.removed, &d.changed);
         for name in &d.removed {
             if self.core.unwant(name) {
                 self.send(name, Control::Shutdown);
@@ -438,6 +448,7 @@ impl Supervisor {
             generation: self.token_generation.clone(),
             clock: crate::token::clock::Clock::System,
             watch_env_file: true,
+            journal: self.journal.clone(),
         };
         self.keeper = Some(Keeper::spawn(setup, broker, self.keeper_tx.clone()));
         self.core.set_token_kept(true);
@@ -503,6 +514,10 @@ impl Supervisor {
                 self.cfg.token.as_ref().and_then(|t| t.kite.as_ref()),
                 self.keeper.as_ref().and_then(|k| k.fleet_store.clone()),
             )),
+            events: crate::http::events::EventsState::new(
+                self.journal.clone(),
+                self.cfg.token.as_ref().map(|t| t.timezone.as_str()),
+            ),
         };
         if let Some(listener) = self.listener.take() {
             crate::http::serve(listener, &self.cfg.http.public_url, app)?;
@@ -512,6 +527,7 @@ impl Supervisor {
             "warden {} supervising",
             env!("CARGO_PKG_VERSION")
         );
+        crate::journal::warden::started(&self.journal, self.entries.len());
         self.start_ready();
         crate::sdnotify::spawn(
             self.view(),
@@ -527,6 +543,7 @@ impl Supervisor {
                     libc::SIGTERM | libc::SIGINT => {
                         let first = Signal::try_from(sig).map(|s| s.to_string()).unwrap_or_default();
                         tracing::info!("{first} received: stopping all programs");
+                        crate::journal::warden::stopping(&self.journal, &first);
                         crate::sdnotify::stopping();
                         self.shutdown(&mut signals).await;
                         return Ok(());
@@ -595,6 +612,7 @@ impl Supervisor {
             let give_up = killed_at.map(|t| t + KILL_WAIT);
             tokio::select! {
                 Some((name, ev)) = self.events.recv() => {
+                    history::record(&self.journal, &name, &ev);
                     self.core.observe_during_shutdown(&name, &ev);
                     self.publish();
                 }

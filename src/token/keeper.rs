@@ -223,6 +223,8 @@ pub struct Keeper<P: Provider> {
     last_ask: Option<Instant>,
     /// Fleet mode: this leader obtained a token while the store was unreachable.
     unshared: bool,
+    /// The event history, its events named after this token.
+    journal: crate::journal::TokenJournal,
 }
 
 pub struct KeeperSetup {
@@ -241,6 +243,8 @@ pub struct KeeperSetup {
     pub watch_env_file: bool,
     /// Fleet mode (`token.store.kind = "redis"`): the started fleet and its events.
     pub fleet: Option<(Fleet, UnboundedReceiver<FleetEvent>)>,
+    /// The event history (issue 16).
+    pub journal: crate::journal::Journal,
 }
 
 fn rfc3339(t: i64) -> Option<Timestamp> {
@@ -281,6 +285,7 @@ impl<P: Provider> Keeper<P> {
         let fleet_store = coordination.fleet().cloned();
         let memory = LoginMemory::load(&setup.state_dir);
         let budget = AttemptBudget::from_config(&setup.cfg);
+        let journal = setup.journal.for_token(provider.name());
         let keeper = Keeper {
             provider,
             clock: setup.clock,
@@ -308,6 +313,7 @@ impl<P: Provider> Keeper<P> {
             current_fence: 0,
             last_ask: None,
             unshared: false,
+            journal,
         };
         tokio::spawn(keeper.run(watch_env_file));
         KeeperHandle {
@@ -500,6 +506,10 @@ impl<P: Provider> Keeper<P> {
             }
             Err(e) if e.failure() == Failure::TokenBad => {
                 tracing::warn!("the broker rejected the current token ({e})");
+                self.journal.record(
+                    crate::journal::Kind::TokenInvalid,
+                    format!("the broker rejected the token in use ({e})"),
+                );
                 self.set_state(TokenState::Expired, Some(e.to_string()));
                 self.refresh(RefreshReason::Validation).await;
             }

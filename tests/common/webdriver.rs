@@ -117,6 +117,20 @@ impl Browser {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
 
+    /// Lay pages out like a phone `width` CSS pixels wide (headless Chromium keeps its window
+    /// at least 500 px wide, so `--window-size` cannot go that narrow): device metrics
+    /// emulation through chromedriver's DevTools bridge.
+    pub fn phone_viewport(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                "width": width, "height": height, "deviceScaleFactor": 3, "mobile": true}}),
+            ),
+        );
+    }
+
     pub fn go(&self, url: &str) {
         self.cmd("POST", "/url", Some(json!({"url": url})));
     }
