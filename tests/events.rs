@@ -400,5 +400,81 @@ fn the_status_page_lists_events_newest_first_at_phone_width() {
     );
     assert!(inner <= 400.0, "the window is phone-sized: {widths}");
     assert!(scroll <= inner && right <= inner, "{widths}");
+    let above_footer = b.eval(
+        "return !!(document.querySelector('#events').compareDocumentPosition(\
+         document.querySelector('footer')) & Node.DOCUMENT_POSITION_FOLLOWING);",
+    );
+    assert_eq!(
+        above_footer, true,
+        "the events card comes before the footer"
+    );
     b.screenshot("events-390.png");
+}
+
+/// A webhook receiver: answers every request 200 and counts them.
+fn webhook_sink() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 8192];
+            // The request is small: headers and a JSON body arrive in a read or two.
+            let _ = conn.read(&mut buf);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn a_fatal_program_and_its_notifications_sent_and_failed_are_recorded() {
+    let (hook, hits) = webhook_sink();
+    // Nothing listens there: the Telegram delivery fails.
+    let dead = free_port();
+    let bot_token = "123456:events-test-bot-token";
+    let w = Warden::start(&format!(
+        r#"[notify]
+webhook_url = "http://{hook}/hook"
+telegram_bot_token = "{bot_token}"
+telegram_chat_id = "42"
+telegram_api_base = "http://127.0.0.1:{dead}"
+
+[programs.flaky]
+command = ["sh", "-c", "exit 1"]
+backoff_initial = "10ms"
+max_restarts = 1
+restart_window = "1m"
+"#
+    ));
+    let fatal = wait_event(&w, "program_fatal", "flaky");
+    assert!(
+        fatal["message"]
+            .as_str()
+            .unwrap()
+            .contains("warden restart flaky"),
+        "{fatal}"
+    );
+    let restarted = wait_event(&w, "program_restarted", "flaky");
+    assert_eq!(restarted["reason"], "exit", "{restarted}");
+    let sent = wait_event(&w, "notification_sent", "flaky");
+    assert_eq!(sent["channel"], "webhook", "{sent}");
+    assert!(
+        sent["message"].as_str().unwrap().contains("program_fatal"),
+        "{sent}"
+    );
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let failed = wait_event(&w, "notification_failed", "flaky");
+    assert_eq!(failed["channel"], "telegram", "{failed}");
+    let text = journal_text(&w.dir.path().join(".warden"));
+    assert!(
+        !text.contains(bot_token),
+        "the bot token in events.jsonl:\n{text}"
+    );
 }

@@ -124,9 +124,9 @@ pub async fn recent_card(st: &EventsState) -> String {
     }
 }
 
-/// `html` with `card` as the last section of its `<main>`.
+/// `html` with `card` as the last section of its `<main>`, above the footer.
 pub fn with_card(mut html: String, card: &str) -> String {
-    if let Some(at) = html.rfind("</main>") {
+    if let Some(at) = html.rfind("<footer").or_else(|| html.rfind("</main>")) {
         html.insert_str(at, card);
     }
     html
@@ -244,9 +244,14 @@ mod tests {
     }
 
     #[test]
-    fn the_card_goes_last_in_main() {
+    fn the_card_goes_last_in_main_above_the_footer() {
         let html = with_card("<main>\n<p>x</p>\n</main>".into(), "<section/>");
         assert_eq!(html, "<main>\n<p>x</p>\n<section/></main>");
+        let html = with_card(
+            "<main><p>x</p><footer>f</footer></main>".into(),
+            "<section/>",
+        );
+        assert_eq!(html, "<main><p>x</p><section/><footer>f</footer></main>");
     }
 
     #[test]

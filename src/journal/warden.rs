@@ -10,7 +10,7 @@ pub fn started(journal: &Journal, programs: usize) {
             Kind::WardenStarted,
             SUBJECT,
             format!(
-                "warden {} started, supervising {programs} program{}",
+                "started (version {}), supervising {programs} program{}",
                 env!("CARGO_PKG_VERSION"),
                 if programs == 1 { "" } else { "s" }
             ),
