@@ -478,3 +478,105 @@ restart_window = "1m"
         "the bot token in events.jsonl:\n{text}"
     );
 }
+
+/// A throwaway redis-server on loopback (killed on drop); `None` after a visible skip.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start(test: &str) -> Option<Redis> {
+        if which("redis-server").is_none() {
+            skip(
+                test,
+                "redis-server is not installed (apt-get install redis-server)",
+            );
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let r = Redis(child, port);
+        wait_until("redis answers PING", Duration::from_secs(10), || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let mut buf = [0u8; 16];
+            s.write_all(b"PING\r\n").is_ok()
+                && s.read(&mut buf)
+                    .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+        });
+        Some(r)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn fleet_leadership_changes_are_recorded_on_leader_and_follower() {
+    let Some(redis) = Redis::start("fleet_leadership_changes_are_recorded_on_leader_and_follower")
+    else {
+        return;
+    };
+    let kite = KiteSandbox::start(&[]);
+    let config = kite
+        .backend_stack_config("totp", SANDBOX_TOTP, "signal")
+        .replace(
+            "verify_timeout = \"5s\"\n",
+            &format!(
+                "verify_timeout = \"10s\"\n[token.store]\nkind = \"redis\"\n\
+                 url = \"redis://127.0.0.1:{}\"\nkey_prefix = \"events:\"\nlock_ttl = \"3s\"\n",
+                redis.1
+            ),
+        );
+    let mut wardens = vec![Warden::start(&config), Warden::start(&config)];
+    let role = |w: &Warden| w.status()["token"]["store"]["role"].clone();
+    wait_until("a leader and a follower", T, || {
+        let roles: Vec<Value> = wardens.iter().map(role).collect();
+        roles.contains(&"leader".into()) && roles.contains(&"follower".into())
+    });
+    let leader = wardens.iter().position(|w| role(w) == "leader").unwrap();
+    let leader_id = wardens[leader].status()["token"]["store"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let led = wait_event(&wardens[leader], "fleet_leader", "fleet");
+    assert!(
+        led["message"]
+            .as_str()
+            .unwrap()
+            .contains("leads the fleet now"),
+        "{led}"
+    );
+    let follower = &wardens[1 - leader];
+    let followed = wait_event(follower, "fleet_leader", "fleet");
+    assert_eq!(
+        followed["message"],
+        format!("following the fleet leader {leader_id}"),
+        "{followed}"
+    );
+
+    // The leader stops (and hands the lock over at once): the follower leads.
+    let mut old = wardens.remove(leader);
+    old.signal(libc::SIGTERM);
+    assert!(old.wait_exit(T).success());
+    let survivor = &wardens[0];
+    wait_until("the survivor records that it leads", T, || {
+        all_events(survivor).iter().any(|e| {
+            e["kind"] == "fleet_leader"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("leads the fleet now")
+        })
+    });
+}

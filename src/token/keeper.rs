@@ -282,6 +282,9 @@ impl<P: Provider> Keeper<P> {
         let watch_env_file = setup.watch_env_file;
         let coordination = Coordination::new(setup.fleet);
         let fleet_status = coordination.fleet().map(Fleet::status);
+        if let Some(status) = &fleet_status {
+            super::fleet::history::spawn(status.clone(), setup.journal.clone());
+        }
         let fleet_store = coordination.fleet().cloned();
         let memory = LoginMemory::load(&setup.state_dir);
         let budget = AttemptBudget::from_config(&setup.cfg);

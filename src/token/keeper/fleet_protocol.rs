@@ -57,17 +57,8 @@ impl<P: Provider> Keeper<P> {
     pub(super) async fn on_fleet(&mut self, ev: FleetEvent) {
         match ev {
             FleetEvent::Token(shared) => self.on_shared(shared).await,
-            FleetEvent::Leading(true) => {
-                self.journal.record(
-                    crate::journal::Kind::FleetLeader,
-                    "this warden leads the fleet now: it logs in for all",
-                );
-                self.lead().await
-            }
-            FleetEvent::Leading(false) => self.journal.record(
-                crate::journal::Kind::FleetLeader,
-                "this warden no longer leads the fleet",
-            ),
+            FleetEvent::Leading(true) => self.lead().await,
+            FleetEvent::Leading(false) => {}
             FleetEvent::LeaderNeedsLogin(reason) => {
                 // Every warden's page then offers the login, not only the leader's.
                 if self.following().is_some() && self.status.borrow().state != TokenState::Valid {
