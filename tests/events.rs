@@ -580,3 +580,40 @@ fn fleet_leadership_changes_are_recorded_on_leader_and_follower() {
         })
     });
 }
+
+#[test]
+fn a_journal_that_cannot_be_written_is_reported_once_and_holds_nothing_up() {
+    let w = Warden::start_with(
+        "[programs.a]\ncommand = [\"sleep\", \"300\"]\n\
+         [programs.blip]\ncommand = [\"true\"]\nrestart = \"always\"\nbackoff_initial = \"50ms\"\n",
+        |dir| {
+            // A directory where the journal file should be: every write fails.
+            let state = dir.join(".warden");
+            std::fs::create_dir(&state).unwrap();
+            std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .unwrap();
+            std::fs::create_dir(state.join("events.jsonl")).unwrap();
+        },
+        Vec::new(),
+    );
+    w.wait_state("a", "running", T);
+    // blip keeps exiting and restarting: many events, each write failing.
+    wait_until("blip restarted a few times", T, || {
+        w.program("blip")["restarts"].as_u64().unwrap_or(0) >= 3
+    });
+    w.wait_log("event history: cannot write", T);
+    assert_eq!(
+        w.logs().matches("event history: cannot write").count(),
+        1,
+        "{}",
+        w.logs()
+    );
+    let (code, _) = http(&w.addr, "GET", "/healthz", &[], "");
+    assert_eq!(code, 200);
+    let (code, body) = http(&w.addr, "GET", "/api/v1/events", &[], "");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("events.jsonl"), "{body}");
+    let (code, page) = http(&w.addr, "GET", "/", &[], "");
+    assert_eq!(code, 200);
+    assert!(page.contains(r#"id="events""#) && page.contains("cannot read the event history"));
+}
