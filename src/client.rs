@@ -17,7 +17,9 @@ use serde_json::Value;
 use crate::config::{ConfigError, Secret};
 use crate::model::TokenState;
 
+mod events;
 mod watch;
+pub use events::{events, EventsOptions};
 pub use watch::watch;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

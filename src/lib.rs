@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod handover;
 pub mod health;
 pub mod http;
+pub mod journal;
 pub mod log_sink;
 pub mod logs;
 pub mod market;

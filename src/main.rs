@@ -59,6 +59,21 @@ enum Command {
     },
     /// Restart one program via the running warden
     Restart { name: String },
+    /// The event history of the running warden (times in its configured timezone)
+    Events {
+        /// Keep printing new events as they happen, until interrupted
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line instead of human lines
+        #[arg(long)]
+        json: bool,
+        /// How many of the newest events to show (at most 1000)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only events after this: an event's seq or an RFC 3339 time (2026-12-07T09:15:00+05:30)
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Token operations on the running warden
     Token {
         #[command(subcommand)]
@@ -120,6 +135,20 @@ fn main() -> ExitCode {
         Command::Status { json, .. } => client(ClientCommand::Status { json }, &config),
         Command::Doctor { json } => doctor(&config, json),
         Command::Restart { name } => client(ClientCommand::Restart { name }, &config),
+        Command::Events {
+            follow,
+            json,
+            limit,
+            since,
+        } => events(
+            &config,
+            &warden::client::EventsOptions {
+                follow,
+                json,
+                limit,
+                since,
+            },
+        ),
         Command::Token {
             op: TokenOp::Refresh { name },
         } => client(ClientCommand::TokenRefresh { name }, &config),
@@ -207,9 +236,11 @@ fn run(path: &std::path::Path) -> ExitCode {
         rt.block_on(async {
             let reaper = warden::reaper::Reaper::start()?;
             let parts = compose(&cfg, reaper, addr_file.as_deref()).await?;
-            warden::supervisor::Supervisor::new(cfg, parts)
-                .run()
-                .await?;
+            let journal = parts.journal.clone();
+            let supervised = warden::supervisor::Supervisor::new(cfg, parts).run().await;
+            // The last events of a stop may still wait in the writer's queue.
+            journal.flush(std::time::Duration::from_millis(500));
+            supervised?;
             Ok(())
         })
     });
@@ -246,6 +277,8 @@ async fn compose(
         },
     );
     notifier.set_metrics(&metrics);
+    let journal = warden::journal::Journal::open(&cfg.supervisor.state_dir);
+    notifier.set_journal(&journal);
     let (sig_tx, signals) = tokio::sync::mpsc::unbounded_channel();
     warden::signals::listen(sig_tx).context("cannot install signal handlers")?;
     let listener = warden::http::bind(cfg.http.listen).await?;
@@ -282,6 +315,7 @@ async fn compose(
         listener,
         signals,
         token_parts,
+        journal,
     })
 }
 
@@ -386,6 +420,17 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `warden events`: 1 when warden cannot be asked, 2 for a bad config.
+fn events(path: &std::path::Path, opts: &warden::client::EventsOptions) -> ExitCode {
+    match warden::client::events(path, opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

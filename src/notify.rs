@@ -92,6 +92,8 @@ struct Shared {
     last_sent: Mutex<HashMap<(&'static str, Option<String>), Instant>>,
     failures: [AtomicU64; 2],
     metrics: OnceLock<Metrics>,
+    /// The event history: each delivery's outcome.
+    journal: OnceLock<crate::journal::Journal>,
     webhook: bool,
     telegram: bool,
     /// Replaced by a config reload.
@@ -225,6 +227,7 @@ impl Notifier {
             last_sent: Mutex::new(HashMap::new()),
             failures: Default::default(),
             metrics: OnceLock::new(),
+            journal: OnceLock::new(),
             webhook: webhook.is_some(),
             telegram: telegram.is_some(),
             policy: Mutex::new(policy),
@@ -256,6 +259,11 @@ impl Notifier {
     /// Also count delivery failures in `warden_notify_failures_total{channel}`.
     pub fn set_metrics(&self, metrics: &Metrics) {
         let _ = self.shared.metrics.set(metrics.clone());
+    }
+
+    /// Also record each delivery (sent or failed) in the event history.
+    pub fn set_journal(&self, journal: &crate::journal::Journal) {
+        let _ = self.shared.journal.set(journal.clone());
     }
 
     /// Whether any channel is configured.
@@ -497,7 +505,14 @@ async fn deliver_all(mut rx: mpsc::Receiver<Outgoing>, t: Targets, shared: Arc<S
             if let Some(url) = &t.webhook {
                 let body = ev.to_json(&t.host);
                 let req = || client.post(url.expose()).json(&body);
-                send(Channel::Webhook, req, &t, &shared).await;
+                let outcome = send(Channel::Webhook, req, &t, &shared).await;
+                crate::journal::notifications::record(
+                    shared.journal.get(),
+                    ev.event.name(),
+                    ev.event.program().or(ev.event.token()),
+                    Channel::Webhook.as_str(),
+                    outcome,
+                );
             }
         };
         let telegram = async {
@@ -508,7 +523,14 @@ async fn deliver_all(mut rx: mpsc::Receiver<Outgoing>, t: Targets, shared: Arc<S
                     "disable_web_page_preview": true,
                 });
                 let req = || client.post(url.expose()).json(&body);
-                send(Channel::Telegram, req, &t, &shared).await;
+                let outcome = send(Channel::Telegram, req, &t, &shared).await;
+                crate::journal::notifications::record(
+                    shared.journal.get(),
+                    ev.event.name(),
+                    ev.event.program().or(ev.event.token()),
+                    Channel::Telegram.as_str(),
+                    outcome,
+                );
             }
         };
         tokio::join!(webhook, telegram);
@@ -532,11 +554,11 @@ async fn send(
     request: impl Fn() -> reqwest::RequestBuilder,
     t: &Targets,
     shared: &Shared,
-) {
+) -> Result<(), String> {
     let mut attempt = 1;
     loop {
         let (error, transient) = match request().send().await {
-            Ok(resp) if resp.status().is_success() => return,
+            Ok(resp) if resp.status().is_success() => return Ok(()),
             Ok(resp) => {
                 let status = resp.status();
                 let transient = status.is_server_error() || status.as_u16() == 429;
@@ -556,7 +578,7 @@ async fn send(
             "notification not delivered"
         );
         shared.failed(channel);
-        return;
+        return Err(error);
     }
 }
 

@@ -173,6 +173,7 @@ where
             generation: Arc::new(AtomicU64::new(0)),
             clock: clock.clone(),
             watch_env_file: false,
+            journal: warden::journal::Journal::disabled(),
         };
         let provider = ApproveBroker {
             world: world.clone(),

@@ -463,6 +463,7 @@ fn simulate(rules: Rules, seed: u64) -> Report {
             generation: Arc::new(AtomicU64::new(0)),
             clock: clock.clone(),
             watch_env_file: false,
+            journal: warden::journal::Journal::disabled(),
         };
         let broker = SimBroker {
             world: world.clone(),

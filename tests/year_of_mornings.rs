@@ -338,6 +338,7 @@ fn simulate(login: LoginMode, seed: u64) -> Report {
             generation: Arc::new(AtomicU64::new(0)),
             clock: clock.clone(),
             watch_env_file: false,
+            journal: warden::journal::Journal::disabled(),
         };
         let fake = FakeKite {
             world: world.clone(),

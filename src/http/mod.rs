@@ -2,6 +2,7 @@
 //! Kite login callback. Handlers read snapshots and send commands; they never own state.
 
 pub mod api;
+pub mod events;
 pub mod guard;
 mod held_card;
 pub mod listener;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub api_token: Option<Secret>,
     /// Rendered by `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The event history: `/api/v1/events` and the page's card.
+    pub events: events::EventsState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(login::routes())
         .merge(notify::routes())
         .merge(page::routes())
+        .merge(events::routes())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             login_limit,

@@ -53,6 +53,7 @@ async fn index(State(st): State<AppState>) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         held: &snap.held,
     });
+    let html = super::events::with_card(html, &super::events::recent_card(&st.events).await);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -9,6 +9,7 @@
 //! channel; the supervisor never reads its own published view.
 
 pub mod decide;
+mod history;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct Parts {
     /// Builds the peers of one token's keeper (at start, and for a token a reload adds);
     /// `None` when that token cannot be kept (the reason is logged by the factory).
     pub token_parts: TokenPartsFactory,
+    /// The event history (issue 16), already wired to the notifier.
+    pub journal: crate::journal::Journal,
 }
 
 /// See [`Parts::token_parts`].
@@ -109,6 +112,7 @@ pub struct Supervisor {
     health_rx: UnboundedReceiver<HealthEvent>,
     /// `[market]` as a calendar; a reload sends the new one to its followers.
     market: watch::Sender<crate::market::MarketCalendar>,
+    journal: crate::journal::Journal,
 }
 
 /// The longest of the tokens' `verify_timeout`s: the hand-over check is one per program.
@@ -163,6 +167,7 @@ impl Supervisor {
             listener,
             signals,
             token_parts,
+            journal,
         } = parts;
         let mut sup = Supervisor {
             core: Core::new(verify_timeout(&cfg)),
@@ -187,6 +192,7 @@ impl Supervisor {
             entries: BTreeMap::new(),
             replacing: BTreeMap::new(),
             view,
+            journal,
         };
         let programs: Vec<_> = sup
             .cfg
@@ -269,6 +275,7 @@ impl Supervisor {
                 }
                 Effect::Fatal { program } => {
                     tracing::error!(program = %program, "program is fatal");
+                    crate::journal::programs::fatal(&self.journal, &program);
                     self.notifier.notify(NotifyEvent::ProgramFatal { program });
                 }
             }
@@ -287,6 +294,7 @@ impl Supervisor {
     }
 
     fn on_program_event(&mut self, name: String, ev: ProgramEvent) {
+        history::record(&self.journal, &name, &ev);
         match &ev {
             ProgramEvent::State { state, .. } => {
                 self.metrics.set_program_state(&name, state.as_str());
@@ -379,6 +387,7 @@ impl Supervisor {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("config reload rejected, nothing changed:\n{e}");
+                crate::journal::reloads::rejected(&self.journal, &e);
                 self.metrics.inc_config_reload(false);
                 return;
             }
@@ -399,6 +408,7 @@ impl Supervisor {
             added = ?d.added, removed = ?d.removed, changed = ?d.changed,
             "config reloaded from {}", path.display()
         );
+        crate::journal::reloads::reloaded(&self.journal, &d.added, &d.removed, &d.changed);
         for name in &d.removed {
             if self.core.unwant(name) {
                 self.send(name, Control::Shutdown);
@@ -501,6 +511,7 @@ impl Supervisor {
             generation: self.token_generation.clone(),
             clock: crate::token::clock::Clock::System,
             watch_env_file: true,
+            journal: self.journal.clone(),
         };
         let handle = Keeper::spawn(setup, broker, self.keeper_tx.clone());
         let entry = token_entry(&name, &entry_cfg, &handle);
@@ -633,6 +644,10 @@ impl Supervisor {
             control: crate::control::Control::new(req_tx, self.token_table.subscribe()),
             api_token: self.cfg.http.api_token().cloned(),
             metrics: self.metrics.clone(),
+            events: crate::http::events::EventsState::new(
+                self.journal.clone(),
+                self.cfg.token_list().first().map(|t| t.timezone.as_str()),
+            ),
         };
         if let Some(listener) = self.listener.take() {
             crate::http::serve(listener, &self.cfg.http.public_url, app)?;
@@ -642,6 +657,7 @@ impl Supervisor {
             "warden {} supervising",
             env!("CARGO_PKG_VERSION")
         );
+        crate::journal::warden::started(&self.journal, self.entries.len());
         self.start_ready();
         crate::sdnotify::spawn(self.view(), self.first_token_status(), &self.cfg);
         let mut reload_at: Option<Instant> = None;
@@ -653,6 +669,7 @@ impl Supervisor {
                     libc::SIGTERM | libc::SIGINT => {
                         let first = Signal::try_from(sig).map(|s| s.to_string()).unwrap_or_default();
                         tracing::info!("{first} received: stopping all programs");
+                        crate::journal::warden::stopping(&self.journal, &first);
                         crate::sdnotify::stopping();
                         self.shutdown(&mut signals).await;
                         return Ok(());
@@ -721,6 +738,7 @@ impl Supervisor {
             let give_up = killed_at.map(|t| t + KILL_WAIT);
             tokio::select! {
                 Some((name, ev)) = self.events.recv() => {
+                    history::record(&self.journal, &name, &ev);
                     self.core.observe_during_shutdown(&name, &ev);
                     self.publish();
                 }

@@ -264,6 +264,8 @@ pub struct Keeper<P: Provider> {
     last_ask: Option<Instant>,
     /// Fleet mode: this leader obtained a token while the store was unreachable.
     unshared: bool,
+    /// The event history, its events named after this token.
+    journal: crate::journal::TokenJournal,
 }
 
 pub struct KeeperSetup {
@@ -282,6 +284,8 @@ pub struct KeeperSetup {
     pub watch_env_file: bool,
     /// Fleet mode (`token.store.kind = "redis"`): the started fleet and its events.
     pub fleet: Option<(Fleet, UnboundedReceiver<FleetEvent>)>,
+    /// The event history (issue 16).
+    pub journal: crate::journal::Journal,
 }
 
 fn rfc3339(t: i64) -> Option<Timestamp> {
@@ -325,9 +329,13 @@ impl<P: Provider> Keeper<P> {
         let watch_env_file = setup.watch_env_file;
         let coordination = Coordination::new(setup.fleet);
         let fleet_status = coordination.fleet().map(Fleet::status);
+        if let Some(status) = &fleet_status {
+            super::fleet::history::spawn(status.clone(), setup.journal.clone());
+        }
         let fleet_store = coordination.fleet().cloned();
         let memory = LoginMemory::load_file(setup.cfg.login_json_path(&setup.state_dir));
         let budget = AttemptBudget::from_config(&setup.cfg);
+        let journal = setup.journal.for_token(&setup.cfg.display_name());
         let keeper = Keeper {
             provider,
             clock: setup.clock,
@@ -356,6 +364,7 @@ impl<P: Provider> Keeper<P> {
             current_fence: 0,
             last_ask: None,
             unshared: false,
+            journal,
         };
         tokio::spawn(keeper.run(watch_env_file));
         KeeperHandle {
@@ -574,6 +583,10 @@ impl<P: Provider> Keeper<P> {
             }
             Err(e) if e.failure() == Failure::TokenBad => {
                 tracing::warn!("the broker rejected the current token ({e})");
+                self.journal.record(
+                    crate::journal::Kind::TokenInvalid,
+                    format!("the broker rejected the token in use ({e})"),
+                );
                 // Already asked a person to approve a new one: keep asking, send nothing.
                 if self.awaiting_approval() {
                     return;

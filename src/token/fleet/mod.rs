@@ -9,6 +9,7 @@
 //! Without Redis nobody leads: every warden keeps its last token and nobody logs in.
 
 mod election;
+pub mod history;
 pub mod keys;
 pub mod record;
 pub mod store;

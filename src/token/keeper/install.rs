@@ -97,6 +97,11 @@ impl<P: Provider> Keeper<P> {
             let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
             if announce {
                 tracing::info!(source = source.as_str(), generation, "new token in place");
+                self.journal.record_with(
+                    crate::journal::Kind::TokenObtained,
+                    format!("new token in place (source: {})", source.as_str()),
+                    |e| e.with_source(source.as_str()),
+                );
                 self.notifier.notify(refreshed);
                 let _ = self.events.send(KeeperEvent::TokenChanged {
                     token: self.cfg.display_name(),

@@ -80,6 +80,11 @@ impl<P: Provider> Keeper<P> {
             "{msg}; automated login is off for these credentials until they change, a manual login succeeds, or `warden token unblock`"
         );
         self.publish_block();
+        self.journal.record_with(
+            crate::journal::Kind::TokenRefreshFailed,
+            format!("{msg}; automated login is off for these credentials"),
+            |e| e.with_reason(msg.as_str()),
+        );
         self.notifier.notify(NotifyEvent::TokenRefreshFailed {
             token: self.token_name().to_string(),
             reason: msg.clone(),
@@ -106,6 +111,10 @@ impl<P: Provider> Keeper<P> {
                 self.budget.grant_one();
                 self.publish_block();
                 tracing::info!("credential block lifted by request; one automated attempt allowed");
+                self.journal.record(
+                    crate::journal::Kind::TokenUnblocked,
+                    "credential block lifted by request; one automated attempt allowed",
+                );
                 let _ = reply.send(Ok(()));
                 self.refresh(RefreshReason::Unblock).await;
             }
@@ -121,6 +130,10 @@ impl<P: Provider> Keeper<P> {
             self.save_memory();
             self.provider.rearm();
             tracing::info!("a manual login succeeded: the credential block is lifted");
+            self.journal.record(
+                crate::journal::Kind::TokenUnblocked,
+                "a manual login succeeded: the credential block is lifted",
+            );
         }
         self.publish_block();
     }

@@ -17,6 +17,11 @@ impl<P: Provider> Keeper<P> {
             .min(TRANSIENT_MAX)
             .max(self.cfg.min_interval);
         tracing::warn!("token refresh failed ({msg}); retrying in {wait:?}");
+        self.journal.record_with(
+            crate::journal::Kind::TokenRefreshFailed,
+            format!("refresh failed ({msg}); retrying in {wait:?}"),
+            |e| e.with_reason(msg.as_str()),
+        );
         self.retry_at = Some(Instant::now() + wait);
         self.notifier.notify(NotifyEvent::TokenRefreshFailed {
             token: self.token_name().to_string(),
@@ -42,6 +47,17 @@ impl<P: Provider> Keeper<P> {
     pub(super) fn needs_login(&mut self, reason: String) {
         if self.status.borrow().state != TokenState::NeedsLogin {
             tracing::warn!("a person must log in: {reason}; open {}", self.login_url);
+        }
+        let news = {
+            let s = self.status.borrow();
+            s.state != TokenState::NeedsLogin || s.last_error.as_deref() != Some(reason.as_str())
+        };
+        if news {
+            self.journal.record_with(
+                crate::journal::Kind::TokenNeedsLogin,
+                format!("a person must log in: {reason}"),
+                |e| e.with_reason(reason.as_str()),
+            );
         }
         self.coordination.share_needs_login(&reason);
         self.set_state(TokenState::NeedsLogin, Some(reason.clone()));

@@ -108,7 +108,16 @@ impl<P: Provider> Keeper<P> {
                     self.set_state(TokenState::Unknown, Some(e.to_string()));
                     return;
                 }
-                Err(e) => tracing::info!("stored token is no longer valid ({e})"),
+                Err(e) => {
+                    tracing::info!("stored token is no longer valid ({e})");
+                    self.journal.record(
+                        crate::journal::Kind::TokenInvalid,
+                        format!(
+                            "the stored token (source: {}) is no longer valid ({e})",
+                            rec.source.as_str()
+                        ),
+                    );
+                }
             }
         }
         self.set_state(TokenState::Expired, None);
