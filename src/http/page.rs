@@ -35,12 +35,16 @@ async fn index(State(st): State<AppState>) -> Response {
         .tokens
         .iter()
         .map(|(name, status, store)| {
-            let manual = table.iter().any(|t| &t.name == name && t.login.is_some());
+            let route = table
+                .iter()
+                .find(|t| &t.name == name)
+                .and_then(|t| t.login.as_ref());
             TokenCard {
                 name: several.then_some(name.as_str()),
                 status,
                 store: store.as_ref(),
-                manual_login: manual,
+                manual_login: route.is_some(),
+                broker: route.map(|r| r.provider),
             }
         })
         .collect();
@@ -94,6 +98,20 @@ pub struct TokenCard<'a> {
     pub store: Option<&'a FleetStatus>,
     /// Its manual login works (its broker table is configured).
     pub manual_login: bool,
+    /// The provider whose login page the button opens (`kite`, `angelone`, …).
+    pub broker: Option<&'a str>,
+}
+
+/// How a provider is called on the page.
+fn broker_title(provider: Option<&str>) -> &'static str {
+    match provider {
+        Some("angelone") => "Angel One",
+        Some("dhan") => "Dhan",
+        Some("upstox") => "Upstox",
+        Some("fyers") => "Fyers",
+        Some("kite") => "Kite",
+        _ => "Broker",
+    }
 }
 
 /// HTML-escape text for element content and quoted attribute values.
@@ -264,7 +282,7 @@ fn attention(p: &Page<'_>) -> Vec<String> {
 
 fn token_cards(out: &mut String, p: &Page<'_>) {
     if p.tokens.is_empty() {
-        out.push_str(r#"<section class="card" id="token"><h2>Kite token</h2>"#);
+        out.push_str(r#"<section class="card" id="token"><h2>Token</h2>"#);
         out.push_str(r#"<p class="mute-text">warden manages no token (no <code>[token]</code> provider configured).</p></section>"#);
         return;
     }
@@ -276,7 +294,13 @@ fn token_cards(out: &mut String, p: &Page<'_>) {
 fn token_card(out: &mut String, p: &Page<'_>, card: &TokenCard<'_>) {
     let t = card.status;
     match card.name {
-        None => out.push_str(r#"<section class="card" id="token"><h2>Kite token</h2>"#),
+        None => {
+            let _ = write!(
+                out,
+                r#"<section class="card" id="token"><h2>{} token</h2>"#,
+                broker_title(card.broker)
+            );
+        }
         Some(n) => {
             let n = escape(n);
             let _ = write!(
@@ -303,9 +327,13 @@ fn token_card(out: &mut String, p: &Page<'_>, card: &TokenCard<'_>) {
     if login_needed(t.state) {
         if card.manual_login {
             match card.name {
-                None => out.push_str(
-                    r#"<a class="login" href="/login">Log in with Kite</a><p class="hint">Opens Kite's login page; after the login you come back here with a fresh token.</p>"#,
-                ),
+                None => {
+                    let b = broker_title(card.broker);
+                    let _ = write!(
+                        out,
+                        r#"<a class="login" href="/login">Log in with {b}</a><p class="hint">Opens {b}'s login page; after the login you come back here with a fresh token.</p>"#
+                    );
+                }
                 Some(n) => {
                     let n = escape(n);
                     let _ = write!(
@@ -560,6 +588,7 @@ mod tests {
                 status,
                 store,
                 manual_login: true,
+                broker: Some("kite"),
             })
             .collect();
         render(&Page {
@@ -582,12 +611,14 @@ mod tests {
                 status: &a,
                 store: None,
                 manual_login: true,
+                broker: Some("kite"),
             },
             TokenCard {
                 name: Some("b"),
                 status: &b,
                 store: None,
                 manual_login: true,
+                broker: Some("kite"),
             },
         ];
         let html = render(&Page {
@@ -602,6 +633,29 @@ mod tests {
         assert!(html.contains(r#"<a class="login" href="/login/b">Log in b</a>"#));
         assert!(!html.contains(r#"href="/login/a""#));
         assert!(html.contains("token b needs login"), "{html}");
+    }
+
+    #[test]
+    fn a_lone_token_card_names_its_broker() {
+        let t = token(TokenState::NeedsLogin);
+        let cards = [TokenCard {
+            name: None,
+            status: &t,
+            store: None,
+            manual_login: true,
+            broker: Some("upstox"),
+        }];
+        let html = render(&Page {
+            programs: &[],
+            tokens: &cards,
+            now: "2024-05-01T10:05:07Z".parse().unwrap(),
+            version: "0.0.0",
+            held: &[],
+            market: None,
+        });
+        assert!(html.contains("<h2>Upstox token</h2>"), "{html}");
+        assert!(html.contains(r#"<a class="login" href="/login">Log in with Upstox</a>"#));
+        assert!(!html.contains("Kite"), "{html}");
     }
 
     #[test]

@@ -101,14 +101,14 @@ pub enum KeeperEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum CallbackError {
     #[error(
-        "the session belongs to another Kite user, not the configured user_id; it was logged out"
+        "the session belongs to another broker user, not the configured user (user_id, client_code or client_id); it was logged out"
     )]
     WrongUser,
     #[error("token exchange failed: {0}")]
     Broker(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot store the token: {0}")]
     Store(#[from] CommitError),
-    #[error("this warden has no [token.kite] configured")]
+    #[error("this token has no manual login (its broker table, such as [token.kite], is missing)")]
     NotKite,
     /// The callback lacks what the broker should have sent (or reports a failed login).
     #[error("{0}")]
