@@ -8,6 +8,9 @@
 //!   at most one mint per 2 minutes (a second one inside that window is refused), and on some
 //!   market days the person mints a token on Dhan's web site, which kills warden's and starts
 //!   the 2-minute window just before warden finds out.
+//! - **Upstox** (`approve`): a token that dies at 03:30 IST; each login is an Access Token
+//!   Request the person approves on their phone 1–45 minutes after being told (after 06:30 when
+//!   told at night), and Upstox posts the token to warden.
 //! - **Fyers** (`manual` with a PIN): an access token that dies at 06:00 IST, a refresh token
 //!   that lapses 15 days after the person's login, and days when the broker disables the
 //!   refresh endpoint; a person who logs in 1–45 minutes after being told (after 06:30 when
@@ -41,7 +44,8 @@ use warden::config::{Secret, TokenConfig};
 use warden::token::clock::Clock;
 use warden::token::keeper::{Keeper, KeeperMsg, KeeperSetup, TokenState, Trigger};
 use warden::token::provider::{
-    Companions, Failure, Grant, Identity, LoginKind, Obtained, Provider, ProviderError,
+    Companions, DeliveryRefused, Failure, Grant, Identity, LoginKind, Obtained, PendingApproval,
+    Provider, ProviderError,
 };
 
 fn days() -> i64 {
@@ -64,11 +68,23 @@ fn at(day: jiff::civil::Date, h: i8, m: i8) -> Timestamp {
     day.at(h, m, 0, 0).to_zoned(ist()).unwrap().timestamp()
 }
 
+/// The next `h:m` IST after `t`.
+fn next_at(t: Timestamp, h: i8, m: i8) -> Timestamp {
+    let day = t.to_zoned(ist()).date();
+    let today = at(day, h, m);
+    if t < today {
+        today
+    } else {
+        at(day.tomorrow().unwrap(), h, m)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rules {
     AngelOne,
     Dhan,
     Fyers,
+    Upstox,
 }
 
 impl Rules {
@@ -77,6 +93,7 @@ impl Rules {
             Rules::AngelOne => "angelone",
             Rules::Dhan => "dhan",
             Rules::Fyers => "fyers",
+            Rules::Upstox => "upstox",
         }
     }
 }
@@ -135,6 +152,11 @@ struct World {
     refreshes: u64,
     person_logins: u64,
     refused_mints: u64,
+    /// Upstox: the Access Token Request waiting for the person, until it lapses.
+    pending_until: Option<Timestamp>,
+    requests: u64,
+    /// Upstox: where a request reaches the person's phone.
+    phone: Option<tokio::sync::mpsc::UnboundedSender<Timestamp>>,
 }
 
 impl World {
@@ -172,6 +194,9 @@ impl World {
             refreshes: 0,
             person_logins: 0,
             refused_mints: 0,
+            pending_until: None,
+            requests: 0,
+            phone: None,
         }
     }
 
@@ -209,15 +234,8 @@ impl World {
         let exp = match self.rules {
             Rules::AngelOne => now + self.rng.i64(24 * 3600..28 * 3600).seconds(),
             Rules::Dhan => now + 24.hours(),
-            Rules::Fyers => {
-                let day = now.to_zoned(ist()).date();
-                let six = at(day, 6, 0);
-                if now < six {
-                    six
-                } else {
-                    at(day.tomorrow().unwrap(), 6, 0)
-                }
-            }
+            Rules::Fyers => next_at(now, 6, 0),
+            Rules::Upstox => next_at(now, 3, 30),
         };
         self.issued.push(Issued { at: now, exp });
         Obtained {
@@ -250,6 +268,7 @@ impl Provider for SimBroker {
         match self.rules {
             Rules::AngelOne | Rules::Dhan => LoginKind::Totp,
             Rules::Fyers => LoginKind::Manual,
+            Rules::Upstox => LoginKind::Approve,
         }
     }
 
@@ -297,6 +316,19 @@ impl Provider for SimBroker {
         let mut w = self.world.lock().unwrap();
         if w.down(now) {
             return Err(SimError::Outage);
+        }
+        if self.rules == Rules::Upstox {
+            assert!(step.is_none(), "an approval request sends no TOTP code");
+            assert!(
+                w.pending_until.is_none_or(|u| u <= now),
+                "a request was sent while another one waited for the person"
+            );
+            w.pending_until = Some(next_at(now, 3, 30));
+            w.requests += 1;
+            if let Some(phone) = &w.phone {
+                let _ = phone.send(now);
+            }
+            return Ok(Grant::Pending);
         }
         let step = step.expect("a TOTP login gets its step");
         assert!(record(), "the keeper could not record the TOTP step");
@@ -367,6 +399,35 @@ impl Provider for SimBroker {
         Some(Ok(w.issue(now)))
     }
 
+    fn pending_approval(&self) -> Option<PendingApproval> {
+        let now = self.clock.now();
+        let w = self.world.lock().unwrap();
+        w.pending_until
+            .filter(|u| now < *u)
+            .map(|u| PendingApproval {
+                expires_at: u.as_second(),
+                ask: "approve the request in the Upstox app",
+            })
+    }
+
+    fn take_delivery(&mut self, body: &[u8]) -> Result<Obtained, DeliveryRefused> {
+        let now = self.clock.now();
+        let mut w = self.world.lock().unwrap();
+        if body != b"approved" {
+            return Err(DeliveryRefused::Invalid("not the sandbox's post"));
+        }
+        if w.pending_until.is_none_or(|u| u <= now) {
+            return Err(DeliveryRefused::NotPending);
+        }
+        w.pending_until = None;
+        w.person_logins += 1;
+        Ok(w.issue(now))
+    }
+
+    fn approval_settled(&mut self) {
+        self.world.lock().unwrap().pending_until = None;
+    }
+
     fn login_url(&self, state: Option<&str>) -> Option<String> {
         (self.rules == Rules::Fyers).then(|| format!("http://broker/login?state={state:?}"))
     }
@@ -389,6 +450,7 @@ struct Report {
     refreshes: u64,
     person_logins: u64,
     refused_mints: u64,
+    requests: u64,
     announcements: usize,
     late_announcements: Vec<String>,
 }
@@ -507,6 +569,31 @@ fn simulate(rules: Rules, seed: u64) -> Report {
             }
         });
 
+        // Upstox: every request reaches the person's phone; they approve it 1–45 minutes later
+        // (after waking, at night), and Upstox posts the token to warden.
+        if rules == Rules::Upstox {
+            let (phone, mut requests) = unbounded_channel::<Timestamp>();
+            world.lock().unwrap().phone = Some(phone);
+            let (tx, c) = (keeper.tx.clone(), clock.clone());
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(seed ^ 0xa55);
+                while let Some(sent) = requests.recv().await {
+                    let answer = person_answers(sent, &mut rng);
+                    let (tx, c) = (tx.clone(), c.clone());
+                    tokio::spawn(async move {
+                        let wait = (answer.as_second() - c.now().as_second()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_secs(wait)).await;
+                        let (reply, rx) = tokio::sync::oneshot::channel();
+                        let _ = tx.send(KeeperMsg::Delivery {
+                            body: b"approved".to_vec(),
+                            reply,
+                        });
+                        let _ = rx.await;
+                    });
+                }
+            });
+        }
+
         // The person: told through needs_login; logs in through the callback (Fyers).
         let announcements = Arc::new(Mutex::new(Vec::<Timestamp>::new()));
         let (mut status, ann, c3, w3, tx3) = (
@@ -587,6 +674,7 @@ fn simulate(rules: Rules, seed: u64) -> Report {
             refreshes: w.refreshes,
             person_logins: w.person_logins,
             refused_mints: w.refused_mints,
+            requests: w.requests,
             announcements: announcements.lock().unwrap().len(),
             late_announcements: Vec::new(),
         };
@@ -612,7 +700,7 @@ fn simulate(rules: Rules, seed: u64) -> Report {
         }
         // A morning gap that starts before 09:00 on a weekday while the broker is up needs
         // the person told before 09:00 (Fyers: the refresh token lapsed or was disabled).
-        if rules == Rules::Fyers {
+        if matches!(rules, Rules::Fyers | Rules::Upstox) {
             let anns = announcements.lock().unwrap();
             for (a, _) in &gaps {
                 let day = a.to_zoned(ist()).date();
@@ -717,5 +805,33 @@ fn a_year_of_fyers_mornings() {
         "{} person logins in {} days",
         r.person_logins,
         days()
+    );
+}
+
+#[test]
+fn a_year_of_upstox_mornings() {
+    let r = simulate(Rules::Upstox, 4104);
+    print(Rules::Upstox, &r);
+    println!(
+        "upstox: {} access token requests, {} approved",
+        r.requests, r.person_logins
+    );
+    assert_eq!(
+        r.invalid_reachable, 0,
+        "a valid token every market second the broker was reachable"
+    );
+    assert!(
+        r.late_announcements.is_empty(),
+        "told after 09:00: {:#?}",
+        r.late_announcements
+    );
+    assert_eq!(r.logins, 0, "no TOTP login for an approve-mode token");
+    // One request per token that died (about one a day), none while one waits; an outage at
+    // the moment of a request costs one more.
+    assert!(
+        r.requests <= r.person_logins + days() as u64 / 5 + 2,
+        "{} requests for {} approvals",
+        r.requests,
+        r.person_logins
     );
 }
