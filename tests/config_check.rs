@@ -587,6 +587,12 @@ fn warnings_are_logged_at_start_up_and_on_reload() {
     ));
     let warning = "http.public_url: not set, so it defaults to http://127.0.0.1:0";
     let count = || w.logs().matches(warning).count();
+    // The harness reads warden's stderr on its own thread: wait for the line, then count.
+    common::wait_until(
+        "the warning logged at start",
+        Duration::from_secs(20),
+        || count() >= 1,
+    );
     assert_eq!(count(), 1, "{}", w.logs());
     assert!(w.logs().contains(" WARN "), "{}", w.logs());
     w.signal(libc::SIGHUP);

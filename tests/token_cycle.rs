@@ -41,10 +41,10 @@ fn cold_start_logs_in_once_and_the_backend_becomes_healthy() {
     assert_eq!(status["token"]["user_id"], "AB1234");
     assert!(!status.to_string().contains(&token));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(w.dir.path().join(".warden/token.json"))
-        .unwrap()
-        .permissions()
-        .mode();
+    // The env file is written first (programs need it); token.json follows.
+    let token_json = w.dir.path().join(".warden/token.json");
+    wait_until("token.json written", T, || token_json.exists());
+    let mode = std::fs::metadata(&token_json).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
