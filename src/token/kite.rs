@@ -15,8 +15,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+pub(crate) use crate::token::broker_text::form_encode as encode;
 pub use error::{BrokerError, ErrorClass, Step};
-pub(crate) use wire::{decode, encode, http_client, redact_url, send, transport_error};
+pub(crate) use wire::{decode, http_client, redact_url, send, transport_error};
 
 use crate::config::{KiteConfig, Secret};
 

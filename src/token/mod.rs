@@ -2,6 +2,7 @@
 
 pub mod attempt_budget;
 pub mod broker;
+pub mod broker_text;
 pub mod clock;
 pub mod clock_guard;
 pub mod command;

@@ -20,6 +20,7 @@ pub mod command;
 pub mod configured;
 pub mod dhan;
 pub mod fyers;
+pub mod jwt;
 pub mod kite;
 pub mod upstox;
 

@@ -7,10 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::{BrokerError, Step};
+use crate::token::broker_text::{chain, shorten};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Broker messages are short; anything longer is a page we do not want in a log line.
-const MAX_MESSAGE_CHARS: usize = 200;
 
 /// A reqwest client that never follows redirects (a redirect from Kite's API is an answer to
 /// read, not a place to go) and gives up after `timeout`.
@@ -137,37 +136,6 @@ pub(crate) fn redact_url(url: &str) -> String {
         }
         Err(_) => url.split(['?', '#']).next().unwrap_or("").to_string(),
     }
-}
-
-/// An error and its sources, one line. reqwest's own text may name the URL, so callers strip
-/// it first (`without_url`).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
-
-fn shorten(message: &str) -> String {
-    let m = message.trim();
-    if m.chars().count() <= MAX_MESSAGE_CHARS {
-        m.to_string()
-    } else {
-        let mut s: String = m.chars().take(MAX_MESSAGE_CHARS).collect();
-        s.push('…');
-        s
-    }
-}
-
-pub(crate) fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]

@@ -10,11 +10,10 @@
 
 mod client;
 mod error;
-mod jwt;
 
+pub use super::jwt::expires_at as jwt_expires_at;
 pub use client::{app_id_hash, FyersClient};
 pub use error::{FyersError, Step};
-pub use jwt::expires_at as jwt_expires_at;
 
 use crate::config::{FyersConfig, Secret, TokenConfig};
 
@@ -87,7 +86,7 @@ impl Provider for FyersProvider {
         let user_id = self.client()?.profile(token).await?;
         Ok(Identity {
             user_id,
-            expires_at: jwt::expires_at(token.expose()),
+            expires_at: super::jwt::expires_at(token.expose()),
         })
     }
 

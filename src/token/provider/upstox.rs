@@ -12,7 +12,6 @@ mod error;
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
 pub use client::{Exchanged, Profile, UpstoxClient};
@@ -71,21 +70,9 @@ impl UpstoxProvider {
     }
 }
 
-/// A JWT's `exp` claim (Unix seconds), read without checking anything: it only dates the
-/// token, which validation alone makes trusted.
-pub fn jwt_exp(token: &str) -> Option<i64> {
-    let mut parts = token.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?;
-    exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64))
-}
+/// A JWT's `exp` claim (Unix seconds): it only dates the token, which validation alone makes
+/// trusted.
+pub use super::jwt::expires_at as jwt_exp;
 
 /// The next 03:30 in India after now: when an Upstox token without `exp` dies.
 fn next_death() -> i64 {
@@ -237,6 +224,7 @@ mod tests {
     use super::*;
 
     fn jwt(claims: &str) -> String {
+        use base64::Engine as _;
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", b64(r#"{"alg":"HS256"}"#), b64(claims))
     }

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::error::{AngelError, Call};
 use super::wire::{decode, raw_token};
 use crate::config::{AngelOneConfig, Secret};
+use crate::token::broker_text::{chain, form_encode as encode};
 use crate::token::clock_guard::{parse_http_date, BrokerClock};
 use crate::token::kite::redact_url;
 
@@ -279,25 +280,6 @@ fn session(call: Call, status: u16, body: &str) -> Result<Session, AngelError> {
         refresh_token: Secret::new(data.refresh_token.unwrap_or_default().trim()),
         feed_token: Secret::new(data.feed_token.unwrap_or_default().trim()),
     })
-}
-
-/// An error and its sources, one line (callers strip the URL first).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
-
-fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]

@@ -1,14 +1,11 @@
 //! Reading SmartAPI answers: both dialects of its envelope (`status`/`errorcode` and the
 //! gateway's `success`/`errorCode`, booleans or the strings the docs show), and a JWT's `exp`.
 
-use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::{AngelError, Call};
-
-/// Broker messages are short; anything longer is a page we do not want in a log line.
-const MAX_MESSAGE_CHARS: usize = 200;
+use crate::token::broker_text::shorten;
 
 /// `true`, or the string `"true"` the docs' examples use.
 fn truthy(v: Option<&Value>) -> bool {
@@ -64,26 +61,9 @@ pub fn decode<T: DeserializeOwned>(call: Call, status: u16, body: &str) -> Resul
     })
 }
 
-/// The JWT's `exp` claim (unix seconds), read from its payload without verifying anything:
-/// a hint for when to expect the token to die, never a reason to trust it.
-pub fn jwt_exp(token: &str) -> Option<i64> {
-    let mut parts = token.split('.');
-    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    match claims.get("exp")? {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
-        _ => None,
-    }
-    .filter(|exp| *exp > 0)
-}
+/// The JWT's `exp` claim (unix seconds): a hint for when to expect the token to die, never a
+/// reason to trust it.
+pub use crate::token::provider::jwt::expires_at as jwt_exp;
 
 /// The token without the `Bearer ` some answers put in front of it: env files get the raw
 /// token (SPEC §9.1).
@@ -92,17 +72,6 @@ pub fn raw_token(token: &str) -> &str {
     match t.get(..7) {
         Some(p) if p.eq_ignore_ascii_case("bearer ") => t[7..].trim_start(),
         _ => t,
-    }
-}
-
-fn shorten(message: &str) -> String {
-    let m = message.trim();
-    if m.chars().count() <= MAX_MESSAGE_CHARS {
-        m.to_string()
-    } else {
-        let mut s: String = m.chars().take(MAX_MESSAGE_CHARS).collect();
-        s.push('…');
-        s
     }
 }
 
@@ -165,6 +134,7 @@ mod tests {
     }
 
     fn jwt(claims: &str) -> String {
+        use base64::Engine as _;
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", b64(r#"{"alg":"HS256"}"#), b64(claims))
     }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::error::{DhanError, Step};
 use crate::config::{DhanConfig, Secret};
+use crate::token::broker_text::{chain, form_encode as encode, MAX_MESSAGE_CHARS};
 use crate::token::clock_guard::{parse_http_date, BrokerClock};
 
 /// Per-request budget (connect + answer).
@@ -20,8 +21,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A `Date` reading younger than this is used again rather than asking anew.
 const CLOCK_REUSE_SECS: i64 = 30;
-/// Broker messages are short; anything longer is a page that does not belong in a log line.
-const MAX_MESSAGE_CHARS: usize = 200;
 
 /// A token Dhan issued (`generateAccessToken` or `consumeApp-consent`). `Debug` redacts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,25 +331,6 @@ fn clean(message: &str, secrets: &[&str]) -> String {
         m = m.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
     }
     m
-}
-
-/// An error and its sources, one line (reqwest's URL already stripped).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
-
-fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]

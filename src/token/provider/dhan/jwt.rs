@@ -3,8 +3,6 @@
 //! is. The signature is not checked: nothing here makes a token trusted, only the broker's
 //! profile endpoint does.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Deserialize;
 
 /// The claims of interest; each is absent when the token does not carry it.
@@ -20,22 +18,16 @@ pub struct Claims {
     pub client_id: Option<String>,
 }
 
-/// The payload of a compact JWT (`header.payload.signature`), or `None` when `token` is not
-/// one (an opaque token, a garbled one).
+/// The claims of a Dhan token, or `None` when `token` is not a JWT.
 pub fn claims(token: &str) -> Option<Claims> {
-    let mut parts = token.split('.');
-    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    // base64url without padding (RFC 7515); tolerate padding some encoders leave.
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    crate::token::provider::jwt::payload(token)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     fn jwt(payload: &str) -> String {
         format!(

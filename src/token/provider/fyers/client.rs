@@ -13,13 +13,12 @@ use sha2::{Digest, Sha256};
 
 use super::error::{FyersError, Step};
 use crate::config::{FyersConfig, Secret};
+use crate::token::broker_text::{chain, shorten};
 use crate::token::kite::{encode, redact_url};
 
 /// Per-request budget (connect + answer), as for Kite.
 const TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Fyers' messages are short; anything longer is a page we do not want in a log line.
-const MAX_MESSAGE_CHARS: usize = 200;
 
 /// `appIdHash`: lowercase hex SHA-256 of `client_id:secret_key`, the whole App ID with its
 /// `-100` suffix (the SDK's `get_hash`).
@@ -260,32 +259,6 @@ fn decode<T: DeserializeOwned>(step: Step, status: u16, body: &str) -> Result<T,
         // kind of mismatch.
         garbage(format!("unexpected answer ({:?} error)", err.classify()))
     })
-}
-
-/// An error and its sources, one line (reqwest's own text had its URL stripped).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
-
-fn shorten(message: &str) -> String {
-    let m = message.trim();
-    if m.chars().count() <= MAX_MESSAGE_CHARS {
-        m.to_string()
-    } else {
-        let mut s: String = m.chars().take(MAX_MESSAGE_CHARS).collect();
-        s.push('…');
-        s
-    }
 }
 
 #[cfg(test)]

@@ -10,13 +10,12 @@ use serde_json::Value;
 
 use super::error::{Step, UpstoxError};
 use crate::config::{Secret, UpstoxConfig};
+use crate::token::broker_text::{chain, shorten_to as shorten, MAX_MESSAGE_CHARS};
 
 /// Per-request budget for Upstox calls.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const API_VERSION: &str = "2.0";
-/// Error messages are short; anything longer is a page we do not want in a log line.
-const MAX_MESSAGE_CHARS: usize = 200;
 
 /// `GET /v2/user/profile`, the fields warden uses.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -259,30 +258,6 @@ fn parse<T: DeserializeOwned>(step: Step, status: u16, body: &str) -> Result<T, 
 
 fn redact(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or("").to_string()
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    let s = s.trim();
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max).collect();
-    out.push('…');
-    out
 }
 
 #[cfg(test)]

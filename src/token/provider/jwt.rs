@@ -1,24 +1,29 @@
-//! The claims warden reads from a Fyers JWT without verifying it: `exp` (when the token dies,
-//! 06:00 IST the next day) for `expires_at`. A token is never trusted because of its claims;
-//! the profile endpoint is the truth.
+//! The claims warden reads from a broker's JWT access token, without verifying it: `exp` (when
+//! the token dies) becomes `expires_at` (SPEC §9.1), and a provider may read more (Dhan's `iat`
+//! and client id). A token is never trusted because of its claims; only the broker's profile
+//! endpoint is the truth. Every JWT broker (Angel One, Dhan, Upstox, Fyers) reads it here.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// The payload of a compact JWT as JSON; `None` when `token` is not one.
-fn claims(token: &str) -> Option<Value> {
+/// The payload of a compact JWT (`header.payload.signature`), or `None` when `token` is not
+/// one (an opaque token, a garbled one).
+pub fn payload<T: DeserializeOwned>(token: &str) -> Option<T> {
     let mut parts = token.split('.');
-    let (_header, payload) = (parts.next()?, parts.next()?);
-    parts.next()?;
-    // Some encoders pad base64url; the JWT form has no padding.
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    // base64url without padding (RFC 7515); tolerate the padding some encoders leave.
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Unix seconds of the `exp` claim, when the token carries one.
+/// Unix seconds of the `exp` claim, when the token carries a positive one.
 pub fn expires_at(token: &str) -> Option<i64> {
-    let exp = claims(token)?.get("exp")?.clone();
+    let exp = payload::<Value>(token)?.get("exp")?.clone();
     exp.as_i64()
         .or_else(|| exp.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
         .filter(|s| *s > 0)
