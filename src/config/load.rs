@@ -14,7 +14,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with_env(path, &|name| std::env::var_os(name))
 }
 
+/// Like [`load`], but a file whose every problem `tolerated` accepts still gives its config,
+/// with those problems beside it: `warden doctor` checks a set-up whose only gaps are
+/// credentials still to fill in.
+pub fn load_tolerating(
+    path: &Path,
+    tolerated: &dyn Fn(&Problem) -> bool,
+) -> Result<(Config, Vec<Problem>), ConfigError> {
+    load_parts(path, &|name| std::env::var_os(name), tolerated)
+}
+
 pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
+    load_parts(path, env, &|_| false).map(|(cfg, _)| cfg)
+}
+
+fn load_parts(
+    path: &Path,
+    env: Env<'_>,
+    tolerated: &dyn Fn(&Problem) -> bool,
+) -> Result<(Config, Vec<Problem>), ConfigError> {
     let fail = |problems: Vec<Problem>| ConfigError {
         file: path.to_path_buf(),
         problems,
@@ -82,13 +100,13 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
         key: render(&f.path),
         message: f.message,
     };
-    if kept.is_empty() {
-        cfg.warnings = validate::warnings(&cfg).into_iter().map(locate).collect();
-        return Ok(cfg);
-    }
-    let mut problems: Vec<Problem> = kept.into_iter().map(locate).collect();
+    let mut problems: Vec<Problem> = kept.into_iter().map(&locate).collect();
     // Compiler order: by line; problems without a line (none so far) go last.
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    if problems.iter().all(|p| tolerated(p)) {
+        cfg.warnings = validate::warnings(&cfg).into_iter().map(locate).collect();
+        return Ok((cfg, problems));
+    }
     Err(fail(problems))
 }
 
