@@ -103,7 +103,7 @@ fn load_parts(
     let mut problems: Vec<Problem> = kept.into_iter().map(&locate).collect();
     // Compiler order: by line; problems without a line (none so far) go last.
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
-    if problems.iter().all(|p| tolerated(p)) {
+    if problems.iter().all(tolerated) {
         cfg.warnings = validate::warnings(&cfg).into_iter().map(locate).collect();
         return Ok((cfg, problems));
     }

@@ -122,6 +122,19 @@ pub fn profile(t: &TokenConfig) -> Option<Profile> {
     })
 }
 
+/// The broker as people call it, for messages.
+pub fn broker_name(kind: TokenProviderKind) -> &'static str {
+    match kind {
+        TokenProviderKind::Kite => "Kite",
+        TokenProviderKind::Angelone => "Angel One",
+        TokenProviderKind::Dhan => "Dhan",
+        TokenProviderKind::Upstox => "Upstox",
+        TokenProviderKind::Fyers => "Fyers",
+        TokenProviderKind::Command => "the command",
+        TokenProviderKind::None => "no broker",
+    }
+}
+
 /// The table a token's keys live in: `token.kite` or `tokens.NAME.kite`.
 pub fn table(t: &TokenConfig) -> String {
     let provider = t.provider.name();
@@ -136,7 +149,7 @@ pub fn table(t: &TokenConfig) -> String {
 /// answer like Kite), and the first answer's `Date` is within the skew a TOTP login allows.
 /// Two checks: `reachable` and `clock`, named by `name`.
 pub async fn probe(t: &TokenConfig, p: &Profile, name: impl Fn(&str) -> String) -> Vec<Check> {
-    let provider = t.provider.name();
+    let who = broker_name(t.provider);
     let table = table(t);
     let Some(client) = http_client() else {
         return vec![Check::fail(
@@ -147,8 +160,14 @@ pub async fn probe(t: &TokenConfig, p: &Profile, name: impl Fn(&str) -> String) 
     };
     let mut answered = Vec::new();
     let mut date = None;
+    let mut tried: Vec<String> = Vec::new();
     for e in &p.endpoints {
         let url = format!("{}{}", e.base, e.path);
+        // Angel One's login page may live on its API's host: one answer is enough.
+        if tried.contains(&url) {
+            continue;
+        }
+        tried.push(url.clone());
         let mut req = client.get(&url);
         if t.provider == TokenProviderKind::Kite {
             req = req.header("X-Kite-Version", "3");
@@ -208,17 +227,12 @@ pub async fn probe(t: &TokenConfig, p: &Profile, name: impl Fn(&str) -> String) 
             name("clock"),
             "the answer had no usable Date header, so the clock cannot be compared",
             format!(
-                "check that nothing between here and {provider} strips headers; TOTP logins \
+                "check that nothing between here and {who} strips headers; TOTP logins \
                  need it"
             ),
         ),
         Some((broker, local)) => {
             let skew = skew_secs(broker, local);
-            let who = if provider == "kite" {
-                "Kite".to_string()
-            } else {
-                provider.clone()
-            };
             if skew.abs() > MAX_SKEW_SECS {
                 Check::fail(
                     name("clock"),
@@ -239,4 +253,66 @@ pub async fn probe(t: &TokenConfig, p: &Profile, name: impl Fn(&str) -> String) 
         }
     };
     vec![reachable, clock]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AngelOneConfig, DhanConfig, FyersConfig, UpstoxConfig};
+
+    fn token(provider: TokenProviderKind) -> TokenConfig {
+        TokenConfig {
+            provider,
+            ..TokenConfig::default()
+        }
+    }
+
+    #[test]
+    fn each_provider_says_what_to_probe_and_what_its_mode_needs() {
+        let mut dhan = token(TokenProviderKind::Dhan);
+        dhan.dhan = Some(DhanConfig::default());
+        let p = profile(&dhan).unwrap();
+        let keys: Vec<&str> = p.endpoints.iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["api_base", "auth_base"]);
+        assert_eq!(p.credentials, "client_id, app_id, app_secret");
+        assert!(p.callback && !p.notifier);
+        dhan.dhan.as_mut().unwrap().login = LoginMode::Totp;
+        let p = profile(&dhan).unwrap();
+        assert_eq!(p.credentials, "client_id, pin, totp_secret");
+        assert!(!p.callback, "a totp login has no callback to register");
+
+        let mut upstox = token(TokenProviderKind::Upstox);
+        upstox.upstox = Some(UpstoxConfig {
+            login: UpstoxLogin::Approve,
+            ..UpstoxConfig::default()
+        });
+        let p = profile(&upstox).unwrap();
+        assert!(p.notifier && !p.callback);
+        assert_eq!(p.mode, "approve");
+
+        let mut angel = token(TokenProviderKind::Angelone);
+        angel.angelone = Some(AngelOneConfig::default());
+        let p = profile(&angel).unwrap();
+        assert_eq!(p.endpoints.len(), 2);
+        assert!(p.callback);
+
+        let mut fyers = token(TokenProviderKind::Fyers);
+        fyers.fyers = Some(FyersConfig::default());
+        assert_eq!(
+            profile(&fyers).unwrap().endpoints[0].base,
+            "https://api-t1.fyers.in/api/v3"
+        );
+        // No table, or no broker of its own: nothing to probe.
+        assert!(profile(&token(TokenProviderKind::Kite)).is_none());
+        assert!(profile(&token(TokenProviderKind::Command)).is_none());
+    }
+
+    #[test]
+    fn a_named_tokens_keys_live_in_its_own_table() {
+        let mut t = token(TokenProviderKind::Dhan);
+        assert_eq!(table(&t), "token.dhan");
+        t.name = "d1".into();
+        t.named = true;
+        assert_eq!(table(&t), "tokens.d1.dhan");
+    }
 }

@@ -159,10 +159,7 @@ fn command(t: &TokenConfig) -> Vec<Check> {
 }
 
 fn broker_app(t: &TokenConfig) -> String {
-    match t.provider.name().as_str() {
-        "kite" => "the Kite app".to_string(),
-        other => format!("the {other} app"),
-    }
+    format!("the {} app", brokers::broker_name(t.provider))
 }
 
 /// The redirect URL to register with the broker's app, and whether warden answers on it. A
@@ -216,8 +213,9 @@ fn notifier(cfg: &Config, t: &TokenConfig) -> Check {
             format!(
                 "{url} is on a loopback or private address: Upstox cannot post the token there"
             ),
-            "set http.public_url to the public HTTPS address of warden (behind a proxy), and \
-             register {public_url}/upstox/notify as the app's notifier webhook",
+            "set http.public_url to the https:// address Upstox's servers reach warden at (a \
+             proxy in front of it), and register {public_url}/upstox/notify as the app's \
+             Notifier Webhook",
         )
     } else {
         Check::ok(
@@ -237,7 +235,9 @@ pub fn is_internal_host(url: &str) -> bool {
         IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
     };
     match u.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost")
+        }
         Some(url::Host::Ipv4(ip)) => internal(ip.into()),
         Some(url::Host::Ipv6(ip)) => internal(ip.into()),
         None => false,
