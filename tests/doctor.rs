@@ -546,3 +546,97 @@ api_base = "{u}"
     assert_eq!(status("angel", "token angel (angelone) reachable"), "ok");
     assert_no_secret(&text(&j));
 }
+
+#[test]
+fn a_lone_dhan_consent_token_has_its_callback_checked_without_reaching_dhan() {
+    let port = free_port();
+    let dhan = BrokerSandbox::start("dhan", &[]);
+    let config = format!(
+        r#"[http]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[token]
+provider = "dhan"
+env_file = ".env"
+min_interval = "0s"
+check_interval = "1h"
+[token.dhan]
+client_id = "{client}"
+login = "manual"
+app_id = "{app_id}"
+app_secret = "{app_secret}"
+auth_base = "{d}"
+api_base = "{d}/v2"
+
+[programs.app]
+command = ["sleep", "300"]
+"#,
+        client = dhan.printed("client_id"),
+        app_id = dhan.printed("app_id"),
+        app_secret = dhan.printed("app_secret"),
+        d = dhan.url(),
+    );
+    let w = Warden::start(&config);
+    w.wait_state("app", "running", T);
+    let before = dhan.stats();
+
+    let o = doctor(&w.config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    // A lone [token] keeps the short names, with its provider's.
+    for check in [
+        "token.env_file writable",
+        "credentials",
+        "dhan reachable",
+        "dhan clock",
+    ] {
+        assert!(out.contains(&format!("✓ {check}: ")), "{check}:\n{out}");
+    }
+    assert!(
+        out.contains("login = \"manual\": client_id, app_id, app_secret set"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "✓ redirect url: register http://127.0.0.1:{port}/dhan/callback in the Dhan app; \
+             warden answers on it"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains(dhan.printed("app_secret")), "{out}");
+    // Doctor's callback probe went no further than warden: Dhan saw no consent traffic.
+    assert_eq!(
+        dhan.stats(),
+        before,
+        "doctor reached Dhan's login endpoints"
+    );
+}
+
+#[test]
+fn a_command_tokens_refresh_program_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &config,
+        "[token]\nprovider = \"command\"\nenv_file = \".env\"\n\
+         [token.command]\ncommand = [\"./refresh-token.sh\"]\n",
+    )
+    .unwrap();
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (line, fix) = failed(&out, "token.command");
+    assert!(line.contains("refresh-token.sh"), "{line}");
+    assert!(fix.contains("chmod +x"), "{fix}");
+
+    let script = dir.path().join("refresh-token.sh");
+    std::fs::write(&script, "#!/bin/sh\necho tok\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("✓ token.command: "), "{out}");
+    let v = verdicts(&doctor(&config, true));
+    assert_eq!(status_of(&v, "token.command"), "ok");
+}
