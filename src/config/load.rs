@@ -603,4 +603,19 @@ api_key_file = "k"
         assert_eq!(lines, sorted);
         assert_eq!(all.len(), 3, "{all:#?}");
     }
+
+    #[test]
+    fn tolerated_problems_still_give_the_config_others_do_not() {
+        let f = testutil::write(
+            "[token]\nprovider = \"kite\"\n[token.kite]\napi_key = \"k\"\napi_secret = \"s\"\n\
+             user_id = \"AB1234\"\nlogin = \"totp\"\n",
+        );
+        let is_credential = |p: &Problem| p.key.starts_with("token.kite.");
+        let (cfg, problems) = load_tolerating(&f.path, &is_credential).unwrap();
+        assert_eq!(cfg.token.unwrap().kite.unwrap().user_id, "AB1234");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["token.kite.password", "token.kite.totp_secret"]);
+        assert!(load(&f.path).is_err(), "plain load still refuses it");
+        assert!(load_tolerating(&f.path, &|_| false).is_err());
+    }
 }
