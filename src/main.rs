@@ -449,32 +449,29 @@ fn watch(path: &std::path::Path) -> ExitCode {
 /// `warden doctor`: 0 when nothing failed, 1 when something did, 2 for a config that does not
 /// load (unless all it lacks is credentials or an api_token: those are failed checks).
 fn doctor(path: &std::path::Path, json: bool) -> ExitCode {
-    let (checks, code) = match load_checked(path) {
-        Ok(cfg) => match runtime() {
-            Ok(rt) => {
-                let checks = rt.block_on(warden::doctor::run(&cfg));
-                let code = u8::from(warden::doctor::any_failed(&checks));
-                (checks, code)
-            }
-            Err(e) => {
-                eprintln!("warden: {e:#}");
-                return ExitCode::from(1);
-            }
-        },
+    // A config whose only gaps are credentials (or an api_token) is checked all the same: the
+    // gaps become failed checks of their tokens.
+    let (cfg, set_up) = match load_checked(path) {
+        Ok(cfg) => (cfg, Vec::new()),
         Err(message) => {
-            let problems = warden::config::load(path)
-                .err()
-                .map(|e| e.problems)
-                .unwrap_or_default();
-            match warden::doctor::set_up_problems(&problems) {
-                Some(checks) => (checks, 1),
-                None => {
+            match warden::config::load_tolerating(path, &warden::doctor::is_set_up_problem) {
+                // Nothing tolerated: what failed was not the file (a fleet's store, say).
+                Ok(loaded) if !loaded.1.is_empty() => loaded,
+                _ => {
                     eprintln!("{message}");
                     return ExitCode::from(2);
                 }
             }
         }
     };
+    let checks = match runtime() {
+        Ok(rt) => rt.block_on(warden::doctor::run(&cfg, &set_up)),
+        Err(e) => {
+            eprintln!("warden: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = u8::from(warden::doctor::any_failed(&checks));
     let out = if json {
         warden::doctor::render_json(&checks)
     } else {

@@ -304,3 +304,339 @@ fn a_network_listen_address_without_an_api_token_is_a_cross() {
     assert!(!out.contains("http.public_url"), "{out}");
     assert_no_secret(&out);
 }
+
+/// `[tokens.zerodha]` for the Kite sandbox (TOTP) and `[tokens.dhanhq]` for the Dhan one
+/// (PIN + TOTP), one shared `.env`.
+fn two_tokens(kite: &KiteSandbox, dhan: &BrokerSandbox, port: u16) -> String {
+    let k = kite.url();
+    format!(
+        r#"[http]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+api_token = "{API_TOKEN}"
+
+[tokens.zerodha]
+provider = "kite"
+env_file = ".env"
+env_key = "KITE_ACCESS_TOKEN"
+min_interval = "0s"
+check_interval = "1h"
+[tokens.zerodha.kite]
+api_key = "kitefront"
+api_secret = "{DEFAULT_API_SECRET}"
+user_id = "AB1234"
+login = "totp"
+password = "{DEFAULT_PASSWORD}"
+totp_secret = "{SANDBOX_TOTP}"
+login_base = "{k}"
+api_base = "{k}"
+
+[tokens.dhanhq]
+provider = "dhan"
+env_file = ".env"
+env_key = "DHAN_ACCESS_TOKEN"
+min_interval = "0s"
+check_interval = "1h"
+[tokens.dhanhq.dhan]
+client_id = "{client}"
+login = "totp"
+pin = "{pin}"
+totp_secret = "{totp}"
+auth_base = "{d}"
+api_base = "{d}/v2"
+"#,
+        client = dhan.printed("client_id"),
+        pin = dhan.printed("pin"),
+        totp = dhan.printed("totp_secret"),
+        d = dhan.url(),
+    )
+}
+
+/// Each `(check, status)` of `doctor --json` about the token `name`.
+fn token_verdicts(o: &Output, name: &str) -> Vec<(String, String, String)> {
+    let v: Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .filter(|c| c["token"] == name)
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["provider"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_tokens_of_two_brokers_each_get_their_ticks() {
+    let port = free_port();
+    let kite = KiteSandbox::with().redirect_to_warden(port).start();
+    let dhan = BrokerSandbox::start("dhan", &[]);
+    let config = format!(
+        "{}\n[programs.app]\ncommand = [\"sleep\", \"300\"]\n",
+        two_tokens(&kite, &dhan, port)
+    );
+    let w = Warden::start(&config);
+    w.wait_state("app", "running", T);
+
+    let o = doctor(&w.config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for line in out.lines().take_while(|l| !l.is_empty()) {
+        assert!(line.starts_with("✓ "), "not a ✓: {line}\n{out}");
+    }
+    for (token, what) in [
+        ("zerodha (kite)", "env_file writable"),
+        ("zerodha (kite)", "credentials"),
+        ("zerodha (kite)", "reachable"),
+        ("zerodha (kite)", "clock"),
+        ("zerodha (kite)", "redirect url"),
+        ("dhanhq (dhan)", "env_file writable"),
+        ("dhanhq (dhan)", "credentials"),
+        ("dhanhq (dhan)", "reachable"),
+        ("dhanhq (dhan)", "clock"),
+    ] {
+        assert!(
+            out.contains(&format!("✓ token {token} {what}: ")),
+            "{token} {what}:\n{out}"
+        );
+    }
+    // Both of Dhan's base URLs were tried; its totp login has no callback to register.
+    let reachable = out
+        .lines()
+        .find(|l| l.starts_with("✓ token dhanhq (dhan) reachable: "))
+        .unwrap();
+    assert!(
+        reachable.contains(&format!("{}/v2", dhan.url()))
+            && reachable.matches("answered").count() == 2,
+        "{reachable}"
+    );
+    assert!(!out.contains("dhanhq (dhan) redirect url"), "{out}");
+    assert!(
+        out.contains("pin, totp_secret set (not submitted by doctor)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("register http://127.0.0.1:{port}/kite/callback")),
+        "{out}"
+    );
+    assert_no_secret(&out);
+    for secret in [dhan.printed("pin"), dhan.printed("totp_secret")] {
+        assert!(!out.contains(secret), "a Dhan secret printed:\n{out}");
+    }
+
+    let j = doctor(&w.config, true);
+    assert_eq!(j.status.code(), Some(0), "{}", text(&j));
+    assert!(verdicts(&j).iter().all(|c| c.1 == "ok"), "{}", text(&j));
+    for (name, provider) in [("zerodha", "kite"), ("dhanhq", "dhan")] {
+        let v = token_verdicts(&j, name);
+        assert!(v.len() >= 4, "{name}: {v:?}");
+        assert!(v.iter().all(|c| c.2 == provider), "{name}: {v:?}");
+        assert!(v.iter().any(|c| c.0.ends_with(" clock")), "{name}: {v:?}");
+    }
+}
+
+#[test]
+fn each_tokens_problem_is_a_cross_named_with_its_token() {
+    let kite = KiteSandbox::start(&["--clock-skew", "60s"]);
+    let dhan = BrokerSandbox::start("dhan", &[]);
+    let angel = BrokerSandbox::start("angelone", &[]);
+    let upstox = BrokerSandbox::start("upstox", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // Dhan's auth_base on a port nobody listens on.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{}
+[tokens.angel]
+provider = "angelone"
+env_file = ".env"
+env_key = "ANGEL_JWT"
+[tokens.angel.angelone]
+api_key = "{angel_key}"
+client_code = "S123456"
+login = "totp"
+totp_secret = "{angel_totp}"
+feed_env_key = "ANGEL_FEED"
+api_base = "{a}"
+login_base = "{a}"
+
+[tokens.phone]
+provider = "upstox"
+env_file = ".env"
+[tokens.phone.upstox]
+api_key = "upstox-app"
+api_secret = "upstox-secret-9f1c"
+user_id = "UP1234"
+login = "approve"
+api_base = "{u}"
+"#,
+            two_tokens(&kite, &dhan, free_port()).replace(
+                &format!("auth_base = \"{}\"", dhan.url()),
+                &format!("auth_base = \"{closed}\"")
+            ),
+            angel_key = angel.printed("api_key"),
+            angel_totp = angel.printed("totp_secret"),
+            a = angel.url(),
+            u = upstox.url(),
+        ),
+    )
+    .unwrap();
+
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (line, fix) = failed(&out, "token zerodha (kite) clock");
+    assert!(line.contains("behind"), "{line}");
+    assert!(fix.contains("NTP"), "{fix}");
+    let (line, fix) = failed(&out, "token dhanhq (dhan) reachable");
+    assert!(line.contains(&closed), "{line}");
+    assert!(fix.contains("tokens.dhanhq.dhan.auth_base"), "{fix}");
+    let (line, fix) = failed(&out, "token angel (angelone) credentials");
+    assert!(
+        line.contains("tokens.angel.angelone.pin is missing"),
+        "{line}"
+    );
+    assert!(fix.contains("pin_file"), "{fix}");
+    // The rest of each token is fine: only its own problem is a cross.
+    for ok in [
+        "token zerodha (kite) reachable",
+        "token zerodha (kite) credentials",
+        "token dhanhq (dhan) credentials",
+        "token angel (angelone) reachable",
+        "token angel (angelone) clock",
+        "token phone (upstox) reachable",
+        "token phone (upstox) credentials",
+    ] {
+        assert!(out.contains(&format!("✓ {ok}: ")), "{ok}:\n{out}");
+    }
+    // Upstox must post the approved token to warden: a loopback public_url cannot be reached.
+    assert!(out.contains("! token phone (upstox) notify url: "), "{out}");
+    assert!(out.contains("/upstox/notify"), "{out}");
+    assert!(!out.contains("phone (upstox) redirect url"), "{out}");
+    assert_no_secret(&out);
+    for secret in [
+        angel.printed("totp_secret"),
+        "upstox-secret-9f1c",
+        dhan.printed("pin"),
+    ] {
+        assert!(!out.contains(secret), "a secret printed:\n{out}");
+    }
+
+    let j = doctor(&config, true);
+    assert_eq!(j.status.code(), Some(1), "{}", text(&j));
+    let status = |token: &str, check: &str| {
+        token_verdicts(&j, token)
+            .into_iter()
+            .find(|c| c.0 == check)
+            .unwrap_or_else(|| panic!("no {check} for {token}: {}", text(&j)))
+            .1
+    };
+    assert_eq!(status("zerodha", "token zerodha (kite) clock"), "fail");
+    assert_eq!(status("dhanhq", "token dhanhq (dhan) reachable"), "fail");
+    assert_eq!(
+        status("angel", "token angel (angelone) credentials"),
+        "fail"
+    );
+    assert_eq!(status("phone", "token phone (upstox) notify url"), "warn");
+    assert_eq!(status("angel", "token angel (angelone) reachable"), "ok");
+    assert_no_secret(&text(&j));
+}
+
+#[test]
+fn a_lone_dhan_consent_token_has_its_callback_checked_without_reaching_dhan() {
+    let port = free_port();
+    let dhan = BrokerSandbox::start("dhan", &[]);
+    let config = format!(
+        r#"[http]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+
+[token]
+provider = "dhan"
+env_file = ".env"
+min_interval = "0s"
+check_interval = "1h"
+[token.dhan]
+client_id = "{client}"
+login = "manual"
+app_id = "{app_id}"
+app_secret = "{app_secret}"
+auth_base = "{d}"
+api_base = "{d}/v2"
+
+[programs.app]
+command = ["sleep", "300"]
+"#,
+        client = dhan.printed("client_id"),
+        app_id = dhan.printed("app_id"),
+        app_secret = dhan.printed("app_secret"),
+        d = dhan.url(),
+    );
+    let w = Warden::start(&config);
+    w.wait_state("app", "running", T);
+    let before = dhan.stats();
+
+    let o = doctor(&w.config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    // A lone [token] keeps the short names, with its provider's.
+    for check in [
+        "token.env_file writable",
+        "credentials",
+        "dhan reachable",
+        "dhan clock",
+    ] {
+        assert!(out.contains(&format!("✓ {check}: ")), "{check}:\n{out}");
+    }
+    assert!(
+        out.contains("login = \"manual\": client_id, app_id, app_secret set"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "✓ redirect url: register http://127.0.0.1:{port}/dhan/callback in the Dhan app; \
+             warden answers on it"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains(dhan.printed("app_secret")), "{out}");
+    // Doctor's callback probe went no further than warden: Dhan saw no consent traffic.
+    assert_eq!(
+        dhan.stats(),
+        before,
+        "doctor reached Dhan's login endpoints"
+    );
+}
+
+#[test]
+fn a_command_tokens_refresh_program_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &config,
+        "[token]\nprovider = \"command\"\nenv_file = \".env\"\n\
+         [token.command]\ncommand = [\"./refresh-token.sh\"]\n",
+    )
+    .unwrap();
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (line, fix) = failed(&out, "token.command");
+    assert!(line.contains("refresh-token.sh"), "{line}");
+    assert!(fix.contains("chmod +x"), "{fix}");
+
+    let script = dir.path().join("refresh-token.sh");
+    std::fs::write(&script, "#!/bin/sh\necho tok\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = doctor(&config, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("✓ token.command: "), "{out}");
+    let v = verdicts(&doctor(&config, true));
+    assert_eq!(status_of(&v, "token.command"), "ok");
+}

@@ -14,7 +14,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with_env(path, &|name| std::env::var_os(name))
 }
 
+/// Like [`load`], but a file whose every problem `tolerated` accepts still gives its config,
+/// with those problems beside it: `warden doctor` checks a set-up whose only gaps are
+/// credentials still to fill in.
+pub fn load_tolerating(
+    path: &Path,
+    tolerated: &dyn Fn(&Problem) -> bool,
+) -> Result<(Config, Vec<Problem>), ConfigError> {
+    load_parts(path, &|name| std::env::var_os(name), tolerated)
+}
+
 pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigError> {
+    load_parts(path, env, &|_| false).map(|(cfg, _)| cfg)
+}
+
+fn load_parts(
+    path: &Path,
+    env: Env<'_>,
+    tolerated: &dyn Fn(&Problem) -> bool,
+) -> Result<(Config, Vec<Problem>), ConfigError> {
     let fail = |problems: Vec<Problem>| ConfigError {
         file: path.to_path_buf(),
         problems,
@@ -82,13 +100,13 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
         key: render(&f.path),
         message: f.message,
     };
-    if kept.is_empty() {
-        cfg.warnings = validate::warnings(&cfg).into_iter().map(locate).collect();
-        return Ok(cfg);
-    }
-    let mut problems: Vec<Problem> = kept.into_iter().map(locate).collect();
+    let mut problems: Vec<Problem> = kept.into_iter().map(&locate).collect();
     // Compiler order: by line; problems without a line (none so far) go last.
     problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    if problems.iter().all(tolerated) {
+        cfg.warnings = validate::warnings(&cfg).into_iter().map(locate).collect();
+        return Ok((cfg, problems));
+    }
     Err(fail(problems))
 }
 
@@ -584,5 +602,20 @@ api_key_file = "k"
         sorted.sort();
         assert_eq!(lines, sorted);
         assert_eq!(all.len(), 3, "{all:#?}");
+    }
+
+    #[test]
+    fn tolerated_problems_still_give_the_config_others_do_not() {
+        let f = testutil::write(
+            "[token]\nprovider = \"kite\"\n[token.kite]\napi_key = \"k\"\napi_secret = \"s\"\n\
+             user_id = \"AB1234\"\nlogin = \"totp\"\n",
+        );
+        let is_credential = |p: &Problem| p.key.starts_with("token.kite.");
+        let (cfg, problems) = load_tolerating(&f.path, &is_credential).unwrap();
+        assert_eq!(cfg.token.unwrap().kite.unwrap().user_id, "AB1234");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["token.kite.password", "token.kite.totp_secret"]);
+        assert!(load(&f.path).is_err(), "plain load still refuses it");
+        assert!(load_tolerating(&f.path, &|_| false).is_err());
     }
 }

@@ -33,7 +33,7 @@ mod validate;
 mod validate_fyers_tests;
 
 pub use diff::{diff, ConfigDiff};
-pub use load::load;
+pub use load::{load, load_tolerating};
 pub use market_rules::{parse_market_date, parse_market_time};
 pub use quiet_hours::QuietHours;
 pub use schema::*;

@@ -6,44 +6,32 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Check;
-use crate::config::{Config, KiteConfig, LoginMode, ProgramConfig, TokenProviderKind};
-use crate::token::clock_guard::{parse_http_date, skew_secs, MAX_SKEW_SECS};
+use crate::config::{Config, ProgramConfig};
 
 const NET_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn kite(cfg: &Config) -> Option<&KiteConfig> {
-    cfg.token
-        .as_ref()
-        .filter(|t| t.provider == TokenProviderKind::Kite)
-        .and_then(|t| t.kite.as_ref())
-}
-
-/// The env file's and state_dir's directories take writes; the env file is private.
-pub fn files(cfg: &Config) -> Vec<Check> {
+/// The state_dir takes writes and is private (the env files are each token's checks).
+pub fn state_dir(cfg: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
-    let Some(token) = &cfg.token else {
+    if cfg.token_list().is_empty() {
         return checks;
-    };
+    }
+    let key = "supervisor.state_dir";
     let problems = crate::token::writable::check(cfg);
-    for (key, what) in [
-        ("token.env_file", token.env_file.display().to_string()),
-        (
-            "supervisor.state_dir",
+    match problems.iter().find(|p| p.key == key) {
+        Some(p) => checks.push(Check::fail(
+            format!("{key} writable"),
+            format!("{}: {}", p.dir.display(), p.reason),
+            format!(
+                "make {} a directory writable by the user warden runs as, or point {key} \
+                 somewhere writable",
+                p.dir.display()
+            ),
+        )),
+        None => checks.push(Check::ok(
+            format!("{key} writable"),
             cfg.supervisor.state_dir.display().to_string(),
-        ),
-    ] {
-        match problems.iter().find(|p| p.key == key) {
-            Some(p) => checks.push(Check::fail(
-                format!("{key} writable"),
-                format!("{}: {}", p.dir.display(), p.reason),
-                format!(
-                    "make {} a directory writable by the user warden runs as, or point {key} \
-                     somewhere writable",
-                    p.dir.display()
-                ),
-            )),
-            None => checks.push(Check::ok(format!("{key} writable"), what)),
-        }
+        )),
     }
     let state = &cfg.supervisor.state_dir;
     if let Some(meta) = std::fs::metadata(state).ok().filter(|m| m.is_dir()) {
@@ -61,37 +49,7 @@ pub fn files(cfg: &Config) -> Vec<Check> {
             Check::ok("supervisor.state_dir mode", "private to its owner")
         });
     }
-    if let Some(warning) = crate::config::env_file::readable_by_others(&token.env_file) {
-        checks.push(Check::warn(
-            "token.env_file mode",
-            warning,
-            format!("chmod 600 {}", token.env_file.display()),
-        ));
-    } else if token.env_file.exists() {
-        checks.push(Check::ok(
-            "token.env_file mode",
-            "readable by its owner only",
-        ));
-    }
     checks
-}
-
-/// What the chosen login mode needs is there (validation made sure); never the values.
-pub fn credentials(cfg: &Config) -> Vec<Check> {
-    let Some(k) = kite(cfg) else {
-        return Vec::new();
-    };
-    let (mode, keys) = match k.login {
-        LoginMode::Totp => (
-            "totp",
-            "api_key, api_secret, user_id, password, totp_secret",
-        ),
-        LoginMode::Manual => ("manual", "api_key, api_secret, user_id"),
-    };
-    vec![Check::ok(
-        "credentials",
-        format!("login = \"{mode}\": {keys} set (not submitted by doctor)"),
-    )]
 }
 
 /// Something answers on warden's listen address (the loopback one for an unspecified address).
@@ -108,7 +66,7 @@ fn reachable(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-fn http_client() -> Option<reqwest::Client> {
+pub(super) fn http_client() -> Option<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(NET_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -116,93 +74,7 @@ fn http_client() -> Option<reqwest::Client> {
         .ok()
 }
 
-/// The Kite API answers (DNS, TLS and HTTP in one GET of `/user/profile` without a token: a
-/// 403 TokenException envelope proves it is Kite's API), and its clock agrees with ours.
-pub async fn brokers(cfg: &Config) -> Vec<Check> {
-    let Some(k) = kite(cfg) else {
-        return Vec::new();
-    };
-    let Some(client) = http_client() else {
-        return vec![Check::fail(
-            "kite reachable",
-            "cannot build an HTTP client",
-            "report this as a bug",
-        )];
-    };
-    let base = k.api_base.trim_end_matches('/');
-    let url = format!("{base}/user/profile");
-    let resp = match client.get(&url).header("X-Kite-Version", "3").send().await {
-        Ok(r) => r,
-        Err(e) => {
-            return vec![Check::fail(
-                "kite reachable",
-                format!("GET {url}: {}", error_chain(&e)),
-                format!(
-                    "check token.kite.api_base ({base}), DNS, the firewall and any proxy: this \
-                     machine must reach it over HTTPS"
-                ),
-            )]
-        }
-    };
-    let local = jiff::Timestamp::now();
-    let status = resp.status().as_u16();
-    let date = resp
-        .headers()
-        .get(reqwest::header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date);
-    let body = resp.text().await.unwrap_or_default();
-    let envelope: Option<serde_json::Value> = serde_json::from_str(&body).ok();
-    let error_type = envelope
-        .as_ref()
-        .and_then(|v| v["error_type"].as_str())
-        .unwrap_or("");
-    let mut checks = vec![if status == 403 && error_type == "TokenException" {
-        Check::ok(
-            "kite reachable",
-            format!("{url} answered 403 TokenException, as Kite does without a token"),
-        )
-    } else {
-        Check::fail(
-            "kite reachable",
-            format!("{url} answered HTTP {status}, not Kite's 403 TokenException"),
-            format!(
-                "check token.kite.api_base ({base}): it must be the Kite Connect API \
-                 (https://api.kite.trade), not a proxy or login page"
-            ),
-        )
-    }];
-    checks.push(match date {
-        None => Check::fail(
-            "kite clock",
-            "the answer had no usable Date header, so the clock cannot be compared",
-            "check that nothing between here and Kite strips headers; TOTP logins need it",
-        ),
-        Some(broker) => {
-            let skew = skew_secs(broker, local);
-            if skew.abs() > MAX_SKEW_SECS {
-                Check::fail(
-                    "kite clock",
-                    format!(
-                        "this machine's clock is {} s {} Kite's (at most {MAX_SKEW_SECS} s)",
-                        skew.abs().round(),
-                        if skew > 0.0 { "ahead of" } else { "behind" }
-                    ),
-                    "sync the clock with NTP (`timedatectl set-ntp true`): warden submits no \
-                     TOTP code from a skewed clock",
-                )
-            } else {
-                Check::ok(
-                    "kite clock",
-                    format!("within {} s of Kite's", skew.abs().round()),
-                )
-            }
-        }
-    });
-    checks
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
@@ -255,40 +127,6 @@ pub fn http_posture(cfg: &Config) -> Vec<Check> {
     checks
 }
 
-/// The redirect URL to register with the Kite app, and whether warden answers on it.
-pub async fn redirect(cfg: &Config, running: bool) -> Vec<Check> {
-    if kite(cfg).is_none() {
-        return Vec::new();
-    }
-    let url = format!("{}/kite/callback", cfg.http.public_url());
-    if !running {
-        return vec![Check::info(
-            "redirect url",
-            format!("register {url} in the Kite app; warden is not running, so not tried"),
-        )];
-    }
-    let answer = match http_client() {
-        Some(c) => c.get(&url).send().await.map(|r| r.status().as_u16()),
-        None => return Vec::new(),
-    };
-    vec![match answer {
-        Ok(400) => Check::ok(
-            "redirect url",
-            format!("register {url} in the Kite app; warden answers on it"),
-        ),
-        Ok(code) => Check::fail(
-            "redirect url",
-            format!("{url} answered HTTP {code}, not warden's 400 for a missing state"),
-            "point http.public_url (or the proxy in front of warden) at this warden",
-        ),
-        Err(e) => Check::fail(
-            "redirect url",
-            format!("{url}: {}", error_chain(&e)),
-            "make http.public_url reach this warden (DNS, proxy, firewall)",
-        ),
-    }]
-}
-
 /// Each program's executable exists and may be run, found the way exec finds it.
 pub fn programs(cfg: &Config) -> Vec<Check> {
     cfg.programs
@@ -311,7 +149,7 @@ pub fn programs(cfg: &Config) -> Vec<Check> {
         .collect()
 }
 
-fn find_executable(arg0: &str, p: &ProgramConfig) -> Result<PathBuf, String> {
+pub(super) fn find_executable(arg0: &str, p: &ProgramConfig) -> Result<PathBuf, String> {
     if arg0.contains('/') {
         let path = p.cwd.join(arg0);
         return executable(&path).map(|()| path);
