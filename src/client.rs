@@ -113,6 +113,9 @@ pub struct Endpoint {
     pub public_url: String,
     /// The config file as given, for messages.
     pub config: PathBuf,
+    /// Each token's name and the broker whose `/{provider}/callback` completes its manual
+    /// login (empty when the config could not be read whole).
+    pub callbacks: Vec<(String, &'static str)>,
 }
 
 /// Run one client command against the warden of `config`; returns what to print on stdout.
@@ -161,7 +164,22 @@ pub fn run(cmd: &ClientCommand, config: &Path) -> Result<String, ClientError> {
             let picked = pick_token(&status, name.as_deref())?;
             match picked.status["login"].as_str() {
                 Some("command") => Err(ClientError::NotKite),
-                _ => Ok(format!("{}\n", picked.login_url(&ep.public_url))),
+                _ => {
+                    let mut out = format!("{}\n", picked.login_url(&ep.public_url));
+                    // SPEC §9.2: `warden login-url NAME` also prints the redirect URL to
+                    // register with the broker, on its own line; without a NAME the output
+                    // stays the one login URL (SPEC §2) that scripts read.
+                    let callback = name
+                        .as_deref()
+                        .and_then(|n| ep.callbacks.iter().find(|(token, _)| token == n));
+                    if let Some((_, provider)) = callback {
+                        out.push_str(&format!(
+                            "redirect URL to register with the broker: {}/{provider}/callback\n",
+                            ep.public_url
+                        ));
+                    }
+                    Ok(out)
+                }
             }
         }
     }
@@ -247,6 +265,14 @@ pub fn endpoint(config: &Path) -> Result<Endpoint, ClientError> {
             api_token: cfg.http.api_token().cloned().or_else(env_api_token),
             public_url: cfg.http.public_url(),
             config: config.to_path_buf(),
+            callbacks: cfg
+                .token_list()
+                .iter()
+                .filter_map(|t| {
+                    let provider = crate::token::provider::configured::manual_login_provider(t)?;
+                    Some((t.display_name(), provider))
+                })
+                .collect(),
         }),
         Err(e) if e.problems.iter().all(|p| outside_http(&p.key)) => lenient_endpoint(config),
         Err(e) => Err(ClientError::Config(Box::new(e))),
@@ -311,6 +337,7 @@ fn lenient_endpoint(config: &Path) -> Result<Endpoint, ClientError> {
         api_token: api_token.or_else(env_api_token),
         public_url,
         config: config.to_path_buf(),
+        callbacks: Vec::new(),
     })
 }
 

@@ -216,10 +216,14 @@ fn each_token_is_refreshed_by_name_over_http_and_the_cli() {
         all.contains("token a:") && all.contains("token b:"),
         "{all}"
     );
+    // SPEC §9.2: with a NAME, the redirect URL to register with the broker comes too.
     let out = warden_cli(&["login-url", "b"], &w.config);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("http://127.0.0.1:{port}/login/b")
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "http://127.0.0.1:{port}/login/b\n\
+             redirect URL to register with the broker: http://127.0.0.1:{port}/kite/callback\n"
+        )
     );
 
     // B's token dies; `warden token refresh b` renews B alone.
